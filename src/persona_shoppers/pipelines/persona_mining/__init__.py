@@ -1,0 +1,5 @@
+"""The persona_mining pipeline."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,5 @@
+"""The vq_vae pipeline."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,13 @@
+"""Kedro project settings."""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# `${project_root:}` anchors paths (the MLflow SQLite store) to the project, wherever a
+# notebook kernel or a CLI call starts from.
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "custom_resolvers": {"project_root": lambda: PROJECT_ROOT.as_posix()},
+}
