@@ -22,7 +22,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "checkout_start",
     "purchase",
 )
-PRODUCT_EVENT_TYPES: tuple[str, ...] = ("product_view", "add_to_cart", "remove_from_cart", "purchase")
+PRODUCT_EVENT_TYPES: tuple[str, ...] = (
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+)
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "shop_id": pl.String,
@@ -113,7 +118,9 @@ def conform(
                 )
                 casts.append(zone.dt.cast_time_unit("us"))
             else:
-                raise SchemaError(dataset, column, f"must be a UTC timestamp or ISO text, found {actual}")
+                raise SchemaError(
+                    dataset, column, f"must be a UTC timestamp or ISO text, found {actual}"
+                )
         else:
             if not _is_numeric(actual):
                 raise SchemaError(dataset, column, f"must be numeric ({dtype}), found {actual}")

@@ -43,8 +43,10 @@ class ProductSearch:
             return np.zeros(len(self.products), dtype=np.float32)
         return self._index.get_scores(tokens)
 
-    def rank(self, candidates: np.ndarray, variant: StoreVariant, relevance=None) -> np.ndarray:
-        """Order product positions ``candidates`` as the variant ranks them (stable, deterministic)."""
+    def rank(
+        self, candidates: np.ndarray, variant: StoreVariant, relevance: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Order product positions ``candidates`` as the variant ranks them (deterministic)."""
         keys_by_ranking = {
             "relevance": (-relevance[candidates],) if relevance is not None else (),
             "popularity": (),

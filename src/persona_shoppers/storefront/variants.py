@@ -26,9 +26,13 @@ class StoreVariant:
 
     def __post_init__(self) -> None:
         if self.ranking not in RANKINGS:
-            raise ValueError(f"StoreVariant.ranking must be one of {RANKINGS}, got {self.ranking!r}")
+            raise ValueError(
+                f"StoreVariant.ranking must be one of {RANKINGS}, got {self.ranking!r}"
+            )
         if self.price_multiplier <= 0:
-            raise ValueError(f"StoreVariant.price_multiplier must be > 0, got {self.price_multiplier}")
+            raise ValueError(
+                f"StoreVariant.price_multiplier must be > 0, got {self.price_multiplier}"
+            )
         if self.page_size < 1:
             raise ValueError(f"StoreVariant.page_size must be >= 1, got {self.page_size}")
 

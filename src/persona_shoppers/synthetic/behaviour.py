@@ -86,7 +86,9 @@ class SessionOutcome:
     checked_out: np.ndarray  # (S,) bool
     purchased: np.ndarray  # (S,) bool
     revenue: np.ndarray  # (S,) float
-    events: dict[str, np.ndarray] | None = None  # columns: session, event, product, collection, query...
+    events: dict[str, np.ndarray] | None = (
+        None  # columns: session, event, product, collection, query...
+    )
 
 
 def _type_array(types: list[BuyerType], name: str) -> np.ndarray:
@@ -120,7 +122,9 @@ def draw_population(
     favourite_brand = rng.choice(len(brand_share), size=n, p=brand_share)
     expected = _type_array(types, "sessions_per_year")[type_index] * window_days / 365.0
     n_sessions = 1 + rng.poisson(np.maximum(expected - 1.0, 0.0))
-    return Population(buyer_ids, type_index, interests, favourite_brand, np.minimum(n_sessions, 200))
+    return Population(
+        buyer_ids, type_index, interests, favourite_brand, np.minimum(n_sessions, 200)
+    )
 
 
 def _categorical_rows(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -152,7 +156,9 @@ def draw_script(
     session_buyer = np.repeat(np.arange(len(pop.buyer_ids)), pop.n_sessions)
     t = pop.type_index[session_buyer]
     bounced = rng.random(len(session_buyer)) < _type_array(types, "bounce_prob")[t]
-    n_episodes = np.where(bounced, 0, 1 + rng.poisson(np.maximum(_type_array(types, "episodes_mean")[t] - 1, 0)))
+    n_episodes = np.where(
+        bounced, 0, 1 + rng.poisson(np.maximum(_type_array(types, "episodes_mean")[t] - 1, 0))
+    )
     episode_session = np.repeat(np.arange(len(session_buyer)), n_episodes)
     starts = np.cumsum(n_episodes) - n_episodes
     episode_rank = np.arange(len(episode_session)) - starts[episode_session]
@@ -160,7 +166,9 @@ def draw_script(
     et = pop.type_index[eb]
     n_ep = len(episode_session)
 
-    mode_p = np.stack([_type_array(types, k) for k in ("p_search", "p_collection", "p_direct")], axis=1)
+    mode_p = np.stack(
+        [_type_array(types, k) for k in ("p_search", "p_collection", "p_direct")], axis=1
+    )
     episode_mode = _categorical_rows(mode_p[et], rng)
     target_type = _categorical_rows(pop.interests[eb], rng)
 
@@ -209,7 +217,9 @@ def draw_script(
 class StoreListings:
     """Result lists of a shop under one variant: every precomputed query and every collection."""
 
-    def __init__(self, catalog: ShopCatalog, variant: StoreVariant, search: ProductSearch | None = None):
+    def __init__(
+        self, catalog: ShopCatalog, variant: StoreVariant, search: ProductSearch | None = None
+    ):
         search = search or ProductSearch(catalog.products)
         page = min(variant.page_size, MAX_PAGE)
         queries = catalog.queries.reshape(-1)
@@ -254,8 +264,12 @@ def play(
     n_sessions = len(script.session_buyer)
     eb = script.session_buyer[script.episode_session]
     et = pop.type_index[eb]
-    t_arr = {k: _type_array(types, k) for k in ("price_sensitivity", "brand_loyalty", "rating_weight")}
-    sens, loyalty, rating_w = (t_arr[k][et] for k in ("price_sensitivity", "brand_loyalty", "rating_weight"))
+    t_arr = {
+        k: _type_array(types, k) for k in ("price_sensitivity", "brand_loyalty", "rating_weight")
+    }
+    sens, loyalty, rating_w = (
+        t_arr[k][et] for k in ("price_sensitivity", "brand_loyalty", "rating_weight")
+    )
 
     # The page each episode shows.
     mode = script.episode_mode
@@ -268,7 +282,8 @@ def play(
     # 70% open the collection of the target's product type, the rest a special collection.
     own = script.collection_pick < 0.7
     special = len(catalog.type_names) + np.minimum(
-        ((script.collection_pick - 0.7) / 0.3 * listings.n_special).astype(np.int64), listings.n_special - 1
+        ((script.collection_pick - 0.7) / 0.3 * listings.n_special).astype(np.int64),
+        listings.n_special - 1,
     )
     collection = np.where(own, listings.type_collection[type_idx[script.target]], special)
     shown[is_coll] = listings.collection_results[collection[is_coll]]
@@ -315,16 +330,31 @@ def play(
     s_sens = _type_array(types, "price_sensitivity")[st]
     # A price change also weighs on the decision to pay (elasticity at checkout and payment).
     pay_factor = np.clip(np.exp(-0.5 * s_sens * log_mult), 0.3, 1.5)
-    checked_out = has_cart & (script.checkout_draw < _type_array(types, "checkout_prob")[st] * pay_factor)
-    purchased = checked_out & (
-        script.purchase_draw < np.minimum(_type_array(types, "purchase_prob")[st] * pay_factor, 0.99)
+    checked_out = has_cart & (
+        script.checkout_draw < _type_array(types, "checkout_prob")[st] * pay_factor
     )
-    revenue = np.bincount(session_of, weights=line_value.sum(axis=1), minlength=n_sessions) * purchased
+    purchased = checked_out & (
+        script.purchase_draw
+        < np.minimum(_type_array(types, "purchase_prob")[st] * pay_factor, 0.99)
+    )
+    revenue = (
+        np.bincount(session_of, weights=line_value.sum(axis=1), minlength=n_sessions) * purchased
+    )
     outcome = SessionOutcome(has_atc, checked_out, purchased, revenue)
     if with_events:
         outcome.events = _events(
-            script, listings, collection, clicked, clicked_ok, carted, removed, kept, price,
-            checked_out, purchased, catalog,
+            script,
+            listings,
+            collection,
+            clicked,
+            clicked_ok,
+            carted,
+            removed,
+            kept,
+            price,
+            checked_out,
+            purchased,
+            catalog,
         )
     return outcome
 
@@ -373,9 +403,13 @@ def _events(
     flat_query = np.ravel_multi_index(
         (script.target, script.query_style, script.query_variant), catalog.queries.shape
     )
-    block(sess_e[is_search], base_seq[is_search], EVENT_CODES["search"], query=flat_query[is_search])
+    block(
+        sess_e[is_search], base_seq[is_search], EVENT_CODES["search"], query=flat_query[is_search]
+    )
     is_coll = script.episode_mode == COLLECTION
-    block(sess_e[is_coll], base_seq[is_coll], EVENT_CODES["collection_view"], coll=collection[is_coll])
+    block(
+        sess_e[is_coll], base_seq[is_coll], EVENT_CODES["collection_view"], coll=collection[is_coll]
+    )
 
     e_idx, k_idx = np.nonzero(clicked_ok)
     view_seq = base_seq[e_idx] + 1 + 2 * k_idx
@@ -384,20 +418,35 @@ def _events(
     ce, ck = np.nonzero(carted)
     cprod = clicked[ce, ck]
     qty = script.quantity[ce, ck]
-    block(sess_e[ce], base_seq[ce] + 2 + 2 * ck, EVENT_CODES["add_to_cart"], product=cprod, qty=qty, prc=price[cprod])
+    block(
+        sess_e[ce],
+        base_seq[ce] + 2 + 2 * ck,
+        EVENT_CODES["add_to_cart"],
+        product=cprod,
+        qty=qty,
+        prc=price[cprod],
+    )
     re, rk = np.nonzero(removed)
     rprod = clicked[re, rk]
     block(
-        sess_e[re], end_block + base_seq[re] + rk, EVENT_CODES["remove_from_cart"],
-        product=rprod, qty=script.quantity[re, rk], prc=price[rprod],
+        sess_e[re],
+        end_block + base_seq[re] + rk,
+        EVENT_CODES["remove_from_cart"],
+        product=rprod,
+        qty=script.quantity[re, rk],
+        prc=price[rprod],
     )
     co = np.flatnonzero(checked_out)
     block(co, np.full(len(co), 2 * end_block), EVENT_CODES["checkout_start"])
     pe, pk = np.nonzero(kept & purchased[sess_e][:, None])
     pprod = clicked[pe, pk]
     block(
-        sess_e[pe], 3 * end_block + base_seq[pe] + pk, EVENT_CODES["purchase"],
-        product=pprod, qty=script.quantity[pe, pk], prc=price[pprod],
+        sess_e[pe],
+        3 * end_block + base_seq[pe] + pk,
+        EVENT_CODES["purchase"],
+        product=pprod,
+        qty=script.quantity[pe, pk],
+        prc=price[pprod],
     )
     events = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     order = np.lexsort((events["seq"], events["session"]))
@@ -405,7 +454,10 @@ def _events(
 
 
 def event_offsets(
-    events: dict[str, np.ndarray], session_type: np.ndarray, types: list[BuyerType], rng: np.random.Generator
+    events: dict[str, np.ndarray],
+    session_type: np.ndarray,
+    types: list[BuyerType],
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seconds from session start for every event, and each session's duration.
 

@@ -46,7 +46,7 @@ def _vertical(name: str) -> Vertical:
 
 
 def shop_specs(n_shops: int, products_per_shop: int, rng: np.random.Generator) -> list[ShopSpec]:
-    """Give each shop a main vertical (cycling through all), sometimes a second one, a price level."""
+    """Give each shop a main vertical (cycling through all), maybe a second one, a price level."""
     names = [v.name for v in VERTICALS]
     specs = []
     for i in range(n_shops):
@@ -70,7 +70,9 @@ def _round_price(x: np.ndarray) -> np.ndarray:
     return np.maximum(np.floor(x) + 0.99, 1.99)
 
 
-def build_catalog(spec: ShopSpec, rng: np.random.Generator, n_query_variants: int = 3) -> ShopCatalog:
+def build_catalog(
+    spec: ShopSpec, rng: np.random.Generator, n_query_variants: int = 3
+) -> ShopCatalog:
     """Compose a shop's products from its verticals: titles, categories, prices, ratings."""
     verticals = [_vertical(v) for v in spec.verticals]
     # The main vertical gets about 75% of the products when a shop has two.
@@ -104,9 +106,8 @@ def build_catalog(spec: ShopSpec, rng: np.random.Generator, n_query_variants: in
                 "category": f"{vertical.name}{CATEGORY_SEPARATOR}{ptype.name}",
                 "brand": brand,
                 "price": price,
-                "description": (
-                    f"{attribute} {ptype.name.lower()} in {colour.lower()} by {brand}. {vertical.blurb}"
-                ),
+                "description": f"{attribute} {ptype.name.lower()} in {colour.lower()} by {brand}. "
+                + vertical.blurb,
                 "rating": round(rating, 1),
                 "review_count": int(rng.lognormal(3.0, 1.3)),
                 "type_key": key,
@@ -175,15 +176,23 @@ def _collections(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One collection per product type, plus New Arrivals, Best Sellers, Sale and top brands."""
     members: list[tuple[str, np.ndarray]] = [
-        (name, np.flatnonzero(products["type_index"].to_numpy() == j)) for j, name in enumerate(type_names)
+        (name, np.flatnonzero(products["type_index"].to_numpy() == j))
+        for j, name in enumerate(type_names)
     ]
     n = len(products)
     k = max(1, n // 7)
     members.append(("New Arrivals", np.sort(rng.choice(n, size=k, replace=False))))
-    members.append(("Best Sellers", np.sort(np.argsort(-products["review_count"].to_numpy(), kind="stable")[:k])))
+    members.append(
+        (
+            "Best Sellers",
+            np.sort(np.argsort(-products["review_count"].to_numpy(), kind="stable")[:k]),
+        )
+    )
     members.append(("Sale", np.sort(rng.choice(n, size=k, replace=False))))
     for brand in products["brand"].value_counts().index[:3]:
-        members.append((f"{brand} Collection", np.flatnonzero(products["brand"].to_numpy() == brand)))
+        members.append(
+            (f"{brand} Collection", np.flatnonzero(products["brand"].to_numpy() == brand))
+        )
     collections = pd.DataFrame(
         {
             "shop_id": spec.shop_id,

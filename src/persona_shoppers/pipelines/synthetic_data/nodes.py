@@ -15,4 +15,10 @@ def generate_clickstream(
 ) -> tuple[pl.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Generate events, products, collections, collection membership and the planted truth."""
     data = generate(SyntheticConfig.from_params(params))
-    return data.events, data.products, data.collections, data.collection_products, data.planted_truth
+    return (
+        data.events,
+        data.products,
+        data.collections,
+        data.collection_products,
+        data.planted_truth,
+    )

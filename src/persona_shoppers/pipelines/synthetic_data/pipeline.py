@@ -15,7 +15,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 generate_clickstream,
                 inputs="params:synthetic_data",
-                outputs=["raw_events", "raw_products", "raw_collections", "raw_collection_products", "planted_truth"],
+                outputs=[
+                    "raw_events",
+                    "raw_products",
+                    "raw_collections",
+                    "raw_collection_products",
+                    "planted_truth",
+                ],
                 name="generate_clickstream",
             )
         ]
