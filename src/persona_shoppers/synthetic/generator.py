@@ -114,7 +114,8 @@ class _Shop:
     seeds: dict[str, np.random.SeedSequence]
 
 
-def _shops(config: SyntheticConfig) -> list[_Shop]:
+def _shops(config: SyntheticConfig, progress: bool = False) -> list[_Shop]:
+    """Catalogs, populations and session scripts of every shop (store independent)."""
     root = np.random.SeedSequence(config.seed)
     layout_rng = np.random.default_rng(root.spawn(1)[0])
     specs = shop_specs(config.n_shops, config.products_per_shop, layout_rng)
@@ -124,7 +125,10 @@ def _shops(config: SyntheticConfig) -> list[_Shop]:
     prior = np.array([t.prior_weight for t in config.buyer_types])
     prior = prior / prior.sum()
     shops, previous_ids = [], None
-    for i, (spec, seq) in enumerate(zip(specs, root.spawn(config.n_shops + 1)[1:], strict=True)):
+    shop_seeds = root.spawn(config.n_shops + 1)[1:]
+    for i, (spec, seq) in enumerate(
+        tqdm(list(zip(specs, shop_seeds, strict=True)), desc="shops: buyers", disable=not progress)
+    ):
         seeds = dict(zip(("catalog", "population", "script", "time"), seq.spawn(4), strict=True))
         catalog = build_catalog(
             spec, np.random.default_rng(seeds["catalog"]), config.query_variants
@@ -299,11 +303,9 @@ def ab_outcomes(
 
 def generate(config: SyntheticConfig, progress: bool = True) -> SyntheticData:
     """Generate catalogs, buyers, sessions and events for every shop, and the planted truth."""
-    shops = _shops(config)
+    shops = _shops(config, progress)
     frames, controls = [], []
-    for number, shop in enumerate(
-        tqdm(shops, desc="synthetic shops", disable=not progress), start=1
-    ):
+    for number, shop in enumerate(tqdm(shops, desc="shops: events", disable=not progress), start=1):
         outcome = _play(config, shop, config.control, with_events=True)
         controls.append(outcome)
         frames.append(_events_frame(config, shop, number, outcome))

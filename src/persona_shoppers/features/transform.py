@@ -1,0 +1,145 @@
+"""The fitted transforms of SimPersona Table 5, persisted so a new buyer is featurised in one pass.
+
+| group | features | transform |
+|---|---|---|
+| exposure & volume, engagement, dollar values | counts, durations, values | log(1 + x) -> robust z |
+| funnel rates | atc, checkout, browse-only | (n + a) / (N + a + b) -> logit -> robust z (a = b = 1) |
+| intent strength | composite score in [0, 1) | logit with clipping at eps -> robust z |
+| product embeddings | 3 channels x 384 | per-dimension z -> PCA to 128, zeros when absent |
+| evidence masks | 3 bits | as is |
+
+Robust z = (x - median) / IQR, with MAD x 1.4826 when the IQR is 0 (and 1 when both are 0).
+Every statistic is fitted on the rows given to ``fit`` (training shops only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from persona_shoppers.clickstream.buyers import (
+    BEHAVIOURAL_FEATURES,
+    FEATURE_GROUPS,
+    RATE_NUMERATORS,
+)
+
+from .labels import aux_labels, fit_aux_edges
+from .layout import CHANNELS, FeatureLayout
+
+LOG_GROUPS = ("exposure_volume", "engagement", "dollar_values")
+
+
+def robust_scale(values: np.ndarray) -> tuple[float, float]:
+    """(centre, scale) of the robust z-score: median and IQR, MAD x 1.4826 if the IQR is 0."""
+    centre = float(np.median(values))
+    q75, q25 = np.percentile(values, [75, 25])
+    scale = float(q75 - q25)
+    if scale == 0:
+        scale = float(np.median(np.abs(values - centre)) * 1.4826)
+    return centre, scale if scale > 0 else 1.0
+
+
+def logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    p = np.clip(p, eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class BuyerFeatureTransformer:
+    """Turns the `buyers` table and per-buyer channel means into the 403-d buyer vectors."""
+
+    embedding_dim: int = 128
+    laplace_alpha: float = 1.0
+    laplace_beta: float = 1.0
+    logit_eps: float = 1e-4
+    seed: int = 0
+    scalar_centre: np.ndarray = field(default=None, repr=False)
+    scalar_scale: np.ndarray = field(default=None, repr=False)
+    channel_mean: dict = field(default_factory=dict, repr=False)
+    channel_std: dict = field(default_factory=dict, repr=False)
+    pca: dict = field(default_factory=dict, repr=False)
+    explained_variance: dict = field(default_factory=dict)
+    aux_edges: dict = field(default_factory=dict)
+
+    @property
+    def layout(self) -> FeatureLayout:
+        return FeatureLayout(n_scalars=len(BEHAVIOURAL_FEATURES), embedding_dim=self.embedding_dim)
+
+    def raw_scalars(self, buyers: pd.DataFrame) -> np.ndarray:
+        """The 16 features before robust scaling: log1p, smoothed logit rates, logit intent."""
+        missing = [c for c in BEHAVIOURAL_FEATURES if c not in buyers.columns]
+        if missing:
+            raise ValueError(f"buyers: missing behavioural feature columns {missing}")
+        columns = []
+        n_sessions = buyers["n_sessions"].to_numpy(dtype=float)
+        for name in BEHAVIOURAL_FEATURES:
+            x = buyers[name].to_numpy(dtype=float)
+            if name in FEATURE_GROUPS["funnel_rates"]:
+                # Counts behind the rate: its numerator column, or rate x sessions (browse-only).
+                numerator = RATE_NUMERATORS.get(name)
+                n = (
+                    buyers[numerator].to_numpy(dtype=float)
+                    if numerator
+                    else np.rint(x * n_sessions)
+                )
+                x = logit(
+                    (n + self.laplace_alpha) / (n_sessions + self.laplace_alpha + self.laplace_beta)
+                )
+            elif name in FEATURE_GROUPS["intent_strength"]:
+                x = logit(x, self.logit_eps)
+            else:
+                x = np.log1p(np.maximum(x, 0.0))
+            columns.append(x)
+        return np.stack(columns, axis=1)
+
+    def fit(self, buyers: pd.DataFrame, channels: dict[str, tuple[np.ndarray, np.ndarray]]):
+        """Fit the robust scalers, per-dimension channel z-scores and PCAs on these buyers."""
+        raw = self.raw_scalars(buyers)
+        scales = [robust_scale(raw[:, j]) for j in range(raw.shape[1])]
+        self.scalar_centre = np.array([c for c, _ in scales])
+        self.scalar_scale = np.array([s for _, s in scales])
+        self.aux_edges = fit_aux_edges(buyers)
+        for channel in CHANNELS:
+            means, present = channels[channel]
+            rows = means[present]
+            if len(rows) <= self.embedding_dim:
+                raise ValueError(
+                    f"feature_engineering: channel '{channel}' has {len(rows)} training buyers; "
+                    f"the PCA to {self.embedding_dim} dims needs more than {self.embedding_dim}"
+                )
+            self.channel_mean[channel] = rows.mean(axis=0)
+            self.channel_std[channel] = np.maximum(rows.std(axis=0), 1e-6)
+            z = (rows - self.channel_mean[channel]) / self.channel_std[channel]
+            self.pca[channel] = PCA(n_components=self.embedding_dim, random_state=self.seed).fit(z)
+            self.explained_variance[channel] = float(
+                self.pca[channel].explained_variance_ratio_.sum()
+            )
+        return self
+
+    def transform(
+        self, buyers: pd.DataFrame, channels: dict[str, tuple[np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
+        """The (n, 403) float32 buyer vectors, in one pass."""
+        if self.scalar_centre is None:
+            raise RuntimeError("BuyerFeatureTransformer.transform called before fit")
+        layout = self.layout
+        out = np.zeros((len(buyers), layout.dim), dtype=np.float32)
+        out[:, layout.scalars] = (self.raw_scalars(buyers) - self.scalar_centre) / self.scalar_scale
+        for i, channel in enumerate(CHANNELS):
+            means, present = channels[channel]
+            z = (means - self.channel_mean[channel]) / self.channel_std[channel]
+            projected = (
+                self.pca[channel].transform(z) if len(z) else np.zeros((0, self.embedding_dim))
+            )
+            out[:, layout.channel(i)] = np.where(present[:, None], projected, 0.0)
+            out[:, layout.masks.start + i] = present
+        return out
+
+    def labels(self, buyers: pd.DataFrame) -> np.ndarray:
+        """(n, 3) auxiliary bins (engagement, exploration, purchase) with the fitted edges."""
+        if not self.aux_edges:
+            raise RuntimeError("BuyerFeatureTransformer.labels called before fit")
+        return aux_labels(buyers, self.aux_edges)
