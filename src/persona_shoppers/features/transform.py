@@ -78,11 +78,12 @@ class BuyerFeatureTransformer:
         for name in BEHAVIOURAL_FEATURES:
             x = buyers[name].to_numpy(dtype=float)
             if name in FEATURE_GROUPS["funnel_rates"]:
-                # Counts behind the rate: its numerator column, or rate x sessions (browse-only).
+                # Counts behind the rate: its numerator column, or rate x sessions where that
+                # column is absent (browse_only_sessions is not one of the 16 features).
                 numerator = RATE_NUMERATORS.get(name)
                 n = (
                     buyers[numerator].to_numpy(dtype=float)
-                    if numerator
+                    if numerator in buyers.columns
                     else np.rint(x * n_sessions)
                 )
                 x = logit(
