@@ -1,72 +1,155 @@
-"""End to end: `kedro run --pipelines=data_enrichment` on the committed default sample.
+"""End to end through Kedro sessions, as a user runs the project.
 
-The project (pyproject, conf, the raw sample) is copied to a temporary folder, so the run
-writes its outputs and MLflow store there and leaves the working tree alone.
+The project (pyproject, conf, raw data) is copied to a temporary folder, so runs write their
+outputs and MLflow store there and leave the working tree alone.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import polars as pl
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from persona_shoppers.synthetic import SyntheticConfig, generate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("project")
+def _project(path: Path) -> Path:
     shutil.copy(ROOT / "pyproject.toml", path)
     (path / "src").mkdir()  # the package itself is installed (editable)
     shutil.copytree(ROOT / "conf", path / "conf", ignore=shutil.ignore_patterns("local"))
     (path / "conf" / "local").mkdir()
-    mlflow = path / "conf" / "base" / "mlflow.yml"
-    mlflow.write_text(mlflow.read_text().replace("${project_root:}", path.as_posix()))
-    shutil.copytree(ROOT / "data" / "01_raw", path / "data" / "01_raw")
+    mlflow_yml = path / "conf" / "base" / "mlflow.yml"
+    mlflow_yml.write_text(mlflow_yml.read_text().replace("${project_root:}", path.as_posix()))
     return path
 
 
+def _nested(dotted: dict) -> dict:
+    """{"a.b": 1} -> {"a": {"b": 1}}, as `kedro run --params a.b=1` does."""
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _run(path: Path, pipelines: list[str], params: dict | None = None) -> None:
+    bootstrap_project(path)
+    with KedroSession.create(project_path=path, runtime_params=_nested(params or {})) as session:
+        session.run(pipeline_names=pipelines)
+
+
 @pytest.fixture(scope="module")
-def enriched(project: Path) -> Path:
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project) as session:
-        session.run(pipeline_names=["data_enrichment"])
-    return project / "data"
+def default_sample(tmp_path_factory) -> Path:
+    """data_enrichment on the committed default sample."""
+    path = _project(tmp_path_factory.mktemp("default"))
+    shutil.copytree(ROOT / "data" / "01_raw", path / "data" / "01_raw")
+    _run(path, ["data_enrichment"])
+    return path / "data"
 
 
 @pytest.mark.integration
-def test_data_enrichment_writes_its_outputs(enriched: Path):
+def test_data_enrichment_writes_its_outputs(default_sample: Path):
     for relative in (
         "02_intermediate/event_quarantine.parquet",
         "02_intermediate/enriched_sessions.parquet",
         "03_primary/buyers.parquet",
         "03_primary/buyer_histories.parquet",
     ):
-        assert (enriched / relative).exists(), relative
+        assert (default_sample / relative).exists(), relative
 
 
 @pytest.mark.integration
-def test_every_raw_event_is_enriched_or_quarantined(enriched: Path):
-    raw = pl.read_parquet(enriched / "01_raw/events.parquet")
-    kept = pl.read_parquet(enriched / "02_intermediate/enriched_events.parquet")
-    quarantined = pl.read_parquet(enriched / "02_intermediate/event_quarantine.parquet")
+def test_every_raw_event_is_enriched_or_quarantined(default_sample: Path):
+    raw = pl.read_parquet(default_sample / "01_raw/events.parquet")
+    kept = pl.read_parquet(default_sample / "02_intermediate/enriched_events.parquet")
+    quarantined = pl.read_parquet(default_sample / "02_intermediate/event_quarantine.parquet")
     assert len(kept) + len(quarantined) == len(raw)
     rows = pl.concat([kept["source_row"], quarantined["source_row"]]).sort()
     assert rows.equals(pl.Series("source_row", range(len(raw)), dtype=rows.dtype))
-    sessions = pl.read_parquet(enriched / "02_intermediate/enriched_sessions.parquet")
+    sessions = pl.read_parquet(default_sample / "02_intermediate/enriched_sessions.parquet")
     assert sessions["n_events"].sum() == len(kept)
 
 
 @pytest.mark.integration
-def test_strata_a_to_d_occur_in_every_shop_and_e_occurs(enriched: Path):
-    buyers = pd.read_parquet(enriched / "03_primary/buyers.parquet")
+def test_strata_a_to_d_occur_in_every_shop_and_e_occurs(default_sample: Path):
+    buyers = pd.read_parquet(default_sample / "03_primary/buyers.parquet")
     per_shop = buyers.groupby("shop_id")["stratum"].apply(set)
     assert len(per_shop) == 12
     for shop, strata in per_shop.items():
         assert {"A", "B", "C", "D"} <= strata, shop
     assert (buyers["stratum"] == "E").any()
+
+
+TINY_PARAMS = {
+    "feature_engineering.embedding_pca_dim": 8,
+    "vq_vae.model.num_codes": 16,
+    "vq_vae.model.reset_warmup": 4,
+    "vq_vae.model.reset_every": 2,
+    "vq_vae.kmeans.n_clusters": 16,
+    "vq_vae.trainer.max_epochs": 2,
+    "vq_vae.trainer.enable_progress_bar": False,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_chain(tmp_path_factory) -> Path:
+    """data_enrichment -> feature_engineering -> vq_vae on a tiny generated catalog."""
+    path = _project(tmp_path_factory.mktemp("tiny"))
+    # The default seed and shop count keep the default shop roles (eval_shops in conf/base).
+    data = generate(SyntheticConfig(products_per_shop=40, buyers_per_shop=80), progress=False)
+    raw = path / "data" / "01_raw"
+    raw.mkdir(parents=True)
+    data.events.write_parquet(raw / "events.parquet")
+    data.products.to_parquet(raw / "products.parquet")
+    data.collections.to_parquet(raw / "collections.parquet")
+    data.collection_products.to_parquet(raw / "collection_products.parquet")
+    (raw / "planted_truth.json").write_text(json.dumps(data.planted_truth))
+    params = dict(TINY_PARAMS)
+    params["feature_engineering.embedding_cache_dir"] = str(path / "data" / "04_feature" / "cache")
+    _run(path, ["data_enrichment", "feature_engineering", "vq_vae"], params)
+    return path
+
+
+@pytest.mark.integration
+def test_vq_vae_chain_writes_models_and_metrics(tiny_chain: Path):
+    data = tiny_chain / "data"
+    for relative in (
+        "04_feature/buyer_features.parquet",
+        "06_models/feature_transformer.pkl",
+        "06_models/vq_vae.pt",
+        "08_reporting/clustering_metrics.json",
+        "08_reporting/codebook_plots/code_usage.png",
+    ):
+        assert (data / relative).exists(), relative
+    metrics = json.loads((data / "08_reporting/clustering_metrics.json").read_text())
+    assert set(metrics) == {"vq_vae/train", "kmeans/train", "vq_vae/eval", "kmeans/eval"}
+    assert "ari_planted" in metrics["vq_vae/eval"]
+
+
+@pytest.mark.integration
+def test_metrics_are_read_back_from_mlflow(tiny_chain: Path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_chain.as_posix()}/mlflow.db")
+    experiment = client.get_experiment_by_name("persona_shoppers")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    metrics = run.data.metrics
+    assert "clustering.vq_vae_train_stratum_purity_mean" in metrics
+    assert 0 < metrics["clustering.vq_vae_train_stratum_purity_mean"] <= 1
+    history = client.get_metric_history(run.info.run_id, "vq_vae.train_loss")
+    assert [m.step for m in history] == [0, 1]
+    assert run.data.params["vq_vae.model.num_codes"] == "16"
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots/codebook_plots")]
+    assert any(path.endswith("code_usage.png") for path in artifacts)
