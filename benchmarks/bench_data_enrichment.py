@@ -111,8 +111,8 @@ def main() -> None:
         result.update(events=size, events_per_s=size / result["seconds"])
         rows.append(result)
         print(
-            f"{size:>12,} events  {result['seconds']:7.1f} s  {result['events_per_s']:>12,.0f} events/s"
-            f"  peak {result['peak_gb']:.2f} GB",
+            f"{size:>12,} events  {result['seconds']:7.1f} s"
+            f"  {result['events_per_s']:>12,.0f} events/s  peak {result['peak_gb']:.2f} GB",
             flush=True,
         )
     report = {"rows": rows}

@@ -120,13 +120,16 @@ def buyer_channel_means(
         "product_row"
     )
     matrix = np.stack(product_embeddings["embedding"].to_numpy()).astype(np.float32)
+    # Locate each session's buyer once; the channels then join on product keys only.
+    located = sessions.select("shop_id", "buyer_id", *CHANNEL_COLUMNS.values()).join(
+        keys, on=["shop_id", "buyer_id"]
+    )
     out = {}
     for channel, column in CHANNEL_COLUMNS.items():
         pairs = (
-            sessions.select("shop_id", "buyer_id", pl.col(column).alias("product_id"))
+            located.select("buyer_row", "shop_id", pl.col(column).alias("product_id"))
             .explode("product_id")
             .drop_nulls("product_id")
-            .join(keys, on=["shop_id", "buyer_id"])
             .join(products, on=["shop_id", "product_id"])
         )
         counts = sp.csr_matrix(

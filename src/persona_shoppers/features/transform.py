@@ -2,8 +2,8 @@
 
 | group | features | transform |
 |---|---|---|
-| exposure & volume, engagement, dollar values | counts, durations, values | log(1 + x) -> robust z |
-| funnel rates | atc, checkout, browse-only | (n + a) / (N + a + b) -> logit -> robust z (a = b = 1) |
+| volume, engagement, dollars | counts, durations, values | log(1 + x) -> robust z |
+| funnel rates | atc, checkout, browse-only | (n + a) / (N + a + b) -> logit -> robust z |
 | intent strength | composite score in [0, 1) | logit with clipping at eps -> robust z |
 | product embeddings | 3 channels x 384 | per-dimension z -> PCA to 128, zeros when absent |
 | evidence masks | 3 bits | as is |
@@ -131,13 +131,22 @@ class BuyerFeatureTransformer:
         out[:, layout.scalars] = (self.raw_scalars(buyers) - self.scalar_centre) / self.scalar_scale
         for i, channel in enumerate(CHANNELS):
             means, present = channels[channel]
-            z = (means - self.channel_mean[channel]) / self.channel_std[channel]
-            projected = (
-                self.pca[channel].transform(z) if len(z) else np.zeros((0, self.embedding_dim))
-            )
+            weight, bias = self._projection(channel)
+            projected = means.astype(np.float32, copy=False) @ weight + bias
             out[:, layout.channel(i)] = np.where(present[:, None], projected, 0.0)
             out[:, layout.masks.start + i] = present
         return out
+
+    def _projection(self, channel: str) -> tuple[np.ndarray, np.ndarray]:
+        """z-score then PCA folded into one float32 affine map: x @ W + b.
+
+        (x - mu) / sd, minus the PCA mean m, times the components C^T equals
+        x @ (C / sd)^T - (mu / sd + m) @ C^T.
+        """
+        pca, mu, sd = self.pca[channel], self.channel_mean[channel], self.channel_std[channel]
+        weight = (pca.components_ / sd).T.astype(np.float32)
+        bias = (-(mu / sd + pca.mean_) @ pca.components_.T).astype(np.float32)
+        return weight, bias
 
     def labels(self, buyers: pd.DataFrame) -> np.ndarray:
         """(n, 3) auxiliary bins (engagement, exploration, purchase) with the fitted edges."""

@@ -457,14 +457,14 @@ class BuyerVectorDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.drop_last = drop_last
         n_heads = len(AUX_HEADS)
-        self.train_x = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
+        self.train_x = torch.tensor(np.asarray(train_x), dtype=torch.float32)
         n = self.train_x.shape[0]
         self.train_labels = _labels_tensor(train_labels, n, n_heads)
         self.train_positives = _check_positives(train_positives, n)
         if val_x is None:
             self.val_x = None
         else:
-            self.val_x = torch.as_tensor(np.asarray(val_x), dtype=torch.float32)
+            self.val_x = torch.tensor(np.asarray(val_x), dtype=torch.float32)
             m = self.val_x.shape[0]
             self.val_labels = _labels_tensor(val_labels, m, n_heads)
             self.val_positives = _check_positives(val_positives, m)
