@@ -1,7 +1,59 @@
-"""The persona_mining pipeline: no nodes yet; its issue builds it."""
+"""The persona_mining pipeline: SimPersona persona tokens and their meaning."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, node
+
+from .nodes import (
+    assign_persona_tokens,
+    build_persona_cards,
+    build_shop_distributions,
+    evaluate_population_recovery,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            node(
+                assign_persona_tokens,
+                ["buyer_features", "vq_vae_model"],
+                "persona_assignments",
+                name="assign_persona_tokens",
+            ),
+            node(
+                build_shop_distributions,
+                ["persona_assignments", "vq_vae_model"],
+                "shop_persona_distributions",
+                name="build_shop_distributions",
+            ),
+            node(
+                build_persona_cards,
+                [
+                    "persona_assignments",
+                    "buyers",
+                    "buyer_features",
+                    "enriched_sessions",
+                    "raw_products",
+                    "vq_vae_model",
+                    "params:persona_mining",
+                ],
+                ["persona_cards", "persona_cards_markdown"],
+                name="build_persona_cards",
+            ),
+            node(
+                evaluate_population_recovery,
+                [
+                    "persona_assignments",
+                    "buyers",
+                    "buyer_features",
+                    "vq_vae_model",
+                    "params:persona_mining",
+                ],
+                [
+                    "population_recovery",
+                    "population_recovery_mlflow_metrics",
+                    "population_recovery_plots",
+                ],
+                name="evaluate_population_recovery",
+            ),
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Persona families: SimPersona token cards and population recovery; PAARS text personas."""
