@@ -125,7 +125,10 @@ def population_recovery(
     )
     reconstructed = p_shop @ centroids
     actual = target.groupby("shop_id")[features].mean().reindex(shops).to_numpy()
-    r2 = r_squared(actual, reconstructed, columns=features)
+    if len(shops) >= 2:
+        r2 = r_squared(actual, reconstructed, columns=features)
+    else:  # R^2 across shops needs at least two shops
+        r2 = {"per_column": dict.fromkeys(features, float("nan")), "mean": float("nan")}
     return {
         "shops": [str(s) for s in shops],
         "js_per_shop": {str(s): float(v) for s, v in zip(shops, js, strict=True)},
