@@ -1,0 +1,192 @@
+"""The buyer-shop table: 16 raw behavioural features (SimPersona 2.1.1 / Table 5) + stratum.
+
+Features are raw (before the Table 5 normalisation, which feature_engineering applies). A
+"session with X" is a session holding at least one event of type X.
+
+| # | feature | group | definition |
+|---|---|---|---|
+| 1 | n_sessions | exposure & volume | number of sessions |
+| 2 | active_days | exposure & volume | distinct UTC dates with at least one event |
+| 3 | product_view_sessions | exposure & volume | sessions with a product_view |
+| 4 | atc_sessions | exposure & volume | sessions with an add_to_cart |
+| 5 | checkout_sessions | exposure & volume | sessions with a checkout_start |
+| 6 | purchase_sessions | exposure & volume | sessions with a purchase |
+| 7 | search_sessions | exposure & volume | sessions with a search |
+| 8 | collection_sessions | exposure & volume | sessions with a collection_view |
+| 9 | total_duration_s | engagement | sum of session durations (last - first event), seconds |
+| 10 | total_product_views | engagement | number of product_view events |
+| 11 | atc_rate | funnel rates | atc_sessions / n_sessions |
+| 12 | checkout_rate | funnel rates | checkout_sessions / n_sessions |
+| 13 | browse_only_rate | funnel rates | sessions without add_to_cart, checkout_start, purchase |
+|    |  |  | / n_sessions |
+| 14 | intent_strength | intent strength | (3 atc + 5 co + 8 pur) / (n_sessions + 3 atc + 5 co |
+|    |  |  | + 8 pur) over session counts atc, co, pur (eq. 3) |
+| 15 | avg_cart_value | dollar values | mean cart_value of sessions with add_to_cart (0 if none) |
+| 16 | avg_order_value | dollar values | mean order_value of sessions with purchase (0 if none) |
+
+Stratum (priority cascade): A purchaser if purchase_sessions > 0, else B checkout abandoner if
+checkout_sessions > 0, else C cart builder if atc_sessions > 0, else D window shopper if
+total_product_views > 0, else E bouncer (never viewed a product).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import polars as pl
+
+from persona_shoppers.clickstream.ordering import same_as_previous, sort_events
+
+logger = logging.getLogger(__name__)
+
+BUYER_KEYS: tuple[str, ...] = ("shop_id", "buyer_id")
+
+# (name, group, definition) in the Table 5 order; the module docstring renders the same table.
+FEATURE_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("n_sessions", "exposure_volume", "number of sessions"),
+    ("active_days", "exposure_volume", "distinct UTC dates with at least one event"),
+    ("product_view_sessions", "exposure_volume", "sessions with a product_view"),
+    ("atc_sessions", "exposure_volume", "sessions with an add_to_cart"),
+    ("checkout_sessions", "exposure_volume", "sessions with a checkout_start"),
+    ("purchase_sessions", "exposure_volume", "sessions with a purchase"),
+    ("search_sessions", "exposure_volume", "sessions with a search"),
+    ("collection_sessions", "exposure_volume", "sessions with a collection_view"),
+    ("total_duration_s", "engagement", "sum of session durations in seconds"),
+    ("total_product_views", "engagement", "number of product_view events"),
+    ("atc_rate", "funnel_rates", "atc_sessions / n_sessions"),
+    ("checkout_rate", "funnel_rates", "checkout_sessions / n_sessions"),
+    (
+        "browse_only_rate",
+        "funnel_rates",
+        "sessions without add_to_cart, checkout_start or purchase / n_sessions",
+    ),
+    (
+        "intent_strength",
+        "intent_strength",
+        "(w_atc*atc + w_co*co + w_pur*pur) / (n_sessions + w_atc*atc + w_co*co + w_pur*pur)",
+    ),
+    ("avg_cart_value", "dollar_values", "mean cart_value over sessions with an add_to_cart"),
+    ("avg_order_value", "dollar_values", "mean order_value over sessions with a purchase"),
+)
+BEHAVIOURAL_FEATURES: list[str] = [name for name, _, _ in FEATURE_TABLE]
+FEATURE_GROUPS: dict[str, list[str]] = {
+    group: [name for name, g, _ in FEATURE_TABLE if g == group]
+    for group in dict.fromkeys(g for _, g, _ in FEATURE_TABLE)
+}
+
+# Numerators of the funnel rates (the denominators are n_sessions).
+RATE_NUMERATORS: dict[str, str] = {
+    "atc_rate": "atc_sessions",
+    "checkout_rate": "checkout_sessions",
+    "browse_only_rate": "browse_only_sessions",
+}
+STRATA: dict[str, str] = {
+    "A": "purchaser",
+    "B": "checkout abandoner",
+    "C": "cart builder",
+    "D": "window shopper",
+    "E": "bouncer",
+}
+DEFAULT_INTENT_WEIGHTS: dict[str, float] = {"atc": 3.0, "checkout": 5.0, "purchase": 8.0}
+BUYER_COLUMNS: tuple[str, ...] = (
+    *BUYER_KEYS,
+    *BEHAVIOURAL_FEATURES,
+    "stratum",
+    "browse_only_sessions",
+    "first_seen",
+    "last_seen",
+)
+
+
+def stratum_expr() -> pl.Expr:
+    """The funnel stratum A-E by priority cascade over the buyer features."""
+    return (
+        pl.when(pl.col("purchase_sessions") > 0)
+        .then(pl.lit("A"))
+        .when(pl.col("checkout_sessions") > 0)
+        .then(pl.lit("B"))
+        .when(pl.col("atc_sessions") > 0)
+        .then(pl.lit("C"))
+        .when(pl.col("total_product_views") > 0)
+        .then(pl.lit("D"))
+        .otherwise(pl.lit("E"))
+    )
+
+
+def intent_strength_expr(weights: Mapping[str, float] | None = None) -> pl.Expr:
+    """SimPersona eq. 3 over session counts; weights keys ``atc``, ``checkout``, ``purchase``."""
+    w = {**DEFAULT_INTENT_WEIGHTS, **(weights or {})}
+    committed = (
+        float(w["atc"]) * pl.col("atc_sessions")
+        + float(w["checkout"]) * pl.col("checkout_sessions")
+        + float(w["purchase"]) * pl.col("purchase_sessions")
+    )
+    return committed / (pl.col("n_sessions") + committed)
+
+
+def build_buyers(
+    events: pl.DataFrame,
+    sessions: pl.DataFrame,
+    intent_weights: Mapping[str, float] | None = None,
+) -> pl.DataFrame:
+    """One row per (shop_id, buyer_id): the 16 features, stratum, first_seen, last_seen.
+
+    ``sessions`` is the enriched session table; ``events`` (enriched events) give active
+    days. Also keeps ``browse_only_sessions`` (the browse_only_rate numerator). Sorted by
+    shop_id, buyer_id.
+    """
+    keys = list(BUYER_KEYS)
+    # events in EVENT_ORDER: a new active day is a row whose (shop, buyer, date) differs
+    # from the previous row's, so distinct days are counted without hashing every event.
+    days = (
+        sort_events(events)
+        .select(*keys, pl.col("ts").dt.date().alias("_date"))
+        .filter(~same_as_previous(*keys, "_date"))
+        .group_by(keys)
+        .agg(pl.len().cast(pl.Int64).alias("active_days"))
+    )
+    converting = pl.col("has_add_to_cart") | pl.col("has_checkout") | pl.col("has_purchase")
+    n = pl.col("n_sessions")
+    buyers = (
+        sessions.group_by(keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_sessions"),
+            *(
+                pl.col(flag).sum().cast(pl.Int64).alias(name)
+                for name, flag in (
+                    ("product_view_sessions", "has_product_view"),
+                    ("atc_sessions", "has_add_to_cart"),
+                    ("checkout_sessions", "has_checkout"),
+                    ("purchase_sessions", "has_purchase"),
+                    ("search_sessions", "has_search"),
+                    ("collection_sessions", "has_collection_view"),
+                )
+            ),
+            (~converting).sum().cast(pl.Int64).alias("browse_only_sessions"),
+            pl.col("duration_s").sum().cast(pl.Float64).alias("total_duration_s"),
+            pl.col("n_product_views").sum().cast(pl.Int64).alias("total_product_views"),
+            pl.col("cart_value").filter(pl.col("has_add_to_cart")).mean().alias("avg_cart_value"),
+            pl.col("order_value").filter(pl.col("has_purchase")).mean().alias("avg_order_value"),
+            pl.col("session_start").min().alias("first_seen"),
+            pl.col("session_end").max().alias("last_seen"),
+        )
+        .join(days, on=keys, how="left")
+        .with_columns(
+            pl.col("active_days").fill_null(0),
+            *((pl.col(numerator) / n).alias(rate) for rate, numerator in RATE_NUMERATORS.items()),
+            intent_strength_expr(intent_weights).alias("intent_strength"),
+            pl.col("avg_cart_value").fill_null(0.0).cast(pl.Float64),
+            pl.col("avg_order_value").fill_null(0.0).cast(pl.Float64),
+        )
+        .with_columns(stratum_expr().alias("stratum"))
+        .select(BUYER_COLUMNS)
+        .sort(keys)
+    )
+    counts = buyers.group_by("stratum").len().sort("stratum")
+    logger.info(
+        "built %d buyer-shop rows; strata %s",
+        buyers.height,
+        dict(zip(counts["stratum"].to_list(), counts["len"].to_list(), strict=True)),
+    )
+    return buyers
