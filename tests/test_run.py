@@ -48,6 +48,10 @@ def _run(path: Path, pipelines: list[str], params: dict | None = None) -> None:
     bootstrap_project(path)
     with KedroSession.create(project_path=path, runtime_params=_nested(params or {})) as session:
         session.run(pipeline_names=pipelines)
+    # kedro-mlflow 2.0.3 with MLflow 3 finishes the run in the store but leaves it on this
+    # process's active-run stack; a second session in the same process would log into it.
+    while mlflow.active_run():
+        mlflow.end_run()
 
 
 @pytest.fixture(scope="module")

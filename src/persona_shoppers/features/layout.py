@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 CHANNELS: tuple[str, ...] = ("viewed", "carted", "purchased")
 
 
@@ -44,3 +47,10 @@ class FeatureLayout:
         for channel in self.channels:
             names += [f"{channel}_emb_{i:03d}" for i in range(self.embedding_dim)]
         return names + [f"has_{channel}" for channel in self.channels]
+
+
+def feature_matrix(buyer_features: pd.DataFrame) -> np.ndarray:
+    """The buyer vectors of a `buyer_features` table: its columns from the first scalar
+    (``x_n_sessions``) on, as a float32 (n, d) matrix."""
+    start = buyer_features.columns.get_loc("x_n_sessions")
+    return buyer_features.iloc[:, start:].to_numpy(dtype=np.float32)

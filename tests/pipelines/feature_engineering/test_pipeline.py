@@ -170,4 +170,5 @@ def test_a_new_buyer_in_one_pass_matches_its_row(enriched, outputs):
     )
     assert len(one) == 1
     expected = row[_feature_columns()].to_numpy(dtype=np.float32)
-    np.testing.assert_allclose(vector[0], expected, rtol=1e-6, atol=1e-6)
+    # float32 products: one row and a batch may round differently in the last bits.
+    np.testing.assert_allclose(vector[0], expected, rtol=1e-5, atol=1e-5)

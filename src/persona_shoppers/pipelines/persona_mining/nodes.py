@@ -6,24 +6,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import polars as pl
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import polars as pl  # noqa: E402
-
-from persona_shoppers.features.labels import AUX_HEADS  # noqa: E402
-from persona_shoppers.models.vq_vae import BehaviourVQVAE  # noqa: E402
-from persona_shoppers.personas.tokens import (  # noqa: E402
+from persona_shoppers.features.labels import AUX_HEADS
+from persona_shoppers.features.layout import feature_matrix
+from persona_shoppers.llm import build_llm
+from persona_shoppers.models.vq_vae import BehaviourVQVAE
+from persona_shoppers.personas.text import buyer_evidence, faithfulness, mine_text_personas
+from persona_shoppers.personas.tokens import (
     STRATA,
     cards_markdown,
     persona_cards,
     population_recovery,
     shop_distributions,
 )
-from persona_shoppers.pipelines.vq_vae.nodes import feature_matrix  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +170,79 @@ def _recovery_plots(result: dict) -> dict:
     scatter.suptitle("Store profiles: real (x) vs reconstructed from token mix (y)")
     scatter.tight_layout()
     return {"stratum_recovery.png": figure, "profile_recovery.png": scatter}
+
+
+def sample_persona_buyers(
+    persona_assignments: pd.DataFrame, buyer_histories: pd.DataFrame, params: dict[str, Any]
+) -> pd.DataFrame:
+    """Held-out buyers (strata A-D) to mine text personas for: the same number per shop, seeded."""
+    sample = params["text_personas"]
+    pool = persona_assignments[
+        (persona_assignments["shop_role"] == "eval") & persona_assignments["stratum"].isin(STRATA)
+    ].merge(buyer_histories[[*_IDS, "history_text"]], on=_IDS)
+    shops = sorted(pool["shop_id"].unique())
+    per_shop = -(-sample["n_buyers"] // max(len(shops), 1))
+    shuffled = pool.sample(frac=1.0, random_state=sample["seed"])
+    chosen = shuffled[shuffled.groupby("shop_id").cumcount() < per_shop]
+    return chosen.sort_values(_IDS).head(sample["n_buyers"]).reset_index(drop=True)
+
+
+def mine_personas(
+    persona_buyers: pd.DataFrame,
+    raw_products: pd.DataFrame,
+    params: dict[str, Any],
+    llm_params: dict[str, Any],
+) -> pd.DataFrame:
+    """PAARS two-step prompting (profile, then preferences) for the sampled buyers."""
+    llm = build_llm(llm_params)
+    categories = (
+        raw_products.groupby("shop_id")["category"]
+        .apply(lambda c: sorted(c.dropna().unique()))
+        .to_dict()
+    )
+    personas = mine_text_personas(
+        llm, persona_buyers, categories, params["text_personas"]["history_chars"]
+    )
+    failed = int((personas["status"] == "failed").sum())
+    log = logger.warning if failed else logger.info
+    log("text personas: %d mined, %d failed after retries", len(personas) - failed, failed)
+    return personas
+
+
+def evaluate_text_personas(
+    text_personas: pd.DataFrame,
+    enriched_sessions: pl.DataFrame,
+    raw_products: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[dict, dict]:
+    """Schema-valid rate, failures, and faithfulness against personas shuffled within shops."""
+    keys = pl.from_pandas(text_personas[_IDS])
+    views = (
+        enriched_sessions.join(keys, on=_IDS)
+        .select(*_IDS, pl.col("viewed_product_ids").alias("product_id"))
+        .explode("product_id")
+        .drop_nulls()
+        .to_pandas()
+    )
+    report = {
+        "n_buyers": len(text_personas),
+        "valid_rate": float((text_personas["status"] == "ok").mean())
+        if len(text_personas)
+        else 0.0,
+        "failures": int((text_personas["status"] == "failed").sum()),
+        "failure_reasons": text_personas.loc[text_personas["status"] == "failed", "error"]
+        .value_counts()
+        .to_dict(),
+    }
+    report.update(
+        faithfulness(
+            text_personas, buyer_evidence(views, raw_products), params["text_personas"]["seed"]
+        )
+    )
+    logger.info("text personas: %s", report)
+    metrics = {
+        k: {"value": float(v), "step": 0}
+        for k, v in report.items()
+        if isinstance(v, int | float) and np.isfinite(v)
+    }
+    return report, metrics

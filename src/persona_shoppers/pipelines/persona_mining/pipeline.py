@@ -7,6 +7,9 @@ from .nodes import (
     build_persona_cards,
     build_shop_distributions,
     evaluate_population_recovery,
+    evaluate_text_personas,
+    mine_personas,
+    sample_persona_buyers,
 )
 
 
@@ -54,6 +57,24 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "population_recovery_plots",
                 ],
                 name="evaluate_population_recovery",
+            ),
+            node(
+                sample_persona_buyers,
+                ["persona_assignments", "buyer_histories", "params:persona_mining"],
+                "persona_buyers",
+                name="sample_persona_buyers",
+            ),
+            node(
+                mine_personas,
+                ["persona_buyers", "raw_products", "params:persona_mining", "params:llm"],
+                "text_personas",
+                name="mine_text_personas",
+            ),
+            node(
+                evaluate_text_personas,
+                ["text_personas", "enriched_sessions", "raw_products", "params:persona_mining"],
+                ["text_persona_metrics", "text_persona_mlflow_metrics"],
+                name="evaluate_text_personas",
             ),
         ]
     )

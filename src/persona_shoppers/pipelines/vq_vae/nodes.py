@@ -7,30 +7,21 @@ import logging
 from typing import Any
 
 import lightning.pytorch as pl
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.cluster import MiniBatchKMeans  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-
-from persona_shoppers.features.labels import AUX_HEADS  # noqa: E402
-from persona_shoppers.features.layout import FeatureLayout  # noqa: E402
-from persona_shoppers.metrics.clustering import cluster_report  # noqa: E402
-from persona_shoppers.models.history import EpochMetricHistory  # noqa: E402
-from persona_shoppers.models.vq_losses import compute_class_weights  # noqa: E402
-from persona_shoppers.models.vq_vae import BehaviourVQVAE, BuyerVectorDataModule  # noqa: E402
-from persona_shoppers.synthetic import planted_buyer_types  # noqa: E402
+from persona_shoppers.features.labels import AUX_HEADS
+from persona_shoppers.features.layout import FeatureLayout, feature_matrix
+from persona_shoppers.metrics.clustering import cluster_report
+from persona_shoppers.models.history import EpochMetricHistory
+from persona_shoppers.models.vq_losses import compute_class_weights
+from persona_shoppers.models.vq_vae import BehaviourVQVAE, BuyerVectorDataModule
+from persona_shoppers.synthetic import planted_buyer_types
 
 logger = logging.getLogger(__name__)
-
-
-def feature_matrix(buyer_features: pd.DataFrame) -> np.ndarray:
-    """The buyer vectors of a `buyer_features` table as a float32 (n, d) matrix."""
-    start = buyer_features.columns.get_loc("x_n_sessions")
-    return buyer_features.iloc[:, start:].to_numpy(dtype=np.float32)
 
 
 def _labels(frame: pd.DataFrame) -> np.ndarray:
