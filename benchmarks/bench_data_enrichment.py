@@ -66,8 +66,12 @@ def measure(raw: Path) -> dict[str, float]:
                 continue
             entry = dict(config[name])
             entry.pop("metadata", None)
-            path = entry["filepath"]
-            entry["filepath"] = (
+            # The file may sit in a wrapped dataset (CachedDataset: {dataset: {filepath}}).
+            target = entry
+            if "dataset" in entry:
+                target = entry["dataset"] = dict(entry["dataset"])
+            path = target["filepath"]
+            target["filepath"] = (
                 str(raw / Path(path).name)
                 if path.startswith("data/01_raw/")
                 else f"{out}/{Path(path).name}"
