@@ -10,7 +10,8 @@
   an enum array), objects/s;
 - perplexity: 32 short texts, texts/s.
 
-The best of ``--repeats`` runs is kept (the machine may be shared). Prints a table and writes
+Each measurement is repeated ``--repeats`` times alternating the dtypes, and the best time is
+kept (the machine may be shared with other jobs). Prints a table and writes
 ``benchmarks/results/llm.json``. The response cache is not used.
 """
 
@@ -89,70 +90,75 @@ def _prompt(i: int) -> list[dict[str, str]]:
     ]
 
 
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
-def bench(model: str, dtype: str, batches: list[int], new_tokens: int, repeats: int) -> list[dict]:
-    rows = []
-    llm = LocalLLM(model, dtype=dtype, batch_size=max(batches))
-    llm.generate([_prompt(0)], max_new_tokens=4)  # warm-up
-    for batch in batches:
-        prefixes = [llm.render(_prompt(i)) for i in range(batch)]
-        seconds = _best(
-            lambda p=prefixes: llm.generate_texts(p, new_tokens, ignore_eos=True), repeats
-        )
-        rows.append(
-            {
-                "dtype": dtype,
-                "task": "generate",
-                "batch": batch,
-                "seconds": seconds,
-                "throughput": batch * new_tokens / seconds,
-                "unit": "tokens/s",
-            }
-        )
+def bench(
+    model: str, dtypes: list[str], batches: list[int], new_tokens: int, repeats: int
+) -> list[dict]:
+    """Every measurement is repeated ``repeats`` times, alternating the dtypes, and the best
+    time is kept: on a shared machine this compares the dtypes under the same load."""
+    llms = {dtype: LocalLLM(model, dtype=dtype, batch_size=max(batches)) for dtype in dtypes}
+    for llm in llms.values():
+        llm.generate([_prompt(0)], max_new_tokens=4)  # warm-up
     prompts = [_prompt(i) for i in range(8)]
-    candidates = [CATEGORIES] * len(prompts)
-    seconds = _best(lambda: llm.choose(prompts, candidates), repeats)
-    rows.append(
-        {
-            "dtype": dtype,
-            "task": "choose",
-            "batch": len(prompts),
-            "seconds": seconds,
-            "throughput": len(prompts) * len(CATEGORIES) / seconds,
-            "unit": "candidates/s",
-        }
-    )
-    seconds = _best(lambda: llm.generate_json(prompts, SCHEMA, max_new_tokens_per_field=48), 1)
-    rows.append(
-        {
-            "dtype": dtype,
-            "task": "generate_json",
-            "batch": len(prompts),
-            "seconds": seconds,
-            "throughput": len(prompts) / seconds,
-            "unit": "objects/s",
-        }
-    )
     texts = [f"{PRODUCTS[i % 8]} for {CATEGORIES[i % 10].lower()} lovers" for i in range(32)]
-    seconds = _best(lambda: llm.perplexity(texts), repeats)
-    rows.append(
-        {
-            "dtype": dtype,
-            "task": "perplexity",
-            "batch": len(texts),
-            "seconds": seconds,
-            "throughput": len(texts) / seconds,
-            "unit": "texts/s",
-        }
+    tasks = []  # (task, batch, items, unit, fn(llm))
+    for batch in batches:
+        tasks.append(
+            (
+                "generate",
+                batch,
+                batch * new_tokens,
+                "tokens/s",
+                lambda llm, b=batch: llm.generate_texts(
+                    [llm.render(_prompt(i)) for i in range(b)], new_tokens, ignore_eos=True
+                ),
+            )
+        )
+    tasks.append(
+        (
+            "choose",
+            len(prompts),
+            len(prompts) * len(CATEGORIES),
+            "candidates/s",
+            lambda llm: llm.choose(prompts, [CATEGORIES] * len(prompts)),
+        )
     )
+    tasks.append(
+        (
+            "generate_json",
+            len(prompts),
+            len(prompts),
+            "objects/s",
+            lambda llm: llm.generate_json(prompts, SCHEMA, max_new_tokens_per_field=48),
+        )
+    )
+    tasks.append(
+        ("perplexity", len(texts), len(texts), "texts/s", lambda llm: llm.perplexity(texts))
+    )
+    rows = []
+    for task, batch, items, unit, fn in tasks:
+        best = {dtype: float("inf") for dtype in dtypes}
+        for _ in range(repeats if task != "generate_json" else 1):
+            for dtype in dtypes:
+                best[dtype] = min(best[dtype], _timed(lambda d=dtype, f=fn: f(llms[d])))
+        for dtype in dtypes:
+            rows.append(
+                {
+                    "dtype": dtype,
+                    "task": task,
+                    "batch": batch,
+                    "seconds": best[dtype],
+                    "throughput": items / best[dtype],
+                    "unit": unit,
+                }
+            )
+            print(f"{dtype:<10} {task:<14} {batch:>5} {best[dtype]:>8.2f}", flush=True)
+    rows.sort(key=lambda r: (dtypes.index(r["dtype"]), r["task"] != "generate"))
     return rows
 
 
@@ -162,14 +168,12 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "llm.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    rows = []
-    for dtype in args.dtypes:
-        rows.extend(bench(args.model, dtype, args.batches, args.new_tokens, args.repeats))
+    rows = bench(args.model, args.dtypes, args.batches, args.new_tokens, args.repeats)
     print(f"\n{'dtype':<10} {'task':<14} {'batch':>5} {'seconds':>8} {'throughput':>11}  unit")
     for r in rows:
         print(

@@ -1,0 +1,260 @@
+"""A disk cache of LLM answers, so a rerun (or a resumed, interrupted run) costs nothing.
+
+One SQLite file (stdlib ``sqlite3``, WAL mode so readers and a writer can share it across
+processes), one table ``key -> json``. The key is the sha256 of the backend's identity
+(``cache_key_prefix``: backend, model, numerics), the method, the prompt messages, the
+candidates or schema, and every decoding setting. :class:`CachedLLM` wraps any backend: each
+method looks every item up, sends only the misses to the model (in chunks, batched), and
+stores answers chunk by chunk as they arrive.
+
+Invalid JSON answers (``valid=False``) are not stored by default, so a rerun retries them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts
+
+T = TypeVar("T")
+
+CACHE_FILE = "llm_cache.sqlite"
+
+
+def cache_key(prefix: str, method: str, payload: Any) -> str:
+    blob = json.dumps(
+        {"llm": prefix, "method": method, "payload": payload},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """``key -> JSON value`` in SQLite. ``path`` is a file, or a folder (then
+    ``<folder>/llm_cache.sqlite``). Safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix not in (".sqlite", ".db", ".sqlite3"):
+            path = path / CACHE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._conn.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk
+                ).fetchall()
+                found.update((k, json.loads(v)) for k, v in rows)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        if not items:
+            return
+        rows = [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()]
+        with self._lock:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", rows
+            )
+            self._conn.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM responses")
+            self._conn.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class CachedLLM(LLM):
+    """``llm`` with a disk cache in front of each method.
+
+    ``chunk_size`` misses are sent to the model at a time and stored as soon as they are
+    answered. ``hits`` / ``misses`` count items (not calls) per method; ``stats()`` returns
+    both. ``cache_invalid_json`` also stores ``valid=False`` JSON answers.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        path: str | Path | ResponseCache,
+        chunk_size: int = 64,
+        cache_invalid_json: bool = False,
+    ) -> None:
+        self.llm = llm
+        self.cache = path if isinstance(path, ResponseCache) else ResponseCache(path)
+        self.chunk_size = max(1, int(chunk_size))
+        self.cache_invalid_json = cache_invalid_json
+        self.hits: Counter[str] = Counter()
+        self.misses: Counter[str] = Counter()
+
+    @property
+    def name(self) -> str:
+        return self.llm.name
+
+    @property
+    def cache_key_prefix(self) -> str:
+        return self.llm.cache_key_prefix
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {"hits": dict(self.hits), "misses": dict(self.misses)}
+
+    def __getattr__(self, item: str) -> Any:  # tokenizer, model, ... of the wrapped backend
+        if item == "llm":
+            raise AttributeError(item)
+        return getattr(self.llm, item)
+
+    def _run(
+        self,
+        method: str,
+        payloads: list[Any],
+        call: Callable[[list[int]], list[T]],
+        encode: Callable[[T], Any],
+        decode: Callable[[Any], T],
+        storable: Callable[[T], bool] = lambda _: True,
+    ) -> list[T]:
+        keys = [cache_key(self.cache_key_prefix, method, p) for p in payloads]
+        found = self.cache.get_many(keys)
+        out: list[T | None] = [None] * len(keys)
+        todo: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            if key in found:
+                out[i] = decode(found[key])
+                self.hits[method] += 1
+            else:
+                todo.setdefault(key, []).append(i)  # identical items are asked once
+        firsts = [rows[0] for rows in todo.values()]
+        if firsts:
+            self.misses[method] += len(firsts)
+        for start in range(0, len(firsts), self.chunk_size):
+            chunk = firsts[start : start + self.chunk_size]
+            answers = call(chunk)
+            store = {}
+            for i, answer in zip(chunk, answers, strict=True):
+                for j in todo[keys[i]]:
+                    out[j] = answer
+                if storable(answer):
+                    store[keys[i]] = encode(answer)
+            self.cache.put_many(store)
+        return out  # type: ignore[return-value]
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        prompts = check_prompts(prompts)
+        settings = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "stop": list(stop or []),
+            "seed": seed if temperature > 0 else 0,
+        }
+        return self._run(
+            "generate",
+            [{"prompt": p, **settings} for p in prompts],
+            lambda rows: self.llm.generate(
+                [prompts[i] for i in rows], max_new_tokens, temperature, stop, seed
+            ),
+            encode=lambda s: s,
+            decode=str,
+        )
+
+    def choose(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[str]],
+        normalize: bool = False,
+    ) -> list[Choice]:
+        prompts = check_prompts(prompts)
+        if len(prompts) != len(candidates):
+            raise ValueError("choose: one list of candidates per prompt")
+        return self._run(
+            "choose",
+            [
+                {"prompt": p, "candidates": list(c), "normalize": normalize}
+                for p, c in zip(prompts, candidates, strict=True)
+            ],
+            lambda rows: self.llm.choose(
+                [prompts[i] for i in rows], [candidates[i] for i in rows], normalize
+            ),
+            encode=Choice.to_dict,
+            decode=Choice.from_dict,
+        )
+
+    def generate_json(
+        self,
+        prompts: Sequence[Prompt],
+        schema: dict[str, Any],
+        max_new_tokens_per_field: int = 64,
+        temperature: float = 0.0,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> list[JsonResult]:
+        prompts = check_prompts(prompts)
+        settings = {
+            "schema": schema,
+            "max_new_tokens_per_field": max_new_tokens_per_field,
+            "temperature": temperature,
+            "seed": seed if temperature > 0 else 0,
+            **kwargs,
+        }
+        return self._run(
+            "generate_json",
+            [{"prompt": p, **settings} for p in prompts],
+            lambda rows: self.llm.generate_json(
+                [prompts[i] for i in rows],
+                schema,
+                max_new_tokens_per_field=max_new_tokens_per_field,
+                temperature=temperature,
+                seed=seed,
+                **kwargs,
+            ),
+            encode=JsonResult.to_dict,
+            decode=JsonResult.from_dict,
+            storable=lambda r: r.valid or self.cache_invalid_json,
+        )
+
+    def perplexity(self, texts: Sequence[str]) -> list[float]:
+        if isinstance(texts, str):
+            raise TypeError("perplexity takes a list of texts")
+        texts = list(texts)
+        return self._run(
+            "perplexity",
+            [{"text": t} for t in texts],
+            lambda rows: self.llm.perplexity([texts[i] for i in rows]),
+            encode=lambda x: x if x == x else None,  # NaN -> null
+            decode=lambda x: float("nan") if x is None else float(x),
+        )

@@ -1,0 +1,430 @@
+"""The endpoint backend: any server speaking the OpenAI chat-completions protocol.
+
+vLLM (``vllm serve <model>``), Ollama (``http://localhost:11434/v1``), llama.cpp's server,
+LM Studio or a hosted API: ``base_url`` is the prefix that ``/chat/completions`` is appended
+to (usually ending in ``/v1``). Only the standard library is used (``urllib``).
+
+- requests run ``concurrency`` at a time (a thread pool);
+- timeouts, connection errors, 429 and 5xx answers are retried ``max_retries`` times with
+  exponential backoff (``backoff_s * 2**attempt``, or the server's ``Retry-After``); after
+  the last one an :class:`~persona_shoppers.llm.base.LLMError` says what happened;
+- ``generate_json`` sends ``response_format: {"type": "json_schema", ...}``; a server that
+  rejects it (HTTP 400) is asked again without it (the schema is always described in the
+  prompt too). Each answer is parsed and validated; an invalid one is retried up to
+  ``json_attempts`` times with the error fed back, then returned with ``valid=False`` and
+  the error; never raised, never dropped;
+- ``choose`` is an approximation: chat endpoints do not score arbitrary continuations, so the
+  model is shown the numbered candidates and answers an index (enum-constrained JSON).
+  Where the server returns ``top_logprobs`` the index token's distribution fills
+  ``Choice.logprobs`` (up to 10 candidates); otherwise the chosen one gets 0 and the others
+  ``-inf``;
+- ``perplexity`` needs ``/completions`` with ``echo`` + ``logprobs`` (vLLM has it); other
+  servers raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, LLMError, Prompt, check_prompts
+from persona_shoppers.llm.json_schema import (
+    check_schema,
+    parse_json_answer,
+    repair,
+    schema_instruction,
+    validate,
+    with_instruction,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class EndpointHTTPError(LLMError):
+    """The server answered with an HTTP error that retrying does not fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class EndpointLLM(LLM):
+    """An OpenAI-compatible chat-completions server.
+
+    ``api_key``: given, else the environment variable ``api_key_env`` (default
+    ``OPENAI_API_KEY``), else none (local servers need none). ``json_attempts``: requests per
+    ``generate_json`` item before it is returned invalid. ``strict_schema``: the ``strict``
+    flag of the ``json_schema`` response format (OpenAI's strict mode rejects ``maxLength``
+    and optional keys, so it is off by default). ``extra_body`` is merged into every request
+    (e.g. ``{"top_p": 0.9}`` or vLLM's ``{"guided_decoding_backend": ...}``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        concurrency: int = 4,
+        json_attempts: int = 3,
+        strict_schema: bool = False,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("EndpointLLM needs a base_url, e.g. http://localhost:8000/v1")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff_s = float(backoff_s)
+        self.concurrency = max(1, int(concurrency))
+        self.json_attempts = max(1, int(json_attempts))
+        self.strict_schema = strict_schema
+        self.extra_body = dict(extra_body or {})
+        self.json_schema_supported: bool | None = None  # learnt from the first rejection
+        self.logprobs_supported: bool | None = None
+        self.echo_supported: bool | None = None
+        self.requests_sent = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return f"endpoint:{self.model}"
+
+    @property
+    def cache_key_prefix(self) -> str:
+        return f"endpoint:{self.base_url}:{self.model}"
+
+    # ------------------------------------------------------------------ transport
+
+    def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps({**self.extra_body, **body}).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(
+            self.base_url + path, data=data, headers=headers, method="POST"
+        )
+        with self._count_lock:
+            self.requests_sent += 1
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            return json.loads(response.read().decode("utf-8"))
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on timeouts, connection errors, 429 and 5xx."""
+        url = self.base_url + path
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff_s * (2**attempt)
+            try:
+                return self._post_once(path, body)
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode("utf-8", "replace")[:300]
+                if exc.code != 429 and exc.code < 500:
+                    raise EndpointHTTPError(exc.code, f"{url}: HTTP {exc.code}: {detail}") from None
+                last = f"HTTP {exc.code}: {detail}"
+                wait = min(_retry_after(exc.headers) or wait, 60.0)
+            except TimeoutError as exc:
+                last = f"timeout after {self.timeout_s}s ({exc})"
+            except urllib.error.URLError as exc:
+                reason = exc.reason
+                kind = "timeout" if isinstance(reason, TimeoutError | socket.timeout) else "error"
+                last = f"connection {kind}: {reason}"
+            except (ConnectionError, http.client.HTTPException) as exc:
+                last = f"connection error: {type(exc).__name__}: {exc}"
+            except json.JSONDecodeError as exc:
+                last = f"the answer is not JSON: {exc}"
+            if attempt < self.max_retries:
+                logger.warning(
+                    "%s: %s; retry %d/%d in %.1fs", url, last, attempt + 1, self.max_retries, wait
+                )
+                time.sleep(wait)
+        raise LLMError(f"{url}: no answer after {self.max_retries + 1} attempts; last: {last}")
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        if len(items) <= 1 or self.concurrency == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int | None = 0,
+        stop: Sequence[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        top_logprobs: int | None = None,
+    ) -> dict[str, Any]:
+        """One chat completion; returns the first choice (``message``, ``logprobs``, ...).
+
+        An optional feature the server rejects with HTTP 400 (``response_format``,
+        ``logprobs``) is dropped, remembered, and the request is sent again without it."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": int(max_tokens),
+            "temperature": float(temperature),
+        }
+        if seed is not None:
+            body["seed"] = int(seed)
+        if stop:
+            body["stop"] = list(stop)[:4]
+        use_format = response_format is not None and self.json_schema_supported is not False
+        use_logprobs = top_logprobs is not None and self.logprobs_supported is not False
+        if use_format:
+            body["response_format"] = response_format
+        if use_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = int(top_logprobs)
+        try:
+            answer = self.post("/chat/completions", body)
+        except EndpointHTTPError as exc:
+            if exc.status not in (400, 422) or not (use_format or use_logprobs):
+                raise
+            logger.warning(
+                "%s rejected optional fields (%s); sending without them", self.base_url, exc
+            )
+            body.pop("response_format", None)
+            body.pop("logprobs", None)
+            body.pop("top_logprobs", None)
+            answer = self.post("/chat/completions", body)
+            if use_format:
+                self.json_schema_supported = False
+            if use_logprobs:
+                self.logprobs_supported = False
+        else:
+            if use_format:
+                self.json_schema_supported = True
+        choices = answer.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            raise LLMError(f"{self.base_url}: answer without choices: {str(answer)[:200]}")
+        return choices[0]
+
+    @staticmethod
+    def _content(choice: dict[str, Any]) -> str:
+        message = choice.get("message") or {}
+        return message.get("content") or choice.get("text") or ""
+
+    # ------------------------------------------------------------------ the interface
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        prompts = check_prompts(prompts)
+
+        def one(prompt: Prompt) -> str:
+            text = self._content(self.chat(prompt, max_new_tokens, temperature, seed, stop))
+            cuts = [text.find(s) for s in (stop or []) if s and s in text]
+            return text[: min(cuts)] if cuts else text
+
+        return self._map(one, prompts)
+
+    def _json_one(
+        self,
+        prompt: Prompt,
+        schema: dict[str, Any],
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+        top_logprobs: int | None = None,
+    ) -> tuple[JsonResult, dict[str, Any] | None]:
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": self.strict_schema},
+        }
+        messages = with_instruction(prompt, schema_instruction(schema))
+        raw, value, error, choice = "", None, "no answer", None
+        for attempt in range(1, self.json_attempts + 1):
+            try:
+                choice = self.chat(
+                    messages,
+                    max_tokens,
+                    temperature,
+                    seed + attempt - 1,
+                    response_format=response_format,
+                    top_logprobs=top_logprobs,
+                )
+            except LLMError as exc:
+                return JsonResult(value, False, raw, attempt, f"request failed: {exc}"), None
+            raw = self._content(choice)
+            try:
+                value = repair(parse_json_answer(raw), schema)
+            except ValueError as exc:
+                value, error = None, f"invalid JSON: {exc}"
+            else:
+                errors = validate(value, schema)
+                if not errors:
+                    return JsonResult(value, True, raw, attempt, None), choice
+                error = "; ".join(errors)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": raw},
+                {
+                    "role": "user",
+                    "content": f"That answer is invalid ({error}). Answer again with only the "
+                    "JSON object.",
+                },
+            ]
+        return JsonResult(
+            value if isinstance(value, dict) else None, False, raw, self.json_attempts, error
+        ), choice
+
+    def generate_json(
+        self,
+        prompts: Sequence[Prompt],
+        schema: dict[str, Any],
+        max_new_tokens_per_field: int = 64,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> list[JsonResult]:
+        prompts = check_prompts(prompts)
+        check_schema(schema)
+        max_tokens = max_new_tokens_per_field * len(schema["properties"]) + 32
+        return self._map(
+            lambda p: self._json_one(p, schema, max_tokens, temperature, seed)[0], prompts
+        )
+
+    def choose(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[Sequence[str]],
+        normalize: bool = False,
+    ) -> list[Choice]:
+        """Approximation: the model answers the index of the best candidate (see module doc).
+        ``normalize`` has no effect here."""
+        prompts = check_prompts(prompts)
+        if len(prompts) != len(candidates):
+            raise ValueError("choose: one list of candidates per prompt")
+
+        def one(item: tuple[int, Prompt, Sequence[str]]) -> Choice:
+            i, prompt, cands = item
+            if not cands:
+                raise ValueError(f"choose: prompt {i} has no candidates")
+            n = len(cands)
+            listing = "\n".join(f"{k}: {c}" for k, c in enumerate(cands))
+            asked = with_instruction(
+                prompt,
+                f"Possible answers:\n{listing}\n\nWhich answer is best? Reply with its number.",
+            )
+            schema = {
+                "type": "object",
+                "properties": {"index": {"type": "integer", "enum": list(range(n))}},
+                "required": ["index"],
+            }
+            result, choice = self._json_one(
+                asked, schema, 16, 0.0, 0, top_logprobs=min(20, max(n, 2)) if n <= 10 else None
+            )
+            if result.valid and result.value is not None:
+                k = int(result.value["index"])
+            else:
+                matches = [k for k, c in enumerate(cands) if c.strip() and c.strip() in result.raw]
+                if len(matches) != 1:
+                    raise LLMError(
+                        f"choose: prompt {i}: no valid candidate index from the endpoint "
+                        f"({result.error}); raw answer {result.raw[:120]!r}"
+                    )
+                k = matches[0]
+            logprobs = [0.0 if j == k else -math.inf for j in range(n)]
+            if n <= 10 and choice is not None:
+                logprobs = self._index_logprobs(choice, n) or logprobs
+            return Choice(index=k, text=cands[k], logprobs=logprobs, mean_logprobs=list(logprobs))
+
+        return self._map(one, list(zip(range(len(prompts)), prompts, candidates, strict=True)))
+
+    @staticmethod
+    def _index_logprobs(choice: dict[str, Any], n: int) -> list[float] | None:
+        """The distribution over single-digit indices at the answer's index token."""
+        content = (choice.get("logprobs") or {}).get("content") or []
+        for entry in content:
+            token = str(entry.get("token", "")).strip()
+            if token.isdigit():
+                values = [-math.inf] * n
+                for alt in entry.get("top_logprobs") or [entry]:
+                    alt_token = str(alt.get("token", "")).strip()
+                    if alt_token.isdigit() and int(alt_token) < n:
+                        k = int(alt_token)
+                        values[k] = max(values[k], float(alt.get("logprob", -math.inf)))
+                return values if any(math.isfinite(v) for v in values) else None
+        return None
+
+    def perplexity(self, texts: Sequence[str]) -> list[float]:
+        """Via ``/completions`` with ``echo: true, logprobs: 1`` (vLLM and some others).
+        Raises ``NotImplementedError`` where the server has no such endpoint."""
+        if isinstance(texts, str):
+            raise TypeError("perplexity takes a list of texts")
+        if self.echo_supported is False:
+            raise NotImplementedError(self._no_echo("(not supported, seen earlier)"))
+
+        def one(text: str) -> float:
+            body = {
+                "model": self.model,
+                "prompt": text,
+                "echo": True,
+                "logprobs": 1,
+                "max_tokens": 0,
+                "temperature": 0.0,
+            }
+            try:
+                answer = self.post("/completions", body)
+                extra = 0
+            except EndpointHTTPError as exc:
+                if exc.status in (404, 405, 501):
+                    self.echo_supported = False
+                    raise NotImplementedError(self._no_echo(str(exc))) from None
+                try:  # some servers want at least one generated token
+                    answer = self.post("/completions", {**body, "max_tokens": 1})
+                except EndpointHTTPError as exc2:
+                    self.echo_supported = False
+                    raise NotImplementedError(self._no_echo(str(exc2))) from None
+                extra = int((answer.get("usage") or {}).get("completion_tokens", 1))
+            choices = answer.get("choices") or [{}]
+            lps = ((choices[0].get("logprobs") or {}).get("token_logprobs")) or []
+            if extra:
+                lps = lps[:-extra]
+            values = [float(x) for x in lps if x is not None]
+            if not values:
+                self.echo_supported = False
+                raise NotImplementedError(self._no_echo("the answer has no prompt logprobs"))
+            self.echo_supported = True
+            return math.exp(-sum(values) / len(values))
+
+        return self._map(one, list(texts))
+
+    def _no_echo(self, why: str) -> str:
+        return (
+            f"EndpointLLM.perplexity needs {self.base_url}/completions with echo + logprobs "
+            f"(vLLM's OpenAI server has it); this server cannot: {why}. Score perplexity with a "
+            "LocalLLM instead (llm.backend: local)."
+        )

@@ -1,0 +1,210 @@
+"""Mechanics of the local backend on a tiny random Llama (float32, seconds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from persona_shoppers.llm.local import _by_length
+
+
+def _naive_logprob(llm, prompt, candidate: str) -> float:
+    """Full-vocabulary logits at every position of prompt + candidate, one sequence."""
+    prefix = llm.render(prompt)
+    prefix_ids = llm.encode(prefix)
+    cand = llm._candidate_ids(prefix, prefix_ids, candidate)
+    ids = torch.tensor([prefix_ids + cand])
+    with torch.no_grad():
+        logp = torch.log_softmax(llm.model(ids).logits[0].float(), dim=-1)
+    start = len(prefix_ids) - 1
+    return float(sum(logp[start + k, t] for k, t in enumerate(cand)))
+
+
+def test_choose_matches_naive_full_logits(tiny_llm, prompts):
+    candidates = [
+        ["yes", "no", "maybe later"],
+        ['"low"', '"medium"', '"high"', '"very high indeed"'],
+        ["A", "B"],
+        ["running shoes", "a red skirt", "x", "linen shirt and white sneakers"],
+        ["1", "22", "333"],
+    ]
+    choices = tiny_llm.choose(prompts, candidates)
+    for prompt, cands, choice in zip(prompts, candidates, choices, strict=True):
+        naive = [_naive_logprob(tiny_llm, prompt, c) for c in cands]
+        assert choice.logprobs == pytest.approx(naive, abs=1e-3)
+        assert choice.index == max(range(len(naive)), key=naive.__getitem__)
+        assert choice.text == cands[choice.index]
+        assert sum(choice.probs) == pytest.approx(1.0)
+        lengths = [
+            len(
+                tiny_llm._candidate_ids(
+                    tiny_llm.render(prompt), tiny_llm.encode(tiny_llm.render(prompt)), c
+                )
+            )
+            for c in cands
+        ]
+        assert choice.mean_logprobs == pytest.approx(
+            [t / n for t, n in zip(naive, lengths, strict=True)], abs=1e-3
+        )
+    normalized = tiny_llm.choose(prompts, candidates, normalize=True)
+    for choice in normalized:
+        assert choice.index == max(
+            range(len(choice.mean_logprobs)), key=choice.mean_logprobs.__getitem__
+        )
+
+
+def test_choose_chunks_candidates_under_a_small_token_budget(tiny_llm, prompts):
+    candidates = [[f"option {k}" for k in range(7)] for _ in prompts]
+    full = tiny_llm.choose(prompts, candidates)
+    budget, tiny_llm.token_budget = tiny_llm.token_budget, 64  # one pair per chunk
+    try:
+        chunked = tiny_llm.choose(prompts, candidates)
+    finally:
+        tiny_llm.token_budget = budget
+    for a, b in zip(full, chunked, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+def test_choose_rejects_empty_candidates(tiny_llm, prompts):
+    with pytest.raises(ValueError, match="non-empty"):
+        tiny_llm.choose(prompts[:1], [["a", ""]])
+    with pytest.raises(ValueError, match="no candidates"):
+        tiny_llm.choose(prompts[:1], [[]])
+
+
+def test_perplexity_is_exp_mean_nll(tiny_llm):
+    texts = ["red summer dress", "a", "Running shoes for trail running, size 42, waterproof.", ""]
+    values = tiny_llm.perplexity(texts)
+    for text, value in zip(texts, values, strict=True):
+        ids = [tiny_llm.text_start_id] + tiny_llm.encode(text)
+        if len(ids) < 2:
+            assert math.isnan(value)
+            continue
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_llm.model(torch.tensor([ids])).logits[0].float(), -1)
+        nll = -torch.stack([logp[t, ids[t + 1]] for t in range(len(ids) - 1)]).mean()
+        assert value == pytest.approx(float(torch.exp(nll)), rel=1e-4)
+
+
+def test_batched_generate_equals_one_by_one(tiny_llm, prompts):
+    batched = tiny_llm.generate(prompts, max_new_tokens=12)
+    single = [tiny_llm.generate([p], max_new_tokens=12)[0] for p in prompts]
+    assert batched == single
+    assert any(text for text in batched)
+
+
+def test_greedy_generate_matches_transformers_generate(tiny_llm, prompts):
+    ids = torch.tensor([tiny_llm.encode(tiny_llm.render(prompts[1]))])
+    with torch.no_grad():
+        out = tiny_llm.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=tiny_llm.end_ids,
+            pad_token_id=tiny_llm.pad_id,
+        )
+    expected = tiny_llm.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    assert tiny_llm.generate([prompts[1]], max_new_tokens=10)[0] == expected
+
+
+def test_stop_strings_cut_the_answer(tiny_llm, prompts):
+    free = tiny_llm.generate(prompts, max_new_tokens=16)
+    # Stop at the first character each answer produced after its first one.
+    for prompt, text in zip(prompts, free, strict=True):
+        if len(text) < 3:
+            continue
+        stop = text[2]
+        cut = tiny_llm.generate([prompt], max_new_tokens=16, stop=[stop])[0]
+        assert stop not in cut
+        assert text.startswith(cut)
+
+
+def test_sampling_is_seeded_and_batch_independent(tiny_llm, prompts):
+    a = tiny_llm.generate(prompts, max_new_tokens=8, temperature=1.0, seed=3)
+    b = tiny_llm.generate(prompts, max_new_tokens=8, temperature=1.0, seed=3)
+    c = tiny_llm.generate(prompts[::-1], max_new_tokens=8, temperature=1.0, seed=3)[::-1]
+    d = tiny_llm.generate(prompts, max_new_tokens=8, temperature=1.0, seed=4)
+    assert a == b == c
+    assert a != d
+
+
+def test_number_constrained_generation_only_emits_digits(tiny_llm, prompts):
+    prefixes = [tiny_llm.render(p) + '{"age": ' for p in prompts]
+    out = tiny_llm.generate_texts(prefixes, 6, stop=[",", "}", " ", "\n"], allowed="number")
+    for text in out:
+        assert set(text) <= set("0123456789-.")
+
+
+def test_prompt_validation(tiny_llm):
+    with pytest.raises(TypeError):
+        tiny_llm.generate("hello")
+    with pytest.raises(ValueError, match="role"):
+        tiny_llm.generate([[{"role": "bot", "content": "x"}]])
+    with pytest.raises(ValueError, match="max_length"):
+        tiny_llm.generate([[{"role": "user", "content": "word " * 1200}]])
+
+
+def test_identity(tiny_llm, tiny_model_dir):
+    assert tiny_llm.name == f"local:{tiny_model_dir.name}"
+    assert tiny_llm.cache_key_prefix.endswith(":float32")
+    assert str(tiny_model_dir.resolve()) in tiny_llm.cache_key_prefix
+
+
+def test_batches_group_by_length_within_budget():
+    batches = _by_length([5, 100, 7, 98, 6, 3], batch_size=2, token_budget=150)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches[0] == [1]  # 2 x 100 > 150
+    assert all(len(b) <= 2 for b in batches)
+
+
+def test_prompt_kv_cache_gives_the_same_scores_and_texts(tiny_llm, prompts):
+    prefixes = [tiny_llm.render(p) for p in prompts]
+    # Rows with a cached prefix and a tail, an empty tail, and no cached prefix at all.
+    inputs = [prefixes[0] + '{"a": ', prefixes[1], prefixes[2] + '{"level', prefixes[3] + "{"]
+    candidates = [['"x"', "12"], ["yes", "no"], ['": "low"', '": "high"'], ['"', "}"]]
+    plain_scores = tiny_llm.score_texts(inputs, candidates)
+    plain_texts = tiny_llm.generate_texts(inputs, 6)
+    tiny_llm.prefill(prefixes[:3])
+    try:
+        assert len(tiny_llm._prefix_cache) == 3
+        cached_scores = tiny_llm.score_texts(inputs, candidates)
+        cached_texts = tiny_llm.generate_texts(inputs, 6)
+    finally:
+        tiny_llm.release()
+    assert not tiny_llm._prefix_cache and tiny_llm._prefix_cache_bytes == 0
+    for (a, _), (b, _) in zip(plain_scores, cached_scores, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert plain_texts == cached_texts
+
+
+def test_prompt_kv_cache_is_bounded(tiny_llm, prompts):
+    limit, tiny_llm.prefix_cache_mb = tiny_llm.prefix_cache_mb, 0.01
+    try:
+        tiny_llm.prefill([tiny_llm.render(p) for p in prompts])
+        assert tiny_llm._prefix_cache_bytes <= 0.01 * 2**20
+    finally:
+        tiny_llm.prefix_cache_mb = limit
+        tiny_llm.release()
+
+
+def test_generate_json_with_and_without_the_prompt_cache(tiny_llm, prompts):
+    schema = {
+        "type": "object",
+        "properties": {
+            "why": {"type": "string", "maxLength": 30},
+            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b", "c"]}},
+            "n": {"type": "integer"},
+        },
+        "required": ["why", "tags", "n"],
+    }
+    with_cache = tiny_llm.generate_json(prompts, schema, max_new_tokens_per_field=5)
+    limit, tiny_llm.prefix_cache_mb = tiny_llm.prefix_cache_mb, 0
+    try:
+        without = tiny_llm.generate_json(prompts, schema, max_new_tokens_per_field=5)
+    finally:
+        tiny_llm.prefix_cache_mb = limit
+    assert [r.raw for r in with_cache] == [r.raw for r in without]
+    assert not tiny_llm._prefix_cache
