@@ -207,6 +207,10 @@ class BehaviourVQVAE(pl.LightningModule):
         )
         return codes.to(device=device, dtype=torch.long)
 
+    def embed(self, x: Tensor | np.ndarray) -> Tensor:
+        """Encoder outputs ``z_e`` per row (eval mode, no grad, batched)."""
+        return self._eval_batched(x, self.hparams.assign_batch_size, self.encode)
+
     def init_codebook(self, x: Tensor | np.ndarray) -> Tensor:
         """k-means++ init of the codebook over the encoder outputs of ``x`` (eval mode, seeded
         by ``init_seed``); returns the chosen row ids of ``x``."""

@@ -166,7 +166,7 @@ def _plots(
     ax.legend()
     usage.tight_layout()
 
-    z = model._eval_batched(x[train], 4096, model.encode).numpy()
+    z = model.embed(x[train]).numpy()
     xy = PCA(n_components=2, random_state=0).fit_transform(z)
     projection, ax = plt.subplots(figsize=(6, 5))
     strata = buyer_features["stratum"].to_numpy()[train]
