@@ -1,6 +1,24 @@
-"""The textual storefront: catalog search and store variants (A/B configurations)."""
+"""The textual storefront: catalog search, store variants (A/B configurations), pages and
+actions. See docs/storefront.md."""
 
+from .actions import ACTION_ARGUMENTS, ACTION_SCHEMA, ACTION_TYPES, Action, InvalidAction
 from .search import ProductSearch
+from .store import Page, StepResult, Store, Visit, approx_token_count, build_stores
 from .variants import RANKINGS, StoreVariant
 
-__all__ = ["RANKINGS", "ProductSearch", "StoreVariant"]
+__all__ = [
+    "ACTION_ARGUMENTS",
+    "ACTION_SCHEMA",
+    "ACTION_TYPES",
+    "RANKINGS",
+    "Action",
+    "InvalidAction",
+    "Page",
+    "ProductSearch",
+    "StepResult",
+    "Store",
+    "StoreVariant",
+    "Visit",
+    "approx_token_count",
+    "build_stores",
+]

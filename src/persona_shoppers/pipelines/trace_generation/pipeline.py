@@ -1,7 +1,38 @@
-"""The trace_generation pipeline: no nodes yet; its issue builds it."""
+"""The trace_generation pipeline: real sessions of training shops replayed in the textual
+storefront as SFT examples (SimPersona 2.1.2)."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, node
+
+from .nodes import measure_trace_lengths, replay_trace_sessions, sample_trace_sessions
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            node(
+                sample_trace_sessions,
+                ["enriched_sessions", "persona_assignments", "params:trace_generation"],
+                "trace_sessions",
+                name="sample_trace_sessions",
+            ),
+            node(
+                replay_trace_sessions,
+                [
+                    "trace_sessions",
+                    "enriched_events",
+                    "raw_products",
+                    "raw_collections",
+                    "raw_collection_products",
+                    "params:trace_generation",
+                ],
+                ["sft_traces_stage1", "sft_traces_stage2", "trace_replay_report"],
+                name="replay_trace_sessions",
+            ),
+            node(
+                measure_trace_lengths,
+                ["sft_traces_stage1", "sft_traces_stage2", "trace_replay_report", "params:llm"],
+                ["trace_length_report", "trace_mlflow_metrics", "trace_length_plot"],
+                name="measure_trace_lengths",
+            ),
+        ]
+    )

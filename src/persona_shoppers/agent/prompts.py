@@ -1,0 +1,97 @@
+"""The shopping agent's prompt: one format for SFT traces and for simulation.
+
+A step's prompt is a system message (role, action schema, rules) and a user message::
+
+    Goal: You are here to buy ankle boots.
+    Buyer profile: <|persona_93|>
+    Progress:
+    1. searched "ankle boots"
+    2. viewed p0232 (Ashgrove Suede Olive Ankle Boots, $51.99)
+    Page:
+    [product] p0232: Ashgrove Suede Olive Ankle Boots ...
+
+and the assistant answers with one JSON action followed by a short reason, e.g.
+``{"action": "add_to_cart", "product": "p0232", "reason": "It fits; I take it."}``.
+The action comes first so that a simulator can score or constrain it without generating the
+reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..storefront import ACTION_ARGUMENTS, Action
+
+PERSONA_TOKEN = "<|persona_{}|>"
+BUYING_STRATA = ("A", "B", "C")  # SimPersona 2.3: strata A-C get "buy" goals, D (and E) browse
+
+
+def persona_token(k: int) -> str:
+    """The vocabulary token of persona ``k``: ``<|persona_k|>``."""
+    return PERSONA_TOKEN.format(int(k))
+
+
+def _action_forms() -> str:
+    return ", ".join(
+        f"{action} ({argument})" if argument else action
+        for action, argument in ACTION_ARGUMENTS.items()
+    )
+
+
+SYSTEM_PROMPT = (
+    "You are a shopper in an online store. Each turn shows your goal, your buyer profile, "
+    "your progress and the current page. Answer with one JSON object "
+    '{"action": A, <argument>: "...", "reason": "..."} where A is one of '
+    f"{_action_forms()}. Use the ids shown on pages. Purchase only from the checkout page. "
+    "End when you are done."
+)
+
+
+def interest_goal(category: str) -> str:
+    """Stage-1 goal: intent-neutral (SimPersona 2.3)."""
+    return f"You are interested in {category}."
+
+
+def intent_goal(category: str, stratum: str) -> str:
+    """Stage-2 goal: the intent of the buyer's funnel stratum (A-C buy, D-E browse)."""
+    verb = "buy" if stratum in BUYING_STRATA else "browse"
+    return f"You are here to {verb} {category}."
+
+
+def user_turn(
+    goal: str,
+    observation: str,
+    progress: Sequence[str] = (),
+    profile: str | None = None,
+    max_progress: int = 8,
+) -> str:
+    """The user message of one step; ``profile`` None leaves the profile line out.
+
+    Only the last ``max_progress`` progress entries are listed (numbered as in the session),
+    after a note on how many earlier steps are not shown.
+    """
+    lines = [f"Goal: {goal}"]
+    if profile is not None:
+        lines.append(f"Buyer profile: {profile}")
+    lines.append("Progress:")
+    start = max(0, len(progress) - max_progress)
+    if start:
+        lines.append(f"({start} earlier steps)")
+    lines.extend(f"{i + 1}. {entry}" for i, entry in enumerate(progress) if i >= start)
+    if not progress:
+        lines.append("(just arrived)")
+    lines.extend(["Page:", observation])
+    return "\n".join(lines)
+
+
+def chat(system: str, user: str, assistant: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for one step (the assistant turn only for training examples)."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    if assistant is not None:
+        messages.append({"role": "assistant", "content": assistant})
+    return messages
+
+
+def assistant_turn(action: Action, reason: str) -> str:
+    """The assistant's answer: the JSON action with its reason last."""
+    return action.to_json(reason)
