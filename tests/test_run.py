@@ -17,6 +17,8 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from persona_shoppers.storefront import build_stores
+from persona_shoppers.storefront.replay import replay_session
 from persona_shoppers.synthetic import SyntheticConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +96,27 @@ def test_strata_a_to_d_occur_in_every_shop_and_e_occurs(default_sample: Path):
     for shop, strata in per_shop.items():
         assert {"A", "B", "C", "D"} <= strata, shop
     assert (buyers["stratum"] == "E").any()
+
+
+@pytest.mark.integration
+def test_replay_covers_the_human_events_of_the_default_sample(default_sample: Path):
+    """2,000 sessions drawn at random from all 12 shops replay in the store (issue: >= 95%)."""
+    events = pl.read_parquet(default_sample / "02_intermediate/enriched_events.parquet")
+    sessions = events["session_id"].unique().sort().sample(2000, seed=0)
+    events = events.filter(pl.col("session_id").is_in(sessions.implode()))
+    raw = default_sample / "01_raw"
+    stores = build_stores(
+        pd.read_parquet(raw / "products.parquet"),
+        pd.read_parquet(raw / "collections.parquet"),
+        pd.read_parquet(raw / "collection_products.parquet"),
+    )
+    n_events = n_replayed = 0
+    for (shop, _), session in events.group_by("shop_id", "session_id"):
+        replay = replay_session(stores[shop], session.to_dicts())
+        n_events += replay.n_events
+        n_replayed += replay.n_replayed
+    assert n_events == len(events)
+    assert n_replayed / n_events >= 0.95
 
 
 TINY_PARAMS = {

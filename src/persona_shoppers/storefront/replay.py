@@ -156,3 +156,26 @@ def replay_session(store: Store, events: Iterable[Mapping[str, Any]]) -> Session
         store.step(visit, end)
     replay.outcome = visit.outcome
     return replay
+
+
+def recheck_trace(store: Store, turns: Iterable[tuple[str, str]]) -> list[str]:
+    """Re-execute a recorded trace in ``store``; the problems found (empty when sound).
+
+    ``turns`` are one session's (user message, assistant message) pairs in step order. Each
+    user message must end with the page the store shows at that step, and each assistant
+    message must be a valid action there.
+    """
+    problems = []
+    visit, result = store.start()
+    for step, (user, assistant) in enumerate(turns):
+        if visit.done:
+            problems.append(f"step {step}: the visit already ended ({visit.outcome})")
+            break
+        if not user.endswith(result.observation):
+            problems.append(f"step {step}: the prompt does not show the store's page")
+        result = store.step(visit, assistant)
+        if not result.valid:
+            problems.append(f"step {step}: invalid action ({result.error})")
+    if not visit.done:
+        problems.append("the trace does not end the visit")
+    return problems

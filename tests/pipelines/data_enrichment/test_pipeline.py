@@ -3,7 +3,6 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import polars as pl
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -11,16 +10,8 @@ from persona_shoppers.clickstream import BEHAVIOURAL_FEATURES, SESSION_COLUMNS
 from persona_shoppers.pipelines.data_enrichment import create_pipeline
 
 from ...clickstream._frames import collections, products, raw_events
+from .._kedro import KeptDataset, conf_params
 
-
-class KeptDataset(MemoryDataset):
-    """A MemoryDataset the runner cannot release, so the test can read every output."""
-
-    def _release(self) -> None:
-        pass
-
-
-PARAMS_FILE = "conf/base/parameters_data_enrichment.yml"
 T0 = datetime(2026, 3, 14, 10, tzinfo=UTC)
 
 
@@ -52,8 +43,7 @@ def _raw():
 
 @pytest.fixture
 def params():
-    with open(PARAMS_FILE) as f:
-        return yaml.safe_load(f)["data_enrichment"]
+    return conf_params("data_enrichment")
 
 
 def test_pipeline_runs_end_to_end(params):

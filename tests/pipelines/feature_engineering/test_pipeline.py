@@ -3,11 +3,8 @@ SequentialRunner on an in-memory catalog (synthetic data -> data_enrichment -> f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -17,23 +14,12 @@ from persona_shoppers.features.transform import BuyerFeatureTransformer
 from persona_shoppers.pipelines import data_enrichment, feature_engineering
 from persona_shoppers.synthetic import SyntheticConfig, generate
 
-CONF = Path(__file__).resolve().parents[3] / "conf" / "base"
+from .._kedro import KeptDataset, conf_params
+
 PCA_DIM = 16
 OUTPUTS = ("product_embeddings", "buyer_splits", "feature_transformer", "buyer_features")
 
 pytestmark = pytest.mark.integration  # runs the real sentence embedding model
-
-
-class KeptDataset(MemoryDataset):
-    """A MemoryDataset the runner does not empty after its last consumer, to inspect
-    intermediate outputs."""
-
-    def release(self) -> None:
-        pass
-
-
-def _params(name: str) -> dict:
-    return yaml.safe_load((CONF / f"parameters_{name}.yml").read_text())[name]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +35,7 @@ def enriched():
             "raw_events": MemoryDataset(data.events),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
-            "params:data_enrichment": MemoryDataset(_params("data_enrichment")),
+            "params:data_enrichment": MemoryDataset(conf_params("data_enrichment")),
             "enriched_sessions": KeptDataset(),
             "buyers": KeptDataset(),
         }
@@ -66,7 +52,7 @@ def enriched():
 
 @pytest.fixture(scope="module")
 def params(enriched, tmp_path_factory):
-    values = _params("feature_engineering")
+    values = conf_params("feature_engineering")
     values.update(
         eval_shops=enriched["eval_shops"],
         embedding_pca_dim=PCA_DIM,

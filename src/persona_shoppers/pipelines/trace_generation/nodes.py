@@ -23,7 +23,7 @@ from persona_shoppers.agent import (
     user_turn,
 )
 from persona_shoppers.storefront import build_stores
-from persona_shoppers.storefront.replay import replay_session
+from persona_shoppers.storefront.replay import recheck_trace, replay_session
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ def sample_trace_sessions(
     validation = rng.random(len(sampled)) < params["validation_fraction"]
     sampled["split"] = np.where(validation, "validation", "train")
     logger.info(
-        "sampled %d sessions (%d validation) covering %d persona tokens of %d training-shop "
-        "buyers",
+        "sampled %d sessions (%d validation) covering %d persona tokens of %d training-shop buyers",
         len(sampled),
         int(validation.sum()),
         sampled["token"].nunique(),
@@ -174,6 +173,8 @@ def replay_trace_sessions(
     steps = pd.DataFrame(rows)
     stage1 = _examples(steps, 1, params["max_progress_steps"])
     stage2 = _examples(steps, 2, params["max_progress_steps"])
+    for stage in (stage1, stage2):
+        check_traces(stage, stores)
     report = _replay_report(trace_sessions, n_events, n_replayed, skipped, outcomes, steps)
     logger.info(
         "replayed %.2f%% of %d human events into %d steps; skipped: %s",
@@ -183,6 +184,25 @@ def replay_trace_sessions(
         dict(skipped) or "none",
     )
     return stage1, stage2, report
+
+
+def check_traces(traces: pd.DataFrame, stores: dict[str, Any]) -> None:
+    """Re-execute every trace in its store; raise if any step is not what the store does."""
+    problems = []
+    for (shop_id, session_id), session in traces.groupby(["shop_id", "session_id"], sort=False):
+        turns = [
+            (m[1]["content"], m[2]["content"]) for m in session.sort_values("step")["messages"]
+        ]
+        problems += [f"{session_id}: {p}" for p in recheck_trace(stores[shop_id], turns)]
+    if problems:
+        raise RuntimeError(
+            f"{len(problems)} trace steps do not re-execute in the store, e.g. {problems[:3]}"
+        )
+    logger.info(
+        "re-executed %d traces (%d steps) in the store: all valid",
+        traces["session_id"].nunique(),
+        len(traces),
+    )
 
 
 def _examples(steps: pd.DataFrame, stage: int, max_progress: int) -> pd.DataFrame:
