@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, prompt_seeds
 from persona_shoppers.llm.cache import CachedLLM, ResponseCache
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
@@ -39,7 +39,10 @@ class CountingLLM(LLM):
 
     def generate(self, prompts, max_new_tokens=64, temperature=0.0, stop=None, seed=0):
         self._count("generate", len(prompts))
-        return [f"{p[-1]['content']}|{max_new_tokens}|{seed}" for p in prompts]
+        seeds = prompt_seeds(seed, len(prompts))
+        return [
+            f"{p[-1]['content']}|{max_new_tokens}|{s}" for p, s in zip(prompts, seeds, strict=True)
+        ]
 
     def choose(self, prompts, candidates, normalize=False):
         self._count("choose", len(prompts))
@@ -174,3 +177,14 @@ def test_cached_local_backend_calls_no_model_on_rerun(tiny_llm, prompts, tmp_pat
     assert again.generate_json(prompts, schema, max_new_tokens_per_field=4) == first
     assert again.generate(prompts, max_new_tokens=5) == gen
     assert again.stats()["misses"] == {}
+
+
+def test_per_prompt_seeds_are_part_of_the_key(tmp_path):
+    inner = CountingLLM()
+    llm = CachedLLM(inner, tmp_path / "c.sqlite")
+    same = [_prompts(1)[0]] * 2
+    assert llm.generate(same, temperature=1.0, seed=[1, 2]) == ["p0|64|1", "p0|64|2"]
+    assert llm.generate(same, temperature=1.0, seed=[2, 3]) == ["p0|64|2", "p0|64|3"]
+    assert inner.items["generate"] == 3  # seed 2 was answered from the cache
+    with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
+        llm.generate(_prompts(1), temperature=1.0, seed=[1, 2])

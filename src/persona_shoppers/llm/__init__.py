@@ -106,7 +106,7 @@ def build_llm(
     """The LLM described by ``config`` (the ``llm:`` parameters block, or a dict holding it).
 
     Keys: ``backend`` (``local`` | ``endpoint``), ``model``, ``dtype``, ``batch_size``,
-    ``device``, ``hf_cache_dir``, ``token_budget`` (local); ``endpoint: {base_url, model,
+    ``device``, ``hf_cache_dir``, ``token_budget``, ``prefix_cache_mb`` (local); ``endpoint: {base_url, model,
     api_key_env, timeout_s, max_retries, backoff_s, concurrency, json_attempts,
     strict_schema}``; ``cache`` (bool, default true) and ``cache_dir`` for the response cache.
     The API key comes from ``config["api_key"]``, ``config["endpoint"]["api_key"]``,
@@ -146,6 +146,7 @@ def _build(config: dict[str, Any], credentials: Mapping[str, Any] | None) -> LLM
             hf_cache_dir=config.get("hf_cache_dir", DEFAULT_HF_CACHE_DIR),
             token_budget=int(config.get("token_budget", 16384)),
             max_length=config.get("max_length"),
+            prefix_cache_mb=float(config.get("prefix_cache_mb", 512)),
         )
     elif backend == "endpoint":
         from persona_shoppers.llm.endpoint import EndpointLLM

@@ -98,6 +98,16 @@ class JsonResult:
         )
 
 
+def prompt_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """One sampling seed per prompt: ``seed`` for all of them, or one each (a sequence)."""
+    if isinstance(seed, int):
+        return [seed] * n
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"generate: {len(seeds)} seeds for {n} prompts")
+    return seeds
+
+
 class LLMError(RuntimeError):
     """An LLM backend could not answer (after its retries, where it has any)."""
 
@@ -150,9 +160,12 @@ class LLM(ABC):
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
     ) -> list[str]:
-        """One completion per prompt; ``stop`` strings end it (and are not returned)."""
+        """One completion per prompt; ``stop`` strings end it (and are not returned).
+
+        ``seed`` seeds sampling: one for all prompts, or one per prompt (a sequence), so that
+        agents sharing a prompt still draw their own answers."""
 
     @abstractmethod
     def choose(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts, prompt_seeds
 
 T = TypeVar("T")
 
@@ -173,20 +173,24 @@ class CachedLLM(LLM):
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
     ) -> list[str]:
         prompts = check_prompts(prompts)
+        seeds = prompt_seeds(seed, len(prompts)) if temperature > 0 else [0] * len(prompts)
         settings = {
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
             "stop": list(stop or []),
-            "seed": seed if temperature > 0 else 0,
         }
         return self._run(
             "generate",
-            [{"prompt": p, **settings} for p in prompts],
+            [{"prompt": p, **settings, "seed": s} for p, s in zip(prompts, seeds, strict=True)],
             lambda rows: self.llm.generate(
-                [prompts[i] for i in rows], max_new_tokens, temperature, stop, seed
+                [prompts[i] for i in rows],
+                max_new_tokens,
+                temperature,
+                stop,
+                [seeds[i] for i in rows],
             ),
             encode=lambda s: s,
             decode=str,

@@ -38,7 +38,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, LLMError, Prompt, check_prompts
+from persona_shoppers.llm.base import (
+    LLM,
+    Choice,
+    JsonResult,
+    LLMError,
+    Prompt,
+    check_prompts,
+    prompt_seeds,
+)
 from persona_shoppers.llm.json_schema import (
     check_schema,
     parse_json_answer,
@@ -240,16 +248,17 @@ class EndpointLLM(LLM):
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
     ) -> list[str]:
         prompts = check_prompts(prompts)
 
-        def one(prompt: Prompt) -> str:
-            text = self._content(self.chat(prompt, max_new_tokens, temperature, seed, stop))
+        def one(item: tuple[Prompt, int]) -> str:
+            prompt, row_seed = item
+            text = self._content(self.chat(prompt, max_new_tokens, temperature, row_seed, stop))
             cuts = [text.find(s) for s in (stop or []) if s and s in text]
             return text[: min(cuts)] if cuts else text
 
-        return self._map(one, prompts)
+        return self._map(one, list(zip(prompts, prompt_seeds(seed, len(prompts)), strict=True)))
 
     def _json_one(
         self,

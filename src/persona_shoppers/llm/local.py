@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts, prompt_seeds
 from persona_shoppers.llm.json_schema import (
     check_schema,
     constrained_json,
@@ -364,7 +364,7 @@ class LocalLLM(LLM):
         max_new_tokens: int = 64,
         stop: Sequence[str] | None = None,
         temperature: float = 0.0,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         allowed: str | None = None,
         ignore_eos: bool = False,
     ) -> list[str]:
@@ -374,7 +374,10 @@ class LocalLLM(LLM):
         seqs = [self.encode(p) for p in prefixes]
         for i, seq in enumerate(seqs):
             self._check_length(i, len(seq), max_new_tokens)
-        seeds = [_row_seed(seed, p) for p in prefixes]
+        seeds = [
+            _row_seed(s, p)
+            for s, p in zip(prompt_seeds(seed, len(prefixes)), prefixes, strict=True)
+        ]
         out: list[str] = [""] * len(prefixes)
         budget = max(self.token_budget, 1)
         for batch in _by_length([len(s) for s in seqs], self.batch_size, budget):
@@ -484,55 +487,59 @@ class LocalLLM(LLM):
     def _score_batch(
         self, seqs: list[list[int]], cands: list[list[list[int]]]
     ) -> list[tuple[list[float], list[float]]]:
-        from transformers import DynamicCache
+        """Score every candidate of every prompt in one forward pass over the prompts' KV.
 
+        All candidates of a prompt are fed side by side after it ("tree attention"): a 4D mask
+        lets each candidate token see the prompt and the earlier tokens of its own candidate
+        only, with positions restarting after the prompt for each candidate. So the prompt's
+        KV is computed once and never copied, whatever the number of candidates."""
         first, past, mask, next_pos = self._start(seqs)  # first: predicts token 0
-        width = mask.shape[1]
-        pairs = [(r, j) for r, cs in enumerate(cands) for j in range(len(cs))]
-        totals = [[0.0] * len(cs) for cs in cands]
-        # Chunks of (prompt, candidate) pairs whose copied prompt caches fit the token budget.
-        longest = max(len(c) for cs in cands for c in cs)
-        per_chunk = max(1, self.token_budget // (width + longest))
-        layers = [(layer.keys, layer.values) for layer in past.layers]
-        for start in range(0, len(pairs), per_chunk):
-            chunk = pairs[start : start + per_chunk]
-            rows = torch.tensor([r for r, _ in chunk], device=self.device)
-            tokens = [cands[r][j] for r, j in chunk]
-            span = max(len(t) for t in tokens)
-            gathered = [first[rows]]  # (P, H): position 0 of every candidate
-            if span > 1:
-                feed = torch.full((len(chunk), span - 1), self.pad_id, dtype=torch.long)
-                feed_mask = torch.zeros((len(chunk), span - 1), dtype=torch.long)
-                for p, t in enumerate(tokens):
-                    feed[p, : len(t) - 1] = torch.tensor(t[:-1], dtype=torch.long)
-                    feed_mask[p, : len(t) - 1] = 1
-                feed, feed_mask = feed.to(self.device), feed_mask.to(self.device)
-                cache = DynamicCache(
-                    ddp_cache_data=[(k[rows], v[rows]) for k, v in layers], config=self.config
-                )
-                full_mask = torch.cat([mask[rows], feed_mask], dim=1)
-                feed_pos = next_pos[rows] + torch.arange(span - 1, device=self.device)
-                h, _ = self._forward(feed, full_mask, feed_pos, cache, use_cache=True)
-                gathered.extend(h[:, k] for k in range(span - 1))
-            # hidden for candidate token k of pair p is gathered[k][p]; only valid ones.
-            stacked = torch.stack(gathered, dim=1)  # (P, span, H)
-            lengths = torch.tensor([len(t) for t in tokens], device=self.device)
-            valid = torch.arange(span, device=self.device)[None, :] < lengths[:, None]
-            targets = torch.full((len(chunk), span), 0, dtype=torch.long)
-            for p, t in enumerate(tokens):
-                targets[p, : len(t)] = torch.tensor(t, dtype=torch.long)
-            targets = targets.to(self.device)
-            logp = self._logprobs(stacked[valid])  # (T, V): the LM head at needed positions only
-            token_lp = logp.gather(1, targets[valid][:, None])[:, 0]
-            per_pair = torch.zeros(len(chunk), device=self.device, dtype=token_lp.dtype)
-            owner = torch.arange(len(chunk), device=self.device)[:, None].expand(-1, span)[valid]
-            per_pair.index_add_(0, owner, token_lp)
-            for (r, j), value in zip(chunk, per_pair.tolist(), strict=True):
-                totals[r][j] = value
-        return [
-            (tot, [t / len(c) for t, c in zip(tot, cs, strict=True)])
-            for tot, cs in zip(totals, cands, strict=True)
-        ]
+        rows, width = mask.shape
+        # Fed tokens: every candidate but its last token (whose successor is not needed).
+        fed = [[t for c in cs for t in c[:-1]] for cs in cands]
+        span = max(1, max(len(f) for f in fed))
+        ids = torch.full((rows, span), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((rows, span), dtype=torch.long)
+        see = torch.zeros((rows, span, width + span), dtype=torch.bool)
+        see[:, :, :width] = mask.bool().cpu()[:, None, :]
+        where: list[list[list[int]]] = []  # (row, cand) -> fed index of each token but the last
+        for r, cs in enumerate(cands):
+            at, row_where = 0, []
+            for c in cs:
+                n = len(c) - 1
+                if n:
+                    ids[r, at : at + n] = torch.tensor(c[:-1], dtype=torch.long)
+                    pos[r, at : at + n] = next_pos[r, 0].item() + torch.arange(n)
+                    block = torch.ones((n, n), dtype=torch.bool).tril()
+                    see[r, at : at + n, width + at : width + at + n] = block
+                row_where.append(list(range(at, at + n)))
+                at += n
+            see[r, at:, width + at :] = torch.eye(span - at, dtype=torch.bool)  # padding rows
+            where.append(row_where)
+        attention = see[:, None].to(self.device)
+        if self.model.config._attn_implementation == "eager":
+            attention = (
+                torch.zeros(attention.shape, dtype=self.model.dtype)
+                .masked_fill(~attention, torch.finfo(self.model.dtype).min)
+                .to(self.device)
+            )
+        hidden, _ = self._forward(ids.to(self.device), attention, pos.to(self.device), past)
+        out = []
+        for r, cs in enumerate(cands):
+            # row 0: the prompt's last state (predicts every candidate's first token)
+            states = torch.cat([first[r][None], hidden[r, : len(fed[r])]])
+            index, owners, targets = [], [], []
+            for j, (c, spots) in enumerate(zip(cs, where[r], strict=True)):
+                index += [0, *(1 + i for i in spots)]
+                owners += [j] * len(c)
+                targets += c
+            logp = self._logprobs(states[torch.tensor(index, device=self.device)])
+            token_lp = logp.gather(1, torch.tensor(targets, device=self.device)[:, None])[:, 0]
+            totals = torch.zeros(len(cs), dtype=token_lp.dtype, device=self.device)
+            totals.index_add_(0, torch.tensor(owners, device=self.device), token_lp)
+            total = totals.tolist()
+            out.append((total, [t / len(c) for t, c in zip(total, cs, strict=True)]))
+        return out
 
     def choose_texts(
         self,
@@ -555,7 +562,7 @@ class LocalLLM(LLM):
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
     ) -> list[str]:
         prompts = check_prompts(prompts)
         return self.generate_texts(

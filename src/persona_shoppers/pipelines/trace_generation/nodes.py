@@ -22,6 +22,7 @@ from persona_shoppers.agent import (
     persona_token,
     user_turn,
 )
+from persona_shoppers.agent.population import buyer_top_categories, category_leaf
 from persona_shoppers.storefront import build_stores
 from persona_shoppers.storefront.replay import recheck_trace, replay_session
 
@@ -81,7 +82,7 @@ def _session_category(events: pd.DataFrame, buyer_category: str | None) -> str:
     the buyer's, else the collection opened or the query searched."""
     categories = events["category"].dropna()
     if len(categories):
-        return str(categories.value_counts().index[0]).split(">")[-1].strip().lower()
+        return category_leaf(categories.value_counts().index[0])
     if buyer_category:
         return buyer_category
     for column in ("collection_title", "query"):
@@ -89,22 +90,6 @@ def _session_category(events: pd.DataFrame, buyer_category: str | None) -> str:
         if len(values):
             return str(values.iloc[0]).strip().lower()
     return "products"
-
-
-def _buyer_categories(events: pl.DataFrame) -> dict[tuple[str, str], str]:
-    """Each buyer's most viewed category leaf over all of their events."""
-    top = (
-        events.drop_nulls("category")
-        .group_by("shop_id", "buyer_id", "category")
-        .len("n")
-        .sort(["shop_id", "buyer_id", "n", "category"], descending=[False, False, True, False])
-        .group_by("shop_id", "buyer_id", maintain_order=True)
-        .first()
-    )
-    return {
-        (s, b): c.split(">")[-1].strip().lower()
-        for s, b, c in top.select("shop_id", "buyer_id", "category").iter_rows()
-    }
 
 
 def replay_trace_sessions(
@@ -123,7 +108,10 @@ def replay_trace_sessions(
     """
     keys = pl.from_pandas(trace_sessions[_SESSION_KEYS])
     events = enriched_events.join(keys, on=["shop_id", "buyer_id"], how="semi")
-    buyer_category = _buyer_categories(events)
+    top = buyer_top_categories(events)
+    buyer_category = dict(
+        zip(zip(top["shop_id"], top["buyer_id"], strict=True), top["category"], strict=True)
+    )
     events = events.join(keys, on=_SESSION_KEYS, how="semi").select(
         *_SESSION_KEYS, *_EVENT_COLUMNS, "collection_title"
     )

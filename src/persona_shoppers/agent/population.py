@@ -1,0 +1,215 @@
+"""Agent populations for a shop, and the simulated session table they produce.
+
+Two populations (SimPersona 3.2):
+
+- ``shop_sample``: per evaluation shop, agents whose persona token is drawn from the shop's
+  p_s(k), whose intent (buy / browse) is drawn from the shop's stratum mix and whose goal
+  category is drawn from the categories the shop's buyers view;
+- ``matched``: one agent per sampled held-out real buyer, with the buyer's own token, stratum
+  and most viewed category, its PAARS text persona, and a mismatched token (another token in
+  use, drawn at random) for the mismatch condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from ..clickstream import sessions as session_table
+from ..clickstream import validation
+from .prompts import intent_goal, persona_token
+from .rollout import AgentRun
+
+_PROFILE_KEYS = (
+    "age_range",
+    "gender",
+    "marital_status",
+    "household",
+    "income",
+    "occupation",
+    "location",
+)
+_PREFERENCE_KEYS = (
+    "price_sensitivity",
+    "value_perception",
+    "review_reliance",
+    "brand_reliance",
+    "shopping_frequency",
+)
+
+
+def category_leaf(category: str) -> str:
+    """``"Footwear > Ankle Boots"`` -> ``"ankle boots"``: how goals name a category."""
+    return str(category).split(">")[-1].strip().lower()
+
+
+def buyer_top_categories(events: pl.DataFrame) -> pd.DataFrame:
+    """Each (shop, buyer)'s most viewed category leaf over all their events (ties: by name)."""
+    return (
+        events.drop_nulls("category")
+        .group_by("shop_id", "buyer_id", "category")
+        .len("n")
+        .sort(["shop_id", "buyer_id", "n", "category"], descending=[False, False, True, False])
+        .group_by("shop_id", "buyer_id", maintain_order=True)
+        .first()
+        .with_columns(pl.col("category").map_elements(category_leaf, return_dtype=pl.String))
+        .select("shop_id", "buyer_id", "category")
+        .to_pandas()
+    )
+
+
+def shop_category_mix(events: pl.DataFrame, shops: Sequence[str]) -> pd.DataFrame:
+    """Share of product views per category leaf in each shop: (shop_id, category, share)."""
+    views = (
+        events.filter(pl.col("shop_id").is_in(list(shops)) & pl.col("category").is_not_null())
+        .with_columns(pl.col("category").map_elements(category_leaf, return_dtype=pl.String))
+        .group_by("shop_id", "category")
+        .len("n")
+        .sort("shop_id", "category")
+        .to_pandas()
+    )
+    views["share"] = views["n"] / views.groupby("shop_id")["n"].transform("sum")
+    return views[["shop_id", "category", "share"]]
+
+
+def _draw(rng: np.random.Generator, table: pd.DataFrame, column: str, n: int) -> np.ndarray:
+    p = table["share"].to_numpy(dtype=float)
+    return rng.choice(table[column].to_numpy(), size=n, p=p / p.sum())
+
+
+def shop_sample_agents(
+    token_mix: pd.DataFrame,
+    stratum_mix: pd.DataFrame,
+    category_mix: pd.DataFrame,
+    n_per_shop: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Agents per shop with token ~ p_s(k), stratum ~ the shop's mix, category ~ its views.
+
+    Each mix is a frame (shop_id, <value>, share). Deterministic for a seed."""
+    rows = []
+    for s, shop in enumerate(sorted(token_mix["shop_id"].unique())):
+        rng = np.random.default_rng([seed, s])
+        tokens = _draw(rng, token_mix[token_mix["shop_id"] == shop], "token", n_per_shop)
+        strata = _draw(rng, stratum_mix[stratum_mix["shop_id"] == shop], "stratum", n_per_shop)
+        cats = _draw(rng, category_mix[category_mix["shop_id"] == shop], "category", n_per_shop)
+        for i in range(n_per_shop):
+            rows.append(
+                {
+                    "agent_id": f"{shop}-a{i:04d}",
+                    "population": "shop_sample",
+                    "shop_id": shop,
+                    "buyer_id": None,
+                    "token": int(tokens[i]),
+                    "stratum": str(strata[i]),
+                    "category": str(cats[i]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def matched_agents(buyers: pd.DataFrame, tokens_in_use: Sequence[int], seed: int) -> pd.DataFrame:
+    """One agent per real buyer (shop_id, buyer_id, token, stratum, category, text_persona),
+    plus ``mismatch_token``: another token in use, drawn at random (seeded)."""
+    rng = np.random.default_rng(seed)
+    pool = np.array(sorted(set(int(t) for t in tokens_in_use)))
+    if len(pool) < 2:
+        raise ValueError("matched_agents: a mismatched token needs at least 2 tokens in use")
+    out = buyers.reset_index(drop=True).copy()
+    mismatch = []
+    for token in out["token"]:
+        others = pool[pool != int(token)]
+        mismatch.append(int(rng.choice(others)))
+    out.insert(
+        0, "agent_id", [f"{s}-{b}" for s, b in zip(out["shop_id"], out["buyer_id"], strict=True)]
+    )
+    out.insert(1, "population", "matched")
+    out["mismatch_token"] = mismatch
+    return out
+
+
+def text_persona_profile(
+    profile: Mapping[str, Any] | None, preferences: Mapping[str, Any] | None
+) -> str:
+    """A PAARS persona (profile + preferences, without the reasoning) as one compact line."""
+    parts = []
+    for source, keys in ((profile, _PROFILE_KEYS), (preferences, _PREFERENCE_KEYS)):
+        for key in keys:
+            value = (source or {}).get(key)
+            if value not in (None, ""):
+                parts.append(f"{key.replace('_', ' ')}: {value}")
+    interests = (preferences or {}).get("interests") or []
+    if interests:
+        parts.append("interests: " + ", ".join(category_leaf(i) for i in interests))
+    return "; ".join(parts)
+
+
+def condition_profile(agent: Mapping[str, Any], profile: str) -> str | None:
+    """The profile line of an agent under a condition's profile kind."""
+    if profile == "none":
+        return None
+    if profile == "token":
+        return persona_token(agent["token"])
+    if profile == "mismatch_token":
+        return persona_token(agent["mismatch_token"])
+    if profile == "text":
+        return agent["text_persona"] or None
+    if profile == "text_and_token":
+        return f"{persona_token(agent['token'])} {agent['text_persona']}".strip()
+    raise ValueError(
+        f"unknown profile kind {profile!r}: none, token, mismatch_token, text, text_and_token"
+    )
+
+
+def agent_goal(agent: Mapping[str, Any]) -> str:
+    """The intent-bearing goal (SimPersona 2.3 stage 2) of an agent."""
+    return intent_goal(agent["category"], agent["stratum"])
+
+
+def runs_to_sessions(
+    runs: Sequence[AgentRun],
+    labels: pd.DataFrame,
+    products: pd.DataFrame,
+    collections: pd.DataFrame,
+) -> pd.DataFrame:
+    """The simulated session table: the columns of ``enriched_sessions`` (built by the same
+    code as the human one) plus the columns of ``labels`` (one row per run, same order)."""
+    rows = []
+    for i, run in enumerate(runs):
+        for event in run.events:
+            rows.append(
+                {
+                    "shop_id": run.spec.shop_id,
+                    "buyer_id": run.spec.agent_id,
+                    "session_id": f"sim-{i:06d}",
+                    **{
+                        k: event[k]
+                        for k in (
+                            "ts",
+                            "event_type",
+                            "product_id",
+                            "collection_id",
+                            "query",
+                            "quantity",
+                            "price",
+                        )
+                    },
+                }
+            )
+    events = pl.DataFrame(rows, schema_overrides={"ts": pl.Datetime("us", "UTC")}, strict=False)
+    result = validation.validate_events(
+        events, products, collections, price_required_for=(), product_required_for=()
+    )
+    if result.quarantine.height:
+        reasons = result.quarantine["reason"].value_counts().to_dicts()
+        raise RuntimeError(f"simulated events break the raw contract: {reasons}")
+    table = session_table.build_sessions(result.accepted).to_pandas()
+    order = {f"sim-{i:06d}": i for i in range(len(runs))}
+    table = table.sort_values("session_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    if len(table) != len(runs):
+        raise RuntimeError(f"{len(runs)} runs gave {len(table)} sessions")
+    return pd.concat([table, labels.reset_index(drop=True)], axis=1)

@@ -1,0 +1,299 @@
+"""Persona-conditioned shopping agents rolled out in the textual store, many in lockstep.
+
+At every step each active agent's prompt (system prompt, goal, profile, progress log, page) is
+built, and the agent's action is decided in two batched LLM calls across all agents:
+
+1. ``choose`` scores every valid action on the page as the assistant's continuation: complete
+   actions (``{"action": "view", "product": "p0031"``) and the search prefix
+   (``{"action": "search", "query": "``, whose likelihood is that of searching at all). The
+   softmax of these log-likelihoods is the model's distribution over the valid actions; the
+   agent samples from it with its own seeded generator, or takes the best (greedy).
+2. for agents that search, ``generate`` writes the query after the prefilled search prefix,
+   up to the closing quote.
+
+So every action is valid by construction; free text is generated only for queries. A visit
+ends as ``ended`` (the agent chose end), ``purchased``, ``step_limit`` or ``error`` (an action
+the store rejected, e.g. an empty query). Results do not depend on how agents are batched:
+each agent's randomness comes from its own seed and step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..llm.base import LLM
+from ..storefront import Action, Store
+from ..storefront.replay import describe
+from .prompts import SYSTEM_PROMPT, chat, user_turn
+
+logger = logging.getLogger(__name__)
+
+OUTCOMES = ("ended", "purchased", "step_limit", "error")
+SEARCH_PREFIX = '{"action": "search", "query": "'
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """Who shops where: the goal, the profile (persona token, text persona or None), a seed."""
+
+    agent_id: str
+    shop_id: str
+    goal: str
+    profile: str | None = None
+    seed: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentRun:
+    """One agent's visit: the actions it took, the events they logged, how it ended."""
+
+    spec: AgentSpec
+    actions: list[str] = field(default_factory=list)  # the JSON of each action, in order
+    events: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.spec.agent_id,
+            "actions": self.actions,
+            "events": self.events,
+            "outcome": self.outcome,
+            "errors": self.errors,
+        }
+
+
+def candidate_actions(store: Store, visit) -> list[Action]:
+    """Every valid non-search action on the visit's current page (search is always valid)."""
+    page = visit.page
+    out: list[Action] = []
+    if page.kind == "home":
+        out += [Action("open", store.collection_display_id[c]) for c in store.collections]
+    if page.kind in ("search", "collection"):
+        out += [Action("view", store.display_id[p]) for p in store.listed_products(page)]
+    if page.kind == "product":
+        out.append(Action("add_to_cart", store.display_id[page.subject]))
+    if page.kind == "cart":
+        out += [Action("remove_from_cart", store.display_id[p]) for p in visit.cart]
+    if visit.cart and page.kind != "checkout":
+        out.append(Action("checkout"))
+    if page.kind == "checkout":
+        out.append(Action("purchase"))
+    if page.kind != "cart":
+        out.append(Action("view_cart"))
+    if len(visit.history) > 1:
+        out.append(Action("back"))
+    out.append(Action("end"))
+    return out
+
+
+def _candidate_text(action: Action) -> str:
+    """The start of the assistant's JSON that fixes the action: up to its argument's end."""
+    return action.to_json()[:-1]  # without the closing brace: "reason" may follow
+
+
+class _Live:
+    """An agent during its rollout."""
+
+    def __init__(self, spec: AgentSpec, store: Store, started: datetime):
+        self.spec, self.store = spec, store
+        self.run = AgentRun(spec)
+        self.visit, first = store.start()
+        self.observation = first.observation
+        self.progress: list[str] = []
+        self.started = started
+        self._log(first.events)
+
+    def _log(self, events: Iterable[dict[str, Any]]) -> None:
+        ts = self.started + timedelta(seconds=len(self.run.actions) * 20)
+        self.run.events.extend({**e, "step": len(self.run.actions), "ts": ts} for e in events)
+
+    def prompt(self, max_progress: int) -> list[dict[str, str]]:
+        user = user_turn(
+            self.spec.goal, self.observation, self.progress, self.spec.profile, max_progress
+        )
+        return chat(SYSTEM_PROMPT, user)
+
+    def act(self, action: Action | str) -> None:
+        text = action.to_json() if isinstance(action, Action) else action
+        result = self.store.step(self.visit, action)
+        self.run.actions.append(text)
+        if not result.valid:
+            self.run.errors.append(result.error)
+            self.run.outcome = "error"
+            return
+        self._log(result.events)
+        self.progress.append(describe(self.store, Action.parse(text), result))
+        self.observation = result.observation
+        if self.visit.done:
+            self.run.outcome = self.visit.outcome
+
+
+class RolloutEngine:
+    """Rolls out agents in a set of stores with one LLM, many agents per LLM call.
+
+    Args:
+        llm: any :class:`~persona_shoppers.llm.base.LLM` (local model or endpoint).
+        stores: shop id -> :class:`Store` (control or a variant).
+        max_steps: actions per visit before it ends as ``step_limit`` (30 by default).
+        decoding: ``sample`` (seeded per agent, ``temperature``) or ``greedy``.
+        lockstep: agents per LLM call; 1 runs one agent at a time (the reference behaviour).
+        max_query_tokens: tokens a search query may take.
+        max_progress: progress-log entries in the prompt.
+        start_time: the first event's timestamp (events are 20 s apart).
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        stores: dict[str, Store],
+        max_steps: int = 30,
+        decoding: str = "sample",
+        temperature: float = 1.0,
+        lockstep: int = 64,
+        max_query_tokens: int = 12,
+        max_progress: int = 8,
+        start_time: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    ):
+        if decoding not in ("sample", "greedy"):
+            raise ValueError(f"decoding must be 'sample' or 'greedy', got {decoding!r}")
+        if max_steps < 1 or lockstep < 1:
+            raise ValueError("max_steps and lockstep must be >= 1")
+        self.llm, self.stores = llm, stores
+        self.max_steps, self.decoding, self.temperature = max_steps, decoding, temperature
+        self.lockstep, self.max_query_tokens, self.max_progress = (
+            lockstep,
+            max_query_tokens,
+            max_progress,
+        )
+        self.start_time = start_time
+
+    def run(
+        self,
+        specs: Sequence[AgentSpec],
+        checkpoint: str | Path | None = None,
+        progress: bool = True,
+    ) -> list[AgentRun]:
+        """Roll out every agent; with ``checkpoint`` (a json-lines file) finished agents are
+        appended as they end and skipped when the run is resumed."""
+        unknown = sorted({s.shop_id for s in specs} - set(self.stores))
+        if unknown:
+            raise ValueError(f"RolloutEngine.run: no store for shops {unknown}")
+        if len({s.agent_id for s in specs}) != len(specs):
+            raise ValueError("RolloutEngine.run: agent ids must be unique")
+        done = _read_checkpoint(checkpoint, specs)
+        todo = [s for s in specs if s.agent_id not in done]
+        bar = tqdm(
+            total=len(specs), initial=len(done), desc="agents", unit="agent", disable=not progress
+        )
+        for start in range(0, len(todo), self.lockstep):
+            wave = [
+                _Live(s, self.stores[s.shop_id], self.start_time)
+                for s in todo[start : start + self.lockstep]
+            ]
+            for finished in self._roll(wave):
+                done[finished.spec.agent_id] = finished
+                _append_checkpoint(checkpoint, finished)
+                bar.update(1)
+        bar.close()
+        return [done[s.agent_id] for s in specs]
+
+    def _roll(self, agents: list[_Live]) -> Iterable[AgentRun]:
+        active = list(agents)
+        while active:
+            self._step(active)
+            still = []
+            for agent in active:
+                if agent.run.outcome is None and len(agent.run.actions) >= self.max_steps:
+                    agent.run.outcome = "step_limit"
+                if agent.run.outcome is None:
+                    still.append(agent)
+                else:
+                    yield agent.run
+            active = still
+
+    def _step(self, agents: list[_Live]) -> None:
+        prompts = [a.prompt(self.max_progress) for a in agents]
+        options = [candidate_actions(a.store, a.visit) for a in agents]
+        texts = [[SEARCH_PREFIX, *(_candidate_text(o) for o in opts)] for opts in options]
+        # A local model keeps the prompts' KV cache for the step: scoring the actions and
+        # writing the queries of the agents that search then share one prompt pass.
+        rendered = [self.llm.render(p) for p in prompts] if hasattr(self.llm, "prefill") else []
+        if rendered:
+            self.llm.prefill(rendered)
+        try:
+            self._decide(agents, prompts, options, texts)
+        finally:
+            if rendered:
+                self.llm.release(rendered)
+
+    def _decide(self, agents, prompts, options, texts) -> None:
+        choices = self.llm.choose(prompts, texts)
+        picks = [self._pick(a, c.logprobs) for a, c in zip(agents, choices, strict=True)]
+        searching = [i for i, k in enumerate(picks) if k == 0]
+        queries = {}
+        if searching:
+            prefilled = [
+                [*prompts[i], {"role": "assistant", "content": SEARCH_PREFIX}] for i in searching
+            ]
+            seeds = [_step_seed(agents[i]) for i in searching]
+            answers = self._queries(prefilled, seeds)
+            queries = dict(zip(searching, answers, strict=True))
+        for i, agent in enumerate(agents):
+            if picks[i] == 0:
+                query = queries[i].strip()
+                agent.act(json.dumps({"action": "search", "query": query}, ensure_ascii=False))
+            else:
+                agent.act(options[i][picks[i] - 1])
+
+    def _queries(self, prompts: list[list[dict[str, str]]], seeds: list[int]) -> list[str]:
+        temperature = 0.0 if self.decoding == "greedy" else self.temperature
+        return self.llm.generate(prompts, self.max_query_tokens, temperature, ['"'], seeds)
+
+    def _pick(self, agent: _Live, logprobs: list[float]) -> int:
+        values = np.asarray(logprobs, dtype=float)
+        if self.decoding == "greedy":
+            return int(np.argmax(values))
+        weights = np.exp((values - values.max()) / self.temperature)
+        rng = np.random.default_rng(_step_seed(agent))
+        return int(rng.choice(len(values), p=weights / weights.sum()))
+
+
+def _step_seed(agent: _Live) -> int:
+    return int(
+        np.random.SeedSequence([agent.spec.seed, len(agent.run.actions)]).generate_state(1)[0]
+    )
+
+
+def _read_checkpoint(path: str | Path | None, specs: Sequence[AgentSpec]) -> dict[str, AgentRun]:
+    if path is None or not Path(path).exists():
+        return {}
+    by_id = {s.agent_id: s for s in specs}
+    done = {}
+    for line in Path(path).read_text().splitlines():
+        row = json.loads(line)
+        if row["agent_id"] in by_id:
+            events = [{**e, "ts": datetime.fromisoformat(e["ts"])} for e in row["events"]]
+            done[row["agent_id"]] = AgentRun(
+                by_id[row["agent_id"]], row["actions"], events, row["outcome"], row["errors"]
+            )
+    logger.info("resuming: %d of %d agents already rolled out in %s", len(done), len(specs), path)
+    return done
+
+
+def _append_checkpoint(path: str | Path | None, run: AgentRun) -> None:
+    if path is None:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(run.to_dict(), default=str) + "\n")
