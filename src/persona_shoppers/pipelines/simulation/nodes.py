@@ -1,0 +1,336 @@
+"""Nodes of the simulation pipeline: agent populations per evaluation shop, rollouts under
+persona conditions, and agentic A/B tests (PAARS 4.3 and 5; SimPersona 3.2, appendix I)."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from persona_shoppers.agent.population import (
+    agent_goal,
+    buyer_top_categories,
+    condition_profile,
+    matched_agents,
+    runs_to_sessions,
+    shop_category_mix,
+    shop_sample_agents,
+    text_persona_profile,
+)
+from persona_shoppers.agent.rollout import OUTCOMES, AgentSpec, RolloutEngine
+from persona_shoppers.llm import build_llm
+from persona_shoppers.metrics.behaviour import ab_agreement
+from persona_shoppers.storefront import StoreVariant, build_stores
+
+logger = logging.getLogger(__name__)
+
+AB_METRICS = ("conversion_rate", "revenue_per_session")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A text persona field as stored in json lines: a dict, or its Python repr."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str) and value.startswith("{"):
+        return ast.literal_eval(value)
+    return {}
+
+
+def build_simulation_agents(
+    shop_persona_distributions: pd.DataFrame,
+    persona_assignments: pd.DataFrame,
+    enriched_events: pl.DataFrame,
+    text_personas: pd.DataFrame,
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """Both populations of every evaluation shop (see ``persona_shoppers.agent.population``).
+
+    The matched population is the held-out buyers that have a PAARS text persona, up to
+    ``matched_per_shop`` per shop, so that every condition runs on the same buyers."""
+    seed = params["seed"]
+    eval_mix = shop_persona_distributions[shop_persona_distributions["shop_role"] == "eval"]
+    shops = sorted(eval_mix["shop_id"].unique())
+    if not shops:
+        raise ValueError("build_simulation_agents: shop_persona_distributions has no eval shop")
+    in_shops = persona_assignments[persona_assignments["shop_id"].isin(shops)]
+    strata = in_shops.groupby(["shop_id", "stratum"]).size().rename("n").reset_index()
+    strata["share"] = strata["n"] / strata.groupby("shop_id")["n"].transform("sum")
+    sampled = shop_sample_agents(
+        eval_mix,
+        strata,
+        shop_category_mix(enriched_events, shops),
+        params["populations"]["shop_sample_per_shop"],
+        seed,
+    )
+    ok = text_personas[(text_personas["status"] == "ok") & text_personas["shop_id"].isin(shops)]
+    chosen = (
+        ok.sort_values(["shop_id", "buyer_id"])
+        .groupby("shop_id")
+        .head(params["populations"]["matched_per_shop"])
+    )
+    buyers = chosen[["shop_id", "buyer_id"]].merge(
+        persona_assignments[["shop_id", "buyer_id", "token", "stratum"]], on=["shop_id", "buyer_id"]
+    )
+    keys = pl.from_pandas(buyers[["shop_id", "buyer_id"]])
+    top = buyer_top_categories(enriched_events.join(keys, on=["shop_id", "buyer_id"], how="semi"))
+    buyers = buyers.merge(top, on=["shop_id", "buyer_id"], how="left")
+    buyers["category"] = buyers["category"].fillna("products")
+    personas = chosen.set_index(["shop_id", "buyer_id"])
+    buyers["text_persona"] = [
+        text_persona_profile(
+            _as_dict(personas.at[key, "profile"]), _as_dict(personas.at[key, "preferences"])
+        )
+        for key in zip(buyers["shop_id"], buyers["buyer_id"], strict=True)
+    ]
+    matched = matched_agents(buyers, in_shops["token"].unique(), seed)
+    agents = pd.concat([matched, sampled], ignore_index=True)
+    agents["seed"] = [
+        int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(len(agents))
+    ]
+    agents["goal"] = [agent_goal(a) for a in agents.to_dict("records")]
+    logger.info(
+        "simulation agents: %d matched buyers and %d sampled from p_s(k) over %d eval shops",
+        len(matched),
+        len(sampled),
+        len(shops),
+    )
+    return agents
+
+
+def _llm(kind: str, sft_model: Any, llm_params: dict[str, Any], sim_params: dict[str, Any]):
+    """The LLM a condition runs on: the default model (``llm``) or the SFT model (``sft``)."""
+    config = {**llm_params, "cache": sim_params.get("llm_cache", False)}
+    if kind == "sft":
+        config["model"] = str(sft_model.folder)
+    elif kind != "llm":
+        raise ValueError(f"condition model must be 'llm' or 'sft', got {kind!r}")
+    return build_llm(config)
+
+
+def _engine(llm: Any, stores: dict, params: dict[str, Any]) -> RolloutEngine:
+    rollout = params["rollout"]
+    return RolloutEngine(
+        llm,
+        stores,
+        max_steps=rollout["max_steps"],
+        decoding=rollout["decoding"],
+        temperature=rollout["temperature"],
+        lockstep=rollout["lockstep"],
+        max_query_tokens=rollout["max_query_tokens"],
+        max_progress=rollout["max_progress_steps"],
+    )
+
+
+def _specs(agents: pd.DataFrame, profile: str) -> list[AgentSpec]:
+    return [
+        AgentSpec(a["agent_id"], a["shop_id"], a["goal"], condition_profile(a, profile), a["seed"])
+        for a in agents.to_dict("records")
+    ]
+
+
+def _rollout(
+    agents: pd.DataFrame,
+    condition: str,
+    profile: str,
+    engine: RolloutEngine,
+    raw_products: pd.DataFrame,
+    raw_collections: pd.DataFrame,
+    variant: str = "control",
+) -> pd.DataFrame:
+    specs = _specs(agents, profile)
+    started = time.perf_counter()
+    runs = engine.run(specs)
+    minutes = (time.perf_counter() - started) / 60
+    logger.info(
+        "%s / %s: %d sessions in %.1f min (%.1f per minute)",
+        condition,
+        variant,
+        len(runs),
+        minutes,
+        len(runs) / max(minutes, 1e-9),
+    )
+    labels = agents[["agent_id", "population", "token", "stratum", "category", "goal"]].copy()
+    labels = labels.rename(columns={"token": "buyer_token"})
+    labels["condition"] = condition
+    labels["variant"] = variant
+    labels["persona_token"] = [
+        s.profile if s.profile and s.profile.startswith("<|persona_") else None for s in specs
+    ]
+    labels["outcome"] = [r.outcome for r in runs]
+    labels["n_actions"] = [len(r.actions) for r in runs]
+    labels["n_errors"] = [len(r.errors) for r in runs]
+    return runs_to_sessions(runs, labels, raw_products, raw_collections)
+
+
+def simulate_conditions(
+    simulation_agents: pd.DataFrame,
+    sft_model: Any,
+    raw_products: pd.DataFrame,
+    raw_collections: pd.DataFrame,
+    raw_collection_products: pd.DataFrame,
+    params: dict[str, Any],
+    llm_params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Roll out every condition on its populations in the control stores.
+
+    Returns ``simulated_sessions``, the outcome counts per condition and population, and
+    their MLflow metrics."""
+    stores = build_stores(
+        raw_products,
+        raw_collections,
+        raw_collection_products,
+        shops=sorted(simulation_agents["shop_id"].unique()),
+        max_observation_tokens=params["rollout"]["max_observation_tokens"],
+    )
+    tables = []
+    for condition, spec in params["conditions"].items():
+        engine = _engine(_llm(spec["model"], sft_model, llm_params, params), stores, params)
+        for population in spec["populations"]:
+            agents = simulation_agents[simulation_agents["population"] == population]
+            tables.append(
+                _rollout(agents, condition, spec["profile"], engine, raw_products, raw_collections)
+            )
+    sessions = pd.concat(tables, ignore_index=True)
+    counts = _outcome_counts(sessions)
+    metrics = {
+        f"{c}.{p}.{o}": {"value": float(n), "step": 0}
+        for c, by_pop in counts.items()
+        for p, by_outcome in by_pop.items()
+        for o, n in by_outcome.items()
+    }
+    return sessions, counts, metrics
+
+
+def _outcome_counts(sessions: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for (condition, population), group in sessions.groupby(["condition", "population"]):
+        found = group["outcome"].value_counts()
+        by_outcome = {o: int(found.get(o, 0)) for o in OUTCOMES}
+        by_outcome["sessions"] = len(group)
+        by_outcome["malformed_actions"] = int(group["n_errors"].sum())
+        counts.setdefault(condition, {})[population] = by_outcome
+    return counts
+
+
+def _arm_metrics(sessions: pd.DataFrame) -> dict[str, float]:
+    n = len(sessions)
+    return {
+        "sessions": n,
+        "conversion_rate": float(sessions["has_purchase"].mean()) if n else float("nan"),
+        "revenue_per_session": float(sessions["order_value"].sum() / n) if n else float("nan"),
+    }
+
+
+def _relative(treatment: float, control: float) -> float:
+    return treatment / control - 1 if control else float("nan")
+
+
+def _undefined(simulated: float, reference: float, control: float, test: str) -> str | None:
+    """Why an A/B comparison has no direction or ratio (None when it has both)."""
+    if not np.isfinite(reference):
+        return f"no reference effect for {test!r} (planted_truth or reference_effects)"
+    if not np.isfinite(simulated):
+        return "the simulated control arm is zero: no relative effect"
+    return None
+
+
+def _reference_effects(planted_truth: dict[str, Any] | None, params: dict[str, Any]) -> dict:
+    """name -> {metric: relative effect}: user-supplied historical results win over the
+    generator's planted effects on its evaluation shops."""
+    found = {
+        t["name"]: t["pooled"]["eval"]["effect"] for t in (planted_truth or {}).get("ab_tests", [])
+    }
+    found.update(params.get("reference_effects") or {})
+    return found
+
+
+def run_ab_tests(
+    simulation_agents: pd.DataFrame,
+    simulated_sessions: pd.DataFrame,
+    sft_model: Any,
+    raw_products: pd.DataFrame,
+    raw_collections: pd.DataFrame,
+    raw_collection_products: pd.DataFrame,
+    planted_truth: dict[str, Any],
+    params: dict[str, Any],
+    llm_params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Agentic A/B tests: the same population shops the control and each treatment store.
+
+    The control arm is the population's sessions in ``simulated_sessions`` (the same agents,
+    seeds and control stores: rerunning them gives the same sessions). Each treatment store
+    differs from the control only in its variant. Returns ``ab_test_results`` (per test and
+    metric: arms, simulated and reference effect, direction agreement, magnitude ratio) and
+    the treatment sessions."""
+    ab = params["ab_tests"]
+    condition = ab["condition"]
+    spec = params["conditions"][condition]
+    population = ab["population"]
+    agents = simulation_agents[simulation_agents["population"] == population]
+    control = simulated_sessions[
+        (simulated_sessions["condition"] == condition)
+        & (simulated_sessions["population"] == population)
+    ]
+    if control.empty:
+        raise ValueError(
+            f"run_ab_tests: simulated_sessions has no {condition!r} sessions of the "
+            f"{population!r} population; add it to simulation.conditions.{condition}.populations"
+        )
+    llm = _llm(spec["model"], sft_model, llm_params, params)
+    references = _reference_effects(planted_truth, params)
+    rows, treatments = [], []
+    for test in ab["tests"]:
+        variant = StoreVariant().with_changes(test["name"], **test["changes"])
+        stores = build_stores(
+            raw_products,
+            raw_collections,
+            raw_collection_products,
+            shops=sorted(agents["shop_id"].unique()),
+            variant=variant,
+            max_observation_tokens=params["rollout"]["max_observation_tokens"],
+        )
+        treated = _rollout(
+            agents,
+            condition,
+            spec["profile"],
+            _engine(llm, stores, params),
+            raw_products,
+            raw_collections,
+            variant=test["name"],
+        )
+        treatments.append(treated)
+        arms = _arm_metrics(control), _arm_metrics(treated)
+        reference = references.get(test["name"], {})
+        for metric in AB_METRICS:
+            simulated = _relative(arms[1][metric], arms[0][metric])
+            expected = reference.get(metric, float("nan"))
+            note = _undefined(simulated, expected, arms[0][metric], test["name"])
+            agreement = (
+                ab_agreement(simulated, expected)
+                if note is None
+                else {"direction_agrees": None, "magnitude_ratio": float("nan")}
+            )
+            rows.append(
+                {
+                    "test": test["name"],
+                    "metric": metric,
+                    "condition": condition,
+                    "sessions_per_arm": arms[0]["sessions"],
+                    "control": arms[0][metric],
+                    "treatment": arms[1][metric],
+                    "simulated_effect": simulated,
+                    "reference_effect": expected,
+                    "direction_agreement": agreement["direction_agrees"],
+                    "magnitude_ratio": agreement["magnitude_ratio"],
+                    "note": note,
+                }
+            )
+    results = pd.DataFrame(rows)
+    logger.info("A/B tests:\n%s", results.to_string(index=False))
+    return results, pd.concat(treatments, ignore_index=True)

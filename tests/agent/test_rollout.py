@@ -1,0 +1,126 @@
+"""Agents in the store: valid actions by construction, lockstep = one at a time, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from persona_shoppers.agent.rollout import (
+    OUTCOMES,
+    AgentSpec,
+    RolloutEngine,
+    candidate_actions,
+)
+from persona_shoppers.llm.local import LocalLLM
+from persona_shoppers.storefront import Action, Store
+
+from ..storefront.test_store import COLLECTIONS, MEMBERS, PRODUCTS
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir):
+    return LocalLLM(tiny_model_dir, dtype="float32", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def stores():
+    return {"s1": Store("s1", PRODUCTS, COLLECTIONS, MEMBERS)}
+
+
+def _specs(n: int = 6) -> list[AgentSpec]:
+    goals = ["You are here to buy running shoes.", "You are interested in rain jackets."]
+    profiles = [None, "<|persona_1|>", "likes trail running"]
+    return [AgentSpec(f"a{i}", "s1", goals[i % 2], profiles[i % 3], seed=100 + i) for i in range(n)]
+
+
+def _sessions(runs):
+    return [(r.spec.agent_id, r.actions, r.outcome, r.events) for r in runs]
+
+
+def test_lockstep_gives_the_same_sessions_as_one_agent_at_a_time(llm, stores):
+    # A high temperature flattens the tiny random model's peaky choices, so that the
+    # sessions are long and varied; each agent samples with its own seeded generator.
+    together = RolloutEngine(llm, stores, max_steps=8, temperature=20.0, lockstep=8)
+    alone = RolloutEngine(llm, stores, max_steps=8, temperature=20.0, lockstep=1)
+    specs = _specs(8)
+    runs = together.run(specs, progress=False)
+    assert max(len(r.actions) for r in runs) >= 3
+    assert _sessions(runs) == _sessions(alone.run(specs, progress=False))
+
+
+@pytest.mark.integration
+def test_greedy_lockstep_equals_one_at_a_time_on_the_default_model(stores):
+    from persona_shoppers.llm import build_llm
+
+    llm = build_llm({"dtype": "float32", "cache": False, "batch_size": 8})
+    specs = _specs(3)
+    together = RolloutEngine(llm, stores, max_steps=3, decoding="greedy", lockstep=3)
+    alone = RolloutEngine(llm, stores, max_steps=3, decoding="greedy", lockstep=1)
+    runs = together.run(specs, progress=False)
+    assert _sessions(runs) == _sessions(alone.run(specs, progress=False))
+
+
+def test_every_action_is_valid_and_every_visit_ends(llm, stores):
+    engine = RolloutEngine(llm, stores, max_steps=5, temperature=20.0, lockstep=3)
+    runs = engine.run(_specs(), progress=False)
+    for run in runs:
+        assert run.outcome in OUTCOMES
+        assert run.errors == [] and run.outcome != "error"
+        assert 1 <= len(run.actions) <= 5
+        assert run.events[0]["event_type"] == "page_view"
+        for text in run.actions:
+            Action.parse(text)  # well-formed JSON actions
+    assert {r.outcome for r in runs} <= {"ended", "purchased", "step_limit"}
+
+
+def test_the_step_limit_ends_a_visit(llm, stores):
+    runs = RolloutEngine(llm, stores, max_steps=1, lockstep=6).run(_specs(), progress=False)
+    for run in runs:
+        assert len(run.actions) == 1
+        assert run.outcome in ("step_limit", "ended")
+
+
+def test_agents_with_their_own_seeds_draw_their_own_sessions(llm, stores):
+    same = [
+        AgentSpec(f"b{i}", "s1", "You are interested in socks.", None, seed=i) for i in range(8)
+    ]
+    # a high temperature flattens the tiny random model's peaky choices
+    engine = RolloutEngine(llm, stores, max_steps=4, temperature=20.0, lockstep=8)
+    runs = engine.run(same, progress=False)
+    assert len({tuple(r.actions) for r in runs}) > 1
+
+
+def test_a_run_resumes_from_its_checkpoint(llm, stores, tmp_path):
+    engine = RolloutEngine(llm, stores, max_steps=4, temperature=20.0, lockstep=2)
+    specs = _specs()
+    fresh = engine.run(specs, progress=False)
+    checkpoint = tmp_path / "runs.jsonl"
+    engine.run(specs[:3], checkpoint=checkpoint, progress=False)  # an interrupted run
+    assert len(checkpoint.read_text().splitlines()) == 3
+    resumed = engine.run(specs, checkpoint=checkpoint, progress=False)
+    assert _sessions(resumed) == _sessions(fresh)
+    assert len(checkpoint.read_text().splitlines()) == 6
+
+
+def test_candidates_are_the_valid_actions_of_the_page(stores):
+    store = stores["s1"]
+    visit, _ = store.start()
+    home = candidate_actions(store, visit)
+    assert Action("open", "c1") in home and Action("end") in home
+    assert Action("back") not in home and Action("checkout") not in home
+    store.step(visit, Action("search", "running"))
+    listed = candidate_actions(store, visit)
+    assert {a.argument for a in listed if a.type == "view"} == {"p1", "p3", "p5"}
+    store.step(visit, Action("view", "p3"))
+    assert Action("add_to_cart", "p3") in candidate_actions(store, visit)
+    store.step(visit, Action("add_to_cart", "p3"))
+    on_cart = candidate_actions(store, visit)
+    assert Action("remove_from_cart", "p3") in on_cart and Action("checkout") in on_cart
+    store.step(visit, Action("checkout"))
+    assert {a.type for a in candidate_actions(store, visit)} == {
+        "purchase",
+        "view_cart",
+        "back",
+        "end",
+    }
+    with pytest.raises(ValueError, match="no store for shops"):
+        RolloutEngine(None, stores).run([AgentSpec("x", "s9", "goal")], progress=False)
