@@ -13,12 +13,11 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from persona_shoppers.agent import SYSTEM_PROMPT
-from persona_shoppers.pipelines import data_enrichment, trace_generation
+from persona_shoppers.pipelines import trace_generation
 from persona_shoppers.pipelines.trace_generation import nodes
 from persona_shoppers.storefront import Action, build_stores
-from persona_shoppers.synthetic import SyntheticConfig, generate
 
-from .._kedro import KeptDataset, conf_params
+from .._kedro import KeptDataset, conf_params, enriched_sample, token_assignments
 
 ROOT = Path(__file__).resolve().parents[3]
 OUTPUTS = (
@@ -38,33 +37,25 @@ pytestmark = pytest.mark.integration  # counts tokens with the default model's t
 
 @pytest.fixture(scope="module")
 def run():
-    data = generate(
-        SyntheticConfig(n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=60),
-        progress=False,
+    data, enriched = enriched_sample(
+        n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=60
     )
+    assignments = token_assignments(enriched["buyers"], data.planted_truth)
     catalog = DataCatalog(
         {
-            "raw_events": MemoryDataset(data.events),
+            "enriched_events": KeptDataset(enriched["enriched_events"]),
+            "enriched_sessions": KeptDataset(enriched["enriched_sessions"]),
+            "persona_assignments": MemoryDataset(assignments),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
             "raw_collection_products": MemoryDataset(data.collection_products),
-            "params:data_enrichment": MemoryDataset(conf_params("data_enrichment")),
             "params:trace_generation": MemoryDataset(conf_params("trace_generation")),
             "params:llm": MemoryDataset(
                 {**conf_params("llm"), "hf_cache_dir": str(ROOT / "data" / "06_models" / "hf")}
             ),
-            **{name: KeptDataset() for name in ("buyers", *OUTPUTS)},
+            **{name: KeptDataset() for name in OUTPUTS[2:]},
         }
     )
-    SequentialRunner().run(data_enrichment.create_pipeline(), catalog)
-    buyers = catalog.load("buyers")
-    roles = {s["shop_id"]: s["role"] for s in data.planted_truth["shops"]}
-    # Tokens as the VQ-VAE would give them: here one per (stratum, buyer parity), 8 in use.
-    assignments = buyers[["shop_id", "buyer_id", "stratum"]].assign(
-        shop_role=buyers["shop_id"].map(roles),
-        token=buyers["stratum"].map("ABCDE".index) * 2 + buyers["buyer_id"].str[-1].astype(int) % 2,
-    )
-    catalog["persona_assignments"] = MemoryDataset(assignments)
     SequentialRunner().run(trace_generation.create_pipeline(), catalog)
     return data, assignments, {name: catalog.load(name) for name in OUTPUTS}
 

@@ -1,0 +1,128 @@
+"""The simulation pipeline on a small generated sample with a tiny random model: Kedro's
+SequentialRunner on an in-memory catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from persona_shoppers.agent.rollout import OUTCOMES
+from persona_shoppers.clickstream import SESSION_COLUMNS
+from persona_shoppers.personas.tokens import shop_distributions
+from persona_shoppers.pipelines import simulation
+from persona_shoppers.storefront import StoreVariant
+
+from .._kedro import KeptDataset, conf_params, enriched_sample, token_assignments
+
+OUTPUTS = (
+    "simulation_agents",
+    "simulated_sessions",
+    "simulation_outcomes",
+    "simulation_mlflow_metrics",
+    "ab_test_results",
+    "ab_test_sessions",
+)
+
+
+def _text_personas(assignments: pd.DataFrame) -> pd.DataFrame:
+    held_out = assignments[assignments["shop_role"] == "eval"].head(4)
+    return held_out[["shop_id", "buyer_id"]].assign(
+        status="ok",
+        profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(held_out),
+        preferences=[{"price_sensitivity": "high", "interests": ["Apparel > Skirts"]}]
+        * len(held_out),
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir: Path):
+    tests = (
+        StoreVariant().with_changes("price_rise_10pct", price_multiplier=1.1),
+        StoreVariant().with_changes("fewer_results_per_page", page_size=4),
+    )
+    data, enriched = enriched_sample(
+        n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=60, ab_tests=tests
+    )
+    assignments = token_assignments(enriched["buyers"], data.planted_truth)
+    params = conf_params("simulation")
+    params["populations"] = {"shop_sample_per_shop": 4, "matched_per_shop": 3}
+    params["rollout"].update(max_steps=4, temperature=20.0, lockstep=8)
+    params["ab_tests"]["tests"] = params["ab_tests"]["tests"][:2]
+    llm = {**conf_params("llm"), "model": str(tiny_model_dir), "dtype": "float32"}
+    catalog = DataCatalog(
+        {
+            "shop_persona_distributions": MemoryDataset(shop_distributions(assignments, 10)),
+            "persona_assignments": MemoryDataset(assignments),
+            "enriched_events": MemoryDataset(enriched["enriched_events"]),
+            "text_personas": MemoryDataset(_text_personas(assignments)),
+            "sft_model": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
+            "raw_products": MemoryDataset(data.products),
+            "raw_collections": MemoryDataset(data.collections),
+            "raw_collection_products": MemoryDataset(data.collection_products),
+            "planted_truth": MemoryDataset(data.planted_truth),
+            "params:simulation": MemoryDataset(params),
+            "params:llm": MemoryDataset(llm),
+            **{name: KeptDataset() for name in OUTPUTS},
+        }
+    )
+    SequentialRunner().run(simulation.create_pipeline(), catalog)
+    return params, {name: catalog.load(name) for name in OUTPUTS}
+
+
+def test_populations(run):
+    _, out = run
+    agents = out["simulation_agents"]
+    sampled = agents[agents["population"] == "shop_sample"]
+    matched = agents[agents["population"] == "matched"]
+    assert len(sampled) == 4 and len(matched) == 3
+    assert (matched["mismatch_token"] != matched["token"]).all()
+    assert matched["text_persona"].str.contains("price sensitivity: high").all()
+    assert agents["goal"].str.match(r"You are here to (buy|browse) ").all()
+    assert agents["agent_id"].is_unique
+
+
+def test_every_condition_runs_with_valid_actions_and_counted_outcomes(run):
+    params, out = run
+    sessions = out["simulated_sessions"]
+    assert set(SESSION_COLUMNS) <= set(sessions.columns)
+    assert {"condition", "persona_token", "outcome"} <= set(sessions.columns)
+    expected = sum(
+        len(out["simulation_agents"].query("population == @p"))
+        for spec in params["conditions"].values()
+        for p in spec["populations"]
+    )
+    assert len(sessions) == expected
+    assert sessions["outcome"].isin(OUTCOMES).all()
+    assert (sessions["n_errors"] == 0).all()
+    token = sessions[sessions["condition"] == "persona_token"]
+    assert token["persona_token"].str.fullmatch(r"<\|persona_\d+\|>").all()
+    assert sessions.loc[sessions["condition"] == "base", "persona_token"].isna().all()
+    counts = out["simulation_outcomes"]
+    assert counts["base"]["matched"]["sessions"] == 3
+    assert sum(counts["base"]["matched"][o] for o in OUTCOMES) == 3
+    assert counts["token_mismatch"]["matched"]["malformed_actions"] == 0
+
+
+def test_ab_tests_report_every_test_on_the_same_population(run):
+    params, out = run
+    results = out["ab_test_results"]
+    names = [t["name"] for t in params["ab_tests"]["tests"]]
+    assert sorted(results["test"].unique()) == sorted(names)
+    assert set(results["metric"]) == {"conversion_rate", "revenue_per_session"}
+    assert results["reference_effect"].notna().all()  # planted effects of the generator
+    defined = results["note"].isna()
+    assert results.loc[defined, "direction_agreement"].isin([True, False]).all()
+    treated = out["ab_test_sessions"]
+    control = out["simulated_sessions"].query(
+        "condition == 'persona_token' and population == 'shop_sample'"
+    )
+    for name in names:
+        arm = treated[treated["variant"] == name]
+        assert arm["agent_id"].tolist() == control["agent_id"].tolist()
+        assert arm["goal"].tolist() == control["goal"].tolist()
+        assert arm["persona_token"].tolist() == control["persona_token"].tolist()
