@@ -180,6 +180,26 @@ def test_prompt_kv_cache_gives_the_same_scores_and_texts(tiny_llm, prompts):
     assert plain_texts == cached_texts
 
 
+def test_a_prefix_built_on_a_cached_prefix_scores_like_a_fresh_one(tiny_llm, prompts):
+    base = tiny_llm.render(prompts[1])
+    longer = [base + "Step 1: searched", base + "Step 1: viewed p1"]
+    candidates = [["yes", "no"], ["yes", "no"]]
+    plain = tiny_llm.score_texts([t + " then" for t in longer], candidates)
+    tiny_llm.prefill([base])
+    try:
+        tiny_llm.prefill(longer)  # only the new tokens run, on top of the cached base
+        assert len(tiny_llm._prefix_cache) == 3
+        keys = sorted(tiny_llm._prefix_cache, key=len)
+        for key in keys[1:]:
+            layers, _ = tiny_llm._prefix_cache[key]
+            assert layers[0][0].shape[1] == len(key)  # contiguous KV of the whole prefix
+        cached = tiny_llm.score_texts([t + " then" for t in longer], candidates)
+    finally:
+        tiny_llm.release()
+    for (a, _), (b, _) in zip(plain, cached, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
 def test_prompt_kv_cache_is_bounded(tiny_llm, prompts):
     limit, tiny_llm.prefix_cache_mb = tiny_llm.prefix_cache_mb, 0.01
     try:

@@ -112,6 +112,7 @@ class _Live:
         self.observation = first.observation
         self.progress: list[str] = []
         self.started = started
+        self.cached_prefix: str | None = None  # the prompt up to the page, in the LLM's cache
         self._log(first.events)
 
     def _log(self, events: Iterable[dict[str, Any]]) -> None:
@@ -219,6 +220,8 @@ class RolloutEngine:
                 if agent.run.outcome is None:
                     still.append(agent)
                 else:
+                    if agent.cached_prefix is not None:
+                        self.llm.release([agent.cached_prefix])
                     yield agent.run
             active = still
 
@@ -226,16 +229,26 @@ class RolloutEngine:
         prompts = [a.prompt(self.max_progress) for a in agents]
         options = [candidate_actions(a.store, a.visit) for a in agents]
         texts = [[SEARCH_PREFIX, *(_candidate_text(o) for o in opts)] for opts in options]
-        # A local model keeps the prompts' KV cache for the step: scoring the actions and
-        # writing the queries of the agents that search then share one prompt pass.
-        rendered = [self.llm.render(p) for p in prompts] if hasattr(self.llm, "prefill") else []
-        if rendered:
-            self.llm.prefill(rendered)
+        if not hasattr(self.llm, "prefill"):  # an endpoint: the server caches prefixes itself
+            self._decide(agents, prompts, options, texts)
+            return
+        # A local model keeps KV caches: the system prompt for everyone, each agent's prompt
+        # up to its page across steps (only the new progress entry runs), and the whole
+        # prompt for the step (scoring the actions and writing a query share one pass).
+        rendered = [self.llm.render(p) for p in prompts]
+        heads = [r[: r.index("Goal: ")] for r in rendered]
+        upto_page = [r[: r.index("\nPage:\n") + 1] for r in rendered]
+        self.llm.prefill(sorted(set(heads)))
+        self.llm.prefill(upto_page)
+        self.llm.prefill(rendered)
+        stale = [a.cached_prefix for a in agents if a.cached_prefix not in (None, *upto_page)]
+        self.llm.release(stale)
+        for agent, prefix in zip(agents, upto_page, strict=True):
+            agent.cached_prefix = prefix
         try:
             self._decide(agents, prompts, options, texts)
         finally:
-            if rendered:
-                self.llm.release(rendered)
+            self.llm.release(rendered)
 
     def _decide(self, agents, prompts, options, texts) -> None:
         choices = self.llm.choose(prompts, texts)

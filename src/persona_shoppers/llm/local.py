@@ -218,9 +218,11 @@ class LocalLLM(LLM):
     @_locked
     def prefill(self, prefixes: Sequence[str]) -> None:
         """Keep the KV cache of these raw prefixes, so that later calls whose inputs start
-        with one of them only run the rest (used by ``generate_json`` for the prompt, which
-        every field's call repeats). Bounded by ``prefix_cache_mb`` (least recently used
-        entries are dropped); :meth:`release` frees them."""
+        with one of them only run the rest (``generate_json`` reuses a prompt across fields,
+        agents reuse their prompt across a step and its prefix across steps). A prefix that
+        itself starts with a cached one only runs its new tokens. Bounded by
+        ``prefix_cache_mb`` (least recently used entries are dropped); :meth:`release` frees
+        them."""
         if self.prefix_cache_mb <= 0:
             return
         todo = list(dict.fromkeys(tuple(self.encode(p)) for p in prefixes))
@@ -228,16 +230,15 @@ class LocalLLM(LLM):
         for batch in _by_length([len(s) for s in todo], self.batch_size, self.token_budget):
             seqs = [list(todo[i]) for i in batch]
             with torch.inference_mode():
-                ids, mask, pos = self._left_pad(seqs)
-                hidden, past = self._forward(ids, mask, pos, use_cache=True)
-            width = ids.shape[1]
+                last, past, mask, _ = self._start(seqs)
+            valid = mask.bool()
             for r, seq in enumerate(seqs):
-                lo = width - len(seq)
+                keep = valid[r]  # the row's cached and new positions, in order
                 layers = [
-                    (layer.keys[r, :, lo:].clone(), layer.values[r, :, lo:].clone())
+                    (layer.keys[r][:, keep].clone(), layer.values[r][:, keep].clone())
                     for layer in past.layers
                 ]
-                self._prefix_cache[tuple(seq)] = (layers, hidden[r, -1].clone())
+                self._prefix_cache[tuple(seq)] = (layers, last[r].clone())
                 self._prefix_cache_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in layers)
         while self._prefix_cache and self._prefix_cache_bytes > self.prefix_cache_mb * 2**20:
             self._drop(next(iter(self._prefix_cache)))

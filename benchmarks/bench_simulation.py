@@ -1,0 +1,111 @@
+"""Benchmark the rollout engine: agents in lockstep against one agent at a time.
+
+    python benchmarks/bench_simulation.py [--agents 32] [--max-steps 8] [--lockstep 32]
+                                          [--dtype bfloat16] [--model smollm2-135m-instruct]
+
+The same agents (an evaluation shop of the default sample, goals over its categories, no
+persona) shop with greedy decoding, once with ``--lockstep`` agents per LLM call and once one
+agent at a time (``lockstep=1``). Reports sessions per minute, agent steps per second, the
+speed-up and whether both produced the same sessions. Writes
+``benchmarks/results/simulation.json``. Run it on a quiet machine: other jobs on the same
+cores change the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from persona_shoppers.agent.population import category_leaf
+from persona_shoppers.agent.prompts import intent_goal
+from persona_shoppers.agent.rollout import AgentSpec, RolloutEngine
+from persona_shoppers.llm import build_llm
+from persona_shoppers.storefront import build_stores
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RAW = ROOT / "data" / "01_raw"
+
+
+def _specs(products: pd.DataFrame, shop: str, n: int) -> list[AgentSpec]:
+    categories = sorted({category_leaf(c) for c in products["category"]})
+    return [
+        AgentSpec(f"a{i}", shop, intent_goal(categories[i % len(categories)], "AD"[i % 2]), None, i)
+        for i in range(n)
+    ]
+
+
+def _time(engine: RolloutEngine, specs: list[AgentSpec]) -> tuple[float, list]:
+    started = time.perf_counter()
+    runs = engine.run(specs, progress=False)
+    return time.perf_counter() - started, runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, default=32)
+    parser.add_argument("--max-steps", type=int, default=8)
+    parser.add_argument("--lockstep", type=int, default=32)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--shop", default="shop03")
+    args = parser.parse_args()
+
+    products = pd.read_parquet(RAW / "products.parquet")
+    stores = build_stores(
+        products,
+        pd.read_parquet(RAW / "collections.parquet"),
+        pd.read_parquet(RAW / "collection_products.parquet"),
+        shops=[args.shop],
+    )
+    specs = _specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
+    llm = build_llm(
+        {"model": args.model, "dtype": args.dtype, "batch_size": args.lockstep, "cache": False,
+         "prefix_cache_mb": 4096}
+    )
+    results = {}
+    sessions = {}
+    for name, lockstep in (("lockstep", args.lockstep), ("one_at_a_time", 1)):
+        engine = RolloutEngine(llm, stores, args.max_steps, decoding="greedy", lockstep=lockstep)
+        seconds, runs = _time(engine, specs)
+        steps = sum(len(r.actions) for r in runs)
+        sessions[name] = [(r.actions, r.outcome) for r in runs]
+        results[name] = {
+            "lockstep": lockstep,
+            "seconds": round(seconds, 2),
+            "sessions_per_minute": round(len(runs) / seconds * 60, 2),
+            "agent_steps_per_second": round(steps / seconds, 3),
+            "agent_steps": steps,
+        }
+        print(f"{name:>14}: {results[name]}", flush=True)
+    speedup = results["one_at_a_time"]["seconds"] / results["lockstep"]["seconds"]
+    same = sum(a == b for a, b in zip(sessions["lockstep"], sessions["one_at_a_time"], strict=True))
+    report = {
+        "agents": args.agents,
+        "max_steps": args.max_steps,
+        "model": args.model,
+        "dtype": args.dtype,
+        "shop": args.shop,
+        "results": results,
+        "speedup": round(speedup, 2),
+        "identical_sessions": f"{same}/{args.agents}",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+    }
+    print(f"speed-up {speedup:.2f}x; identical sessions {same}/{args.agents}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "simulation.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
