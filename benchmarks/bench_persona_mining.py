@@ -55,7 +55,8 @@ def main() -> None:
     buyers = nodes.sample_persona_buyers(assignments, histories, params)
 
     llm = build_llm(llm_params)  # the instance mine_personas reuses
-    llm.generate([[{"role": "user", "content": "Hello"}]], max_new_tokens=2)  # load it before timing
+    # load the model before timing
+    llm.generate([[{"role": "user", "content": "Hello"}]], max_new_tokens=2)
     start = time.perf_counter()
     personas = nodes.mine_personas(buyers, products, params, llm_params)
     seconds = time.perf_counter() - start

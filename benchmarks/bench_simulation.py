@@ -67,8 +67,13 @@ def main() -> None:
     )
     specs = _specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
     llm = build_llm(
-        {"model": args.model, "dtype": args.dtype, "batch_size": args.lockstep, "cache": False,
-         "prefix_cache_mb": 4096}
+        {
+            "model": args.model,
+            "dtype": args.dtype,
+            "batch_size": args.lockstep,
+            "cache": False,
+            "prefix_cache_mb": 4096,
+        }
     )
     results = {}
     sessions = {}

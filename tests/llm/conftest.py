@@ -34,14 +34,14 @@ def _tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide random Llama over SmolLM2's vocabulary, saved as an HF folder."""
+def tiny_llama(
+    tokenizer: Any, tied: bool = True, seed: int = 0, initializer_range: float = 0.1
+) -> Any:
+    """A 2-layer, 32-wide random Llama over the tokenizer's vocabulary (fp32)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _tokenizer()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -50,14 +50,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        # Peaky random logits so that greedy choices are decisive, not near-ties.
-        initializer_range=0.5,
+        tie_word_embeddings=tied,
+        initializer_range=initializer_range,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random Llama over SmolLM2's vocabulary, saved as an HF folder."""
+    tokenizer = _tokenizer()
+    # Peaky random logits so that greedy choices are decisive, not near-ties.
+    model = tiny_llama(tokenizer, initializer_range=0.5)
     folder = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -106,7 +106,8 @@ def build_llm(
     """The LLM described by ``config`` (the ``llm:`` parameters block, or a dict holding it).
 
     Keys: ``backend`` (``local`` | ``endpoint``), ``model``, ``dtype``, ``batch_size``,
-    ``device``, ``hf_cache_dir``, ``token_budget``, ``prefix_cache_mb`` (local); ``endpoint: {base_url, model,
+    ``device``, ``hf_cache_dir``, ``token_budget``, ``prefix_cache_mb`` (local);
+    ``endpoint: {base_url, model,
     api_key_env, timeout_s, max_retries, backoff_s, concurrency, json_attempts,
     strict_schema}``; ``cache`` (bool, default true) and ``cache_dir`` for the response cache.
     The API key comes from ``config["api_key"]``, ``config["endpoint"]["api_key"]``,

@@ -1,0 +1,197 @@
+"""Nodes of the sft pipeline: persona tokens into the LLM's vocabulary, stage 1 (persona
+grounding: only the new rows train), stage 2 (the model trains, full or LoRA), and the
+single-stage ablation (everything trains from the start; SimPersona appendix F).
+
+The training nodes train the model they are given in place, as copying a large model costs
+memory: the catalog gives each node its own copy (file datasets load afresh, a MemoryDataset
+deep-copies), so keep models out of ``copy_mode: assign`` datasets."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from persona_shoppers.agent.evaluation import evaluate_agent
+from persona_shoppers.llm import build_llm
+from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, resolve_model
+from persona_shoppers.models.vq_vae import BehaviourVQVAE
+from persona_shoppers.sft.data import conversations, sample_split
+from persona_shoppers.sft.io import ModelAndTokenizer
+from persona_shoppers.sft.tokens import add_persona_tokens, find_persona_tokens
+from persona_shoppers.sft.training import train_stage
+
+logger = logging.getLogger(__name__)
+
+Conversations = list[list[dict]]
+
+
+def _base_model_folder(params: dict[str, Any], llm_params: dict[str, Any]) -> Path:
+    name = params.get("model")
+    if name is None:
+        if llm_params.get("backend", "local") != "local":
+            raise ValueError(
+                "sft.model is null and the llm backend is not local: set sft.model to a local "
+                "model name or Hugging Face folder to fine-tune"
+            )
+        name = llm_params["model"]
+    cache = params.get("hf_cache_dir") or llm_params.get("hf_cache_dir") or DEFAULT_HF_CACHE_DIR
+    return resolve_model(name, cache)
+
+
+def add_persona_tokens_to_model(
+    vq_vae_model: BehaviourVQVAE, params: dict[str, Any], llm_params: dict[str, Any]
+) -> ModelAndTokenizer:
+    """The base LM (``sft.model``, default the ``llm`` model) with K persona tokens added to
+    its tokenizer and embeddings, K = the VQ-VAE's number of codes; the new rows are
+    initialised by ``sft.persona_tokens.init`` (``mean`` or ``codebook``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = _base_model_folder(params, llm_params)
+    logger.info("SFT base model: %s", folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    codebook = vq_vae_model.codebook.embedding.detach().cpu()
+    tokens = params["persona_tokens"]
+    add_persona_tokens(
+        model,
+        tokenizer,
+        count=codebook.shape[0],
+        init=tokens["init"],
+        codebook=codebook,
+        noise_std=tokens.get("noise_std", 0.02),
+        seed=params["seed"],
+    )
+    return ModelAndTokenizer(model, tokenizer)
+
+
+def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Conversations, ...]:
+    train = sample_split(traces, "train", stage.get("max_examples"), seed)
+    val = sample_split(traces, "validation", stage.get("max_val_examples"), seed)
+    logger.info(
+        "sampled %d of %d training and %d of %d validation examples",
+        len(train),
+        int((traces["split"] == "train").sum()),
+        len(val),
+        int((traces["split"] == "validation").sum()),
+    )
+    return conversations(train), conversations(val)
+
+
+def _train(
+    start: ModelAndTokenizer,
+    train: Conversations,
+    val: Conversations,
+    stage: dict[str, Any],
+    params: dict[str, Any],
+    name: str,
+) -> tuple[ModelAndTokenizer, dict]:
+    model, tokenizer = start
+    checkpoint = params.get("checkpoint") or {}
+    folder = checkpoint.get("dir")
+    trained, history = train_stage(
+        model,
+        tokenizer,
+        find_persona_tokens(tokenizer),
+        train,
+        val,
+        backbone=stage["backbone"],
+        optimizer=stage["optimizer"],
+        lora=stage.get("lora"),
+        gradient_checkpointing=stage.get("gradient_checkpointing", False),
+        data=params["data"],
+        trainer={**params["trainer"], **(stage.get("trainer") or {})},
+        seed=params["seed"],
+        checkpoint_dir=Path(folder) / name if folder else None,
+        checkpoint_every_n_steps=checkpoint.get("every_n_train_steps"),
+        resume=bool(checkpoint.get("resume", False)),
+        history_every_n_steps=params.get("history_every_n_steps", 1),
+        validate_before=params.get("validate_before", False),
+        name=name,
+    )
+    return ModelAndTokenizer(trained, tokenizer), history
+
+
+def train_stage1(
+    sft_initial_model: ModelAndTokenizer, sft_traces_stage1: pd.DataFrame, params: dict[str, Any]
+) -> tuple[ModelAndTokenizer, dict]:
+    """Stage 1, persona grounding: the backbone is frozen, only the persona rows train, on
+    intent-neutral traces. Returns the model and its metric history (MLflow)."""
+    stage = params["stage1"]
+    train, val = _sample(sft_traces_stage1, stage, params["seed"])
+    return _train(sft_initial_model, train, val, stage, params, "stage1")
+
+
+def train_stage2(
+    sft_model_stage1: ModelAndTokenizer, sft_traces_stage2: pd.DataFrame, params: dict[str, Any]
+) -> tuple[ModelAndTokenizer, dict]:
+    """Stage 2, action-oriented fine-tuning of the stage-1 model on intent-carrying traces:
+    every parameter (``backbone: full``) or LoRA adapters and the persona rows (``lora``)."""
+    stage = params["stage2"]
+    train, val = _sample(sft_traces_stage2, stage, params["seed"])
+    return _train(sft_model_stage1, train, val, stage, params, "stage2")
+
+
+def train_single_stage(
+    sft_initial_model: ModelAndTokenizer,
+    sft_traces_stage1: pd.DataFrame,
+    sft_traces_stage2: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[ModelAndTokenizer, dict]:
+    """The single-stage ablation (SimPersona appendix F): every parameter trains from the
+    initial model in one run over the same examples as both stages together (so the same
+    number of optimizer steps), with ``single_stage`` settings over stage 2's."""
+    stage = {**params["stage2"], "backbone": "full", **(params.get("single_stage") or {})}
+    train1, val1 = _sample(sft_traces_stage1, params["stage1"], params["seed"])
+    train2, val2 = _sample(sft_traces_stage2, params["stage2"], params["seed"])
+    return _train(sft_initial_model, train1 + train2, val1 + val2, stage, params, "single_stage")
+
+
+def evaluate_sft(
+    sft_traces_stage2: pd.DataFrame,
+    sft_model: ModelAndTokenizer,
+    sft_model_single_stage: ModelAndTokenizer,
+    params: dict[str, Any],
+    llm_params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The agent before and after SFT on held-out trace steps (``split == "validation"``):
+    next-action-type accuracy, JSON validity and token sensitivity (the mean KL between the
+    action-type distributions of different persona tokens on the same prompts) of the zero-shot
+    base model, the two-stage model and the single-stage ablation. Returns the report and its
+    MLflow metrics."""
+    options = params["evaluation"]
+    held_out = sft_traces_stage2[sft_traces_stage2["split"] == "validation"]
+    if held_out.empty:
+        raise ValueError("evaluate_sft: sft_traces_stage2 has no validation steps")
+    rng = np.random.default_rng(options["seed"])
+    in_use = np.sort(held_out["token"].unique())
+    tokens = sorted(rng.choice(in_use, min(options["sensitivity_tokens"], len(in_use)), False))
+    models = {
+        "zero_shot": _base_model_folder(params, llm_params),
+        "two_stage": sft_model.folder,
+        "single_stage": sft_model_single_stage.folder,
+    }
+    report: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
+    for name, folder in models.items():
+        llm = build_llm({**llm_params, "model": str(folder), "cache": False})
+        report[name] = evaluate_agent(
+            llm,
+            held_out,
+            [int(t) for t in tokens],
+            options["examples"],
+            options["sensitivity_prompts"],
+            options["max_new_tokens"],
+            options["seed"],
+        )
+        logger.info("SFT evaluation, %s: %s", name, report[name])
+    metrics = {
+        f"{name}.{key}": {"value": float(value), "step": 0}
+        for name in models
+        for key, value in report[name].items()
+        if isinstance(value, int | float)
+    }
+    return report, metrics

@@ -1,0 +1,385 @@
+"""SFT examples: chat messages -> token ids with assistant-only labels, batches, a DataModule.
+
+An example is a list of chat messages ending with the assistant turn. It is rendered with the
+tokenizer's chat template; the labelled tokens are the assistant turn's content and the
+template's end-of-turn token (everything from the end of the generation prompt up to the end
+of the rendered text, trailing whitespace excluded). ``labels[t]`` is the token position ``t``
+must predict (``input_ids[t + 1]``) or ``IGNORE`` (-100), so the loss needs no shifting and an
+example's last position never predicts the next example's first token when rows are packed.
+
+Rows are right-padded and carry explicit ``position_ids`` that restart at 0 for each example;
+there is no attention mask. Where positions restart, transformers attends within each example
+only (block-diagonal causal attention), so a packed row of several examples computes exactly
+what the examples compute one by one. Padding continues the last example's positions: it
+comes after every real token, and causal attention never looks ahead, so it needs no mask;
+unpacked batches then run plain causal attention (the fast kernel).
+
+Batching (:class:`SFTDataModule`):
+- length-grouped (default): a seeded shuffle cut into groups of ``group_size`` batches, each
+  group sorted by length and cut into batches of ``batch_size`` examples;
+- packed (``packing``): examples in a seeded order are placed first-fit into rows of at most
+  ``pack_length`` tokens; a batch is ``batch_size`` such rows.
+The list of batches is fixed; their order is reshuffled every epoch from ``seed`` and the
+epoch (:class:`EpochShuffleSampler`), and the loader's position goes into checkpoints
+(:class:`ResumableLoader`), so a resumed run trains on exactly the batches an uninterrupted
+run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100
+OVERLONG_POLICIES = ("drop", "truncate")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised example: ids and shifted labels (``IGNORE`` where unlabelled)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class TokenizeReport:
+    """What tokenisation did with the examples it was given."""
+
+    examples: int = 0
+    kept: int = 0
+    truncated: int = 0
+    dropped_overlong: int = 0
+    dropped_unlabelled: int = 0
+    tokens: int = 0
+    labelled_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _label_span(messages: Sequence[dict], tokenizer: Any) -> tuple[str, int, int]:
+    """The rendered text and the character span of the assistant answer + end of turn."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("an SFT example must end with an assistant message")
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        list(messages[:-1]), tokenize=False, add_generation_prompt=True
+    )
+    if not text.startswith(prompt):
+        raise ValueError(
+            "the chat template renders the conversation without the assistant turn differently "
+            "from its start; assistant tokens cannot be located"
+        )
+    return text, len(prompt), len(text.rstrip())
+
+
+def tokenize_example(messages: Sequence[dict], tokenizer: Any) -> Example:
+    """Token ids of ``messages`` rendered by the chat template, labels on the final assistant
+    turn's content and end-of-turn token only."""
+    text, start, stop = _label_span(messages, tokenizer)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])
+    labelled = [start <= begin < stop for begin, _ in encoded["offset_mapping"]]
+    labels = [ids[t + 1] if labelled[t + 1] else IGNORE for t in range(len(ids) - 1)]
+    return Example(input_ids=ids, labels=[*labels, IGNORE])
+
+
+def tokenize_examples(
+    conversations: Sequence[Sequence[dict]],
+    tokenizer: Any,
+    max_length: int,
+    overlong: str = "drop",
+) -> tuple[list[Example], TokenizeReport]:
+    """Tokenise conversations; longer than ``max_length``: ``drop`` them, or ``truncate`` (keep
+    the last ``max_length`` tokens, where the answer is). Examples left without a labelled
+    token are dropped too. Every drop and truncation is counted in the report and logged."""
+    if overlong not in OVERLONG_POLICIES:
+        raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
+    report = TokenizeReport(examples=len(conversations))
+    out = []
+    for messages in conversations:
+        example = tokenize_example(messages, tokenizer)
+        if len(example) > max_length:
+            if overlong == "drop":
+                report.dropped_overlong += 1
+                continue
+            report.truncated += 1
+            example = Example(example.input_ids[-max_length:], example.labels[-max_length:])
+        labelled = sum(label != IGNORE for label in example.labels)
+        if not labelled:
+            report.dropped_unlabelled += 1
+            continue
+        out.append(example)
+        report.tokens += len(example)
+        report.labelled_tokens += labelled
+    report.kept = len(out)
+    if report.dropped_overlong or report.truncated or report.dropped_unlabelled:
+        logger.warning(
+            "SFT examples: %d longer than max_length %d dropped, %d truncated; "
+            "%d without assistant tokens dropped (of %d)",
+            report.dropped_overlong,
+            max_length,
+            report.truncated,
+            report.dropped_unlabelled,
+            report.examples,
+        )
+    return out, report
+
+
+def collate_rows(rows: Sequence[Sequence[Example]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors of rows, each row one or more examples back to back, with
+    position ids restarting at 0 per example (the padding continues the last one's)."""
+    width = max(sum(len(e) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for example in row:
+            n = len(example)
+            ids[r, at : at + n] = torch.tensor(example.input_ids)
+            labels[r, at : at + n] = torch.tensor(example.labels)
+            positions[r, at : at + n] = torch.arange(n)
+            at += n
+        last = len(row[-1])
+        positions[r, at:] = torch.arange(last, last + width - at)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, group_size: int = 50
+) -> list[list[int]]:
+    """Batches of indices of similar length: a seeded shuffle cut into groups of
+    ``group_size`` batches, each sorted by length, then cut into batches."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    span = batch_size * group_size
+    batches = []
+    for start in range(0, len(order), span):
+        group = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return batches
+
+
+def pack_rows(lengths: Sequence[int], pack_length: int, seed: int) -> list[list[int]]:
+    """Indices placed first-fit (in a seeded order) into rows of at most ``pack_length``."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        if lengths[i] > pack_length:
+            raise ValueError(f"an example of {lengths[i]} tokens exceeds pack_length {pack_length}")
+        slot = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+        if slot is None:
+            rows.append([])
+            free.append(pack_length)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        free[slot] -= lengths[i]
+    return rows
+
+
+class BatchDataset(Dataset):
+    """A fixed list of batches (each a list of rows of examples); item i is batch i collated."""
+
+    def __init__(self, batches: list[list[list[Example]]], pad_id: int) -> None:
+        self.batches = batches
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return collate_rows(self.batches[index], self.pad_id)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``seed`` and the epoch (``set_epoch``, which
+    Lightning calls before each epoch)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader of whole batches whose position within the epoch goes into Lightning
+    checkpoints (``state_dict`` / ``load_state_dict``): a run resumed mid-epoch skips the
+    batches it already trained on, so it sees the batches an uninterrupted run would."""
+
+    def __init__(self, dataset: Dataset, sampler: Sampler | None = None, **kwargs: Any) -> None:
+        # kwargs: DataLoader arguments (Lightning re-creates the loader with a distributed
+        # sampler under DDP); each dataset item is already a batch.
+        kwargs.setdefault("batch_size", None)
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._served = 0  # batches of the current epoch handed out (skipped ones included)
+        self._resume: dict[str, int] | None = None
+
+    def _epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def __iter__(self) -> Iterator[Any]:
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == self._epoch():
+            skip = self._resume["batches"]
+        self._resume = None
+        self._served = 0
+        for batch in super().__iter__():
+            self._served += 1
+            if self._served > skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch(), "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
+
+
+class SFTDataModule(pl.LightningDataModule):
+    """Training and validation examples (chat message lists) -> batches.
+
+    Tokenisation happens in :meth:`setup` (once); ``reports`` then holds what it kept,
+    truncated and dropped per split.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        train_conversations: Sequence[Sequence[dict]],
+        val_conversations: Sequence[Sequence[dict]] = (),
+        max_length: int = 1024,
+        overlong: str = "drop",
+        batch_size: int = 8,
+        packing: bool = False,
+        pack_length: int | None = None,
+        group_size: int = 50,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if pack_length is not None and pack_length < max_length:
+            raise ValueError("pack_length must be at least max_length")
+        self.tokenizer = tokenizer
+        self.train_conversations = train_conversations
+        self.val_conversations = val_conversations
+        self.max_length = max_length
+        self.overlong = overlong
+        self.batch_size = batch_size
+        self.packing = packing
+        self.pack_length = pack_length
+        self.group_size = group_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.reports: dict[str, TokenizeReport] = {}
+        self._batches: dict[str, list[list[list[Example]]]] = {}
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+    def _batch(self, examples: list[Example]) -> list[list[list[Example]]]:
+        lengths = [len(e) for e in examples]
+        if self.packing:
+            rows = pack_rows(lengths, self.pack_length or self.max_length, self.seed)
+        else:
+            rows = [[i] for i in range(len(examples))]
+        row_lengths = [sum(lengths[i] for i in row) for row in rows]
+        batches = length_grouped_batches(row_lengths, self.batch_size, self.seed, self.group_size)
+        return [[[examples[i] for i in rows[r]] for r in batch] for batch in batches]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split, conversations in (
+            ("train", self.train_conversations),
+            ("val", self.val_conversations),
+        ):
+            if split in self._batches:
+                continue
+            examples, report = tokenize_examples(
+                conversations, self.tokenizer, self.max_length, self.overlong
+            )
+            self.reports[split] = report
+            self._batches[split] = self._batch(examples) if examples else []
+            logger.info(
+                "%s: %d examples, %d tokens (%d labelled) in %d batches",
+                split,
+                report.kept,
+                report.tokens,
+                report.labelled_tokens,
+                len(self._batches[split]),
+            )
+        if not self._batches["train"]:
+            raise ValueError("no SFT training examples left after tokenisation")
+
+    def padding_share(self, split: str = "train") -> float:
+        """Padded positions / all positions over the split's batches."""
+        real = padded = 0
+        for batch in self._batches[split]:
+            lengths = [sum(len(e) for e in row) for row in batch]
+            real += sum(lengths)
+            padded += max(lengths) * len(lengths)
+        return 1 - real / padded if padded else 0.0
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = BatchDataset(self._batches[split], self.pad_id)
+        return ResumableLoader(
+            dataset,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if self._batches.get("val") else []
+
+
+def conversations(frame: pd.DataFrame) -> list[list[dict]]:
+    """The ``messages`` column as plain lists of ``{"role", "content"}`` dicts."""
+    if "messages" not in frame.columns:
+        raise ValueError(f"SFT traces need a 'messages' column, got {list(frame.columns)}")
+    return [
+        [{"role": m["role"], "content": m["content"]} for m in row] for row in frame["messages"]
+    ]
+
+
+def sample_split(
+    frame: pd.DataFrame, split: str, max_examples: int | None, seed: int
+) -> pd.DataFrame:
+    """Rows of ``split`` ("train" / "validation"), at most ``max_examples`` of them drawn with
+    ``seed`` (kept in their original order)."""
+    if "split" not in frame.columns:
+        raise ValueError("SFT traces need a 'split' column ('train' / 'validation')")
+    rows = frame[frame["split"] == split]
+    if max_examples is not None and len(rows) > max_examples:
+        rows = rows.sample(n=int(max_examples), random_state=seed).sort_index()
+    return rows

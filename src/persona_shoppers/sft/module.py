@@ -1,0 +1,285 @@
+"""The SFT LightningModule: a causal LM trained on assistant tokens, with persona-token rows
+that can train on their own (SimPersona 2.3, appendix G).
+
+``backbone`` chooses what trains:
+
+- ``frozen`` (stage 1, persona grounding): only the K persona rows. They live in a separate
+  parameter (``persona_rows``, and ``persona_output_rows`` when the output embedding is not
+  tied) that replaces the vocabulary rows in the forward pass; every other weight has
+  ``requires_grad=False`` and is in no optimizer, so it stays bit-identical. With tied
+  embeddings the same rows are the LM head's persona columns, as in the tied model.
+- ``lora`` (stage 2, adapters): LoRA adapters (peft) and the persona rows.
+- ``full`` (stage 2, or the single-stage ablation): every parameter.
+
+The loss is the mean cross-entropy over labelled (assistant) positions. The LM head runs only
+at those positions: the decoder gives hidden states, the labelled ones are gathered, then
+projected to the vocabulary (a 49k-wide matmul per labelled token instead of per token).
+:meth:`PersonaSFTModule.export` gives back a plain Hugging Face model with the persona rows
+and LoRA weights merged in.
+
+Checkpoints hold the trainable parameters only (plus optimizer and scheduler states), so a
+stage-1 checkpoint is K rows, not the model; resuming rebuilds the module from the same
+starting model and loads them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import IGNORE
+from .tokens import PersonaTokens, is_tied
+
+BACKBONES = ("frozen", "lora", "full")
+
+
+def warmup_cosine(
+    warmup_steps: int, total_steps: Callable[[], int], min_lr_ratio: float = 0.0
+) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warm-up to 1, then cosine to ``min_lr_ratio``
+    at ``total_steps()`` (called only for steps after the warm-up)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if step == warmup_steps:
+            return 1.0
+        span = max(1, total_steps() - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class PersonaSFTModule(pl.LightningModule):
+    """Fine-tunes ``model`` (a Hugging Face causal LM that already has the persona tokens, ids
+    ``persona_first .. persona_first + persona_count - 1``) in place.
+
+    Args:
+        backbone: ``frozen`` | ``lora`` | ``full`` (see the module docstring).
+        lr, weight_decay, betas: AdamW (no decay on 1-d parameters: norms, biases).
+        warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr``
+            at the last optimizer step (``trainer.estimated_stepping_batches``).
+        lora: ``peft.LoraConfig`` arguments for ``backbone: lora``.
+        gradient_checkpointing: recompute activations in backward (memory for time).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        persona_first: int,
+        persona_count: int,
+        backbone: str = "frozen",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        lora: dict[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        self.persona = PersonaTokens(persona_first, persona_count)
+        if model.get_input_embeddings().weight.shape[0] < self.persona.stop:
+            raise ValueError("the model's embeddings do not cover the persona token ids")
+        self.tied = is_tied(model)
+        if backbone == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(**(lora or {})))
+        else:
+            model.requires_grad_(backbone == "full")
+        self.model = model.train()  # an exported model comes in eval mode
+        self.persona_rows: nn.Parameter | None = None
+        self.persona_output_rows: nn.Parameter | None = None
+        if backbone != "full":
+            span = slice(self.persona.first, self.persona.stop)
+            causal_lm = self.causal_lm
+            self.persona_rows = nn.Parameter(
+                causal_lm.get_input_embeddings().weight[span].detach().clone()
+            )
+            if not self.tied:
+                self.persona_output_rows = nn.Parameter(
+                    causal_lm.get_output_embeddings().weight[span].detach().clone()
+                )
+        if gradient_checkpointing:
+            self.causal_lm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.strict_loading = False  # checkpoints hold the trainable parameters only
+
+    @property
+    def causal_lm(self) -> Any:
+        """The Hugging Face causal LM (inside the peft wrapper for LoRA)."""
+        return self.model.get_base_model() if self.hparams.backbone == "lora" else self.model
+
+    # ------------------------------------------------------------------ forward and loss
+
+    def _embed(self, input_ids: Tensor) -> Tensor:
+        embeds = self.causal_lm.get_input_embeddings()(input_ids)
+        if self.persona_rows is None:
+            return embeds
+        offset = input_ids - self.persona.first
+        is_persona = (offset >= 0) & (offset < self.persona.count)
+        rows = self.persona_rows[offset[is_persona]].to(embeds.dtype)
+        return embeds.masked_scatter(is_persona[..., None], rows)
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        logits = self.causal_lm.get_output_embeddings()(hidden)
+        if self.persona_rows is None:
+            return logits.float()
+        rows = self.persona_rows if self.tied else self.persona_output_rows
+        persona = F.linear(hidden, rows).to(logits.dtype)
+        first, stop = self.persona.first, self.persona.stop
+        return torch.cat([logits[:, :first], persona, logits[:, stop:]], dim=1).float()
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """Last hidden states (B, L, H); rows may hold several examples (position ids restart
+        at 0 for each), which then attend within themselves only."""
+        out = self.causal_lm.base_model(
+            inputs_embeds=self._embed(input_ids), position_ids=position_ids, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(mean cross-entropy over labelled positions, number of labelled positions)."""
+        labels = batch["labels"]
+        hidden = self(batch["input_ids"], batch["position_ids"])
+        labelled = labels != IGNORE
+        logits = self._logits(hidden[labelled])
+        return F.cross_entropy(logits, labels[labelled]), labelled.sum()
+
+    def _shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        loss, labelled = self.loss(batch)
+        self.log(
+            f"{split}_loss",
+            loss,
+            on_step=split == "train",
+            on_epoch=split == "val",
+            prog_bar=True,
+            batch_size=int(labelled),  # epoch means weighted by labelled tokens
+            sync_dist=split == "val",
+        )
+        return loss, labelled
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        loss, labelled = self._shared_step(batch, "train")
+        return {"loss": loss, "train_loss": loss.detach(), "labelled_tokens": labelled}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, _ = self._shared_step(batch, "val")
+        return loss
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            raise RuntimeError("nothing to train")
+        groups = [
+            {
+                "params": [p for p in trainable if p.ndim >= 2],
+                "weight_decay": self.hparams.weight_decay,
+            },
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            foreach=True,  # batched over parameters (faster on CPU than the default loop)
+        )
+        # The step count is read lazily: asking Lightning for it here would build the training
+        # dataloader before a resumed run restores the loader's position.
+        schedule = warmup_cosine(
+            self.hparams.warmup_steps,
+            lambda: int(self.trainer.estimated_stepping_batches),
+            self.hparams.min_lr_ratio,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _trainable_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self._trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = self._trainable_names() - set(checkpoint["state_dict"])
+        if missing:
+            raise ValueError(
+                f"the checkpoint lacks {len(missing)} trainable parameters (e.g. "
+                f"{sorted(missing)[0]}): it was written by another stage or configuration"
+            )
+
+    # ------------------------------------------------------------------ export
+
+    @torch.no_grad()
+    def export(self) -> Any:
+        """The trained Hugging Face model: LoRA merged, persona rows written into the
+        vocabulary, gradient checkpointing off, in eval mode. Call once, after training."""
+        model = self.model.merge_and_unload() if self.hparams.backbone == "lora" else self.model
+        span = slice(self.persona.first, self.persona.stop)
+        if self.persona_rows is not None:
+            model.get_input_embeddings().weight[span] = self.persona_rows
+        if self.persona_output_rows is not None:
+            model.get_output_embeddings().weight[span] = self.persona_output_rows
+        if self.hparams.gradient_checkpointing:
+            model.gradient_checkpointing_disable()
+        model.requires_grad_(False)
+        return model.eval()
+
+
+class StepMetricHistory(pl.Callback):
+    """Training loss (token-weighted mean since the last record) and learning rate every
+    ``every_n_steps`` optimizer steps, and the validation loss after each validation, all
+    keyed by optimizer step: ``{name: [{"step": s, "value": v}, ...]}``, the format of
+    kedro-mlflow's ``MlflowMetricsHistoryDataset``."""
+
+    def __init__(self, every_n_steps: int = 1) -> None:
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.history: dict[str, list[dict[str, float]]] = {}
+        self._loss_sum = 0.0
+        self._tokens = 0
+        self._last_step = 0
+
+    def _add(self, name: str, step: int, value: float) -> None:
+        self.history.setdefault(name, []).append({"step": int(step), "value": float(value)})
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_step = trainer.global_step  # > 0 when resumed from a checkpoint
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        tokens = int(outputs["labelled_tokens"])
+        self._loss_sum += float(outputs["train_loss"]) * tokens
+        self._tokens += tokens
+        step = trainer.global_step
+        if step == self._last_step:  # accumulating: no optimizer step yet
+            return
+        self._last_step = step
+        if step % self.every_n_steps == 0:
+            self._add("train_loss", step, self._loss_sum / self._tokens)
+            self._add("lr", step, trainer.optimizers[0].param_groups[0]["lr"])
+            self._loss_sum, self._tokens = 0.0, 0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:
+            self._add("val_loss", trainer.global_step, trainer.callback_metrics["val_loss"])

@@ -1,0 +1,127 @@
+"""One SFT stage end to end: data module, module, Lightning Trainer, checkpoints, export."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from .data import SFTDataModule
+from .module import PersonaSFTModule, StepMetricHistory
+from .tokens import PersonaTokens
+
+logger = logging.getLogger(__name__)
+
+
+def _checkpointing(
+    folder: str | Path | None, every_n_train_steps: int | None, resume: bool
+) -> tuple[list[pl.Callback], str | None]:
+    """The checkpoint callback for ``folder`` and the checkpoint to resume from, if any.
+
+    Without ``resume`` an existing folder is emptied first: its checkpoints belong to an
+    earlier run whose data or settings may differ."""
+    if folder is None:
+        return [], None
+    folder = Path(folder)
+    last = folder / "last.ckpt"
+    ckpt_path = None
+    if resume and last.exists():
+        ckpt_path = str(last.resolve())
+        logger.info("resuming from %s", ckpt_path)
+    elif folder.exists():
+        logger.info("starting afresh: removing the earlier checkpoints in %s", folder)
+        shutil.rmtree(folder)
+    callback = ModelCheckpoint(
+        dirpath=folder,
+        filename="{step}",
+        every_n_train_steps=every_n_train_steps,
+        save_top_k=1,
+        save_last="link",
+    )
+    return [callback], ckpt_path
+
+
+def train_stage(
+    model: Any,
+    tokenizer: Any,
+    persona: PersonaTokens,
+    train_conversations: Sequence[Sequence[dict]],
+    val_conversations: Sequence[Sequence[dict]],
+    backbone: str,
+    optimizer: Mapping[str, Any],
+    data: Mapping[str, Any],
+    trainer: Mapping[str, Any],
+    seed: int,
+    lora: Mapping[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_n_steps: int | None = None,
+    resume: bool = False,
+    history_every_n_steps: int = 1,
+    validate_before: bool = False,
+    name: str = "sft",
+) -> tuple[Any, dict[str, list[dict[str, float]]]]:
+    """Train ``model`` (in place) on the conversations with ``backbone`` ``frozen`` | ``lora`` |
+    ``full``; returns the exported Hugging Face model and the metric history (train and
+    validation loss, learning rate, data counts, wall time) for MLflow.
+
+    ``optimizer`` holds :class:`PersonaSFTModule` arguments (lr, weight_decay, warmup_steps,
+    min_lr_ratio, betas), ``data`` :class:`SFTDataModule` arguments, ``trainer`` Lightning
+    ``Trainer`` arguments (accelerator, devices, strategy, precision, max_steps, max_epochs,
+    accumulate_grad_batches, ...). ``validate_before`` adds a validation of the starting
+    model (step 0 of the ``val_loss`` curve).
+    """
+    pl.seed_everything(seed, workers=True)
+    module = PersonaSFTModule(
+        model,
+        persona.first,
+        persona.count,
+        backbone=backbone,
+        lora=dict(lora) if lora else None,
+        gradient_checkpointing=gradient_checkpointing,
+        **optimizer,
+    )
+    datamodule = SFTDataModule(tokenizer, train_conversations, val_conversations, seed=seed, **data)
+    datamodule.setup("fit")  # tokenise here, once, in the calling process
+    has_val = datamodule.reports["val"].kept > 0
+    history = StepMetricHistory(history_every_n_steps)
+    checkpoints, ckpt_path = _checkpointing(checkpoint_dir, checkpoint_every_n_steps, resume)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    logger.info(
+        "%s: training %s parameters (backbone %s) on %d examples, validating on %d",
+        name,
+        f"{trainable:,}",
+        backbone,
+        len(train_conversations),
+        len(val_conversations),
+    )
+    fit = pl.Trainer(
+        **({} if has_val else {"limit_val_batches": 0}),
+        **trainer,
+        callbacks=[history, *checkpoints],
+        logger=False,
+        enable_checkpointing=bool(checkpoints),
+        enable_model_summary=False,
+    )
+    if validate_before and has_val and ckpt_path is None:
+        fit.validate(module, datamodule=datamodule, verbose=False)
+    started = time.perf_counter()
+    fit.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - started
+    validated = history.history.get("val_loss", [])
+    if has_val and (not validated or validated[-1]["step"] != fit.global_step):
+        fit.validate(module, datamodule=datamodule, verbose=False)  # fit stopped mid-epoch
+    metrics = history.history
+    for split, report in datamodule.reports.items():
+        for key, value in report.as_dict().items():
+            metrics[f"{split}_{key}"] = [{"step": 0, "value": float(value)}]
+    metrics["train_seconds"] = [{"step": fit.global_step, "value": seconds}]
+    final = {k: v[-1]["value"] for k, v in metrics.items() if k in ("train_loss", "val_loss")}
+    logger.info("%s: %d optimizer steps in %.0fs, %s", name, fit.global_step, seconds, final)
+    return module.export(), metrics

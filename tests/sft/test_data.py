@@ -1,0 +1,139 @@
+import random
+
+import pytest
+import torch
+
+from persona_shoppers.sft.data import (
+    IGNORE,
+    SFTDataModule,
+    collate_rows,
+    length_grouped_batches,
+    pack_rows,
+    sample_split,
+    tokenize_example,
+    tokenize_examples,
+)
+
+from ._traces import synthetic_traces
+
+
+def _conversation(answer: str, user: str = "Buyer profile: <|persona_3|>\nGoal: shoes") -> list:
+    return [
+        {"role": "system", "content": "You shop."},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def test_labels_are_the_assistant_answer_and_end_of_turn(persona_model):
+    _, tokenizer, _ = persona_model
+    answer = '{"action": "view", "product": "shop01-p0232", "reason": "It matches."}'
+    example = tokenize_example(_conversation(answer), tokenizer)
+
+    assert len(example.labels) == len(example.input_ids)
+    targets = [label for label in example.labels if label != IGNORE]
+    assert tokenizer.decode(targets) == answer + "<|im_end|>"
+    labelled = [t for t, label in enumerate(example.labels) if label != IGNORE]
+    # labels[t] is the token at t + 1, a contiguous span ending before the final newline
+    assert labelled == list(range(labelled[0], labelled[-1] + 1))
+    assert all(example.labels[t] == example.input_ids[t + 1] for t in labelled)
+    assert labelled[-1] == len(example.input_ids) - 3 and example.labels[-1] == IGNORE
+    prompt = tokenize_example(_conversation(answer, user="Something else entirely"), tokenizer)
+    assert [x for x in prompt.labels if x != IGNORE] == targets
+
+
+def test_example_must_end_with_the_assistant(persona_model):
+    _, tokenizer, _ = persona_model
+    with pytest.raises(ValueError, match="end with an assistant"):
+        tokenize_example(_conversation("x")[:2], tokenizer)
+
+
+def test_overlong_examples_are_dropped_or_truncated_and_counted(persona_model, caplog):
+    _, tokenizer, _ = persona_model
+    short, long = _conversation("ok"), _conversation("ok", user="word " * 300)
+    kept, report = tokenize_examples([short, long, short], tokenizer, max_length=100)
+    assert (report.kept, report.dropped_overlong, report.truncated) == (2, 1, 0)
+    assert "1 longer than max_length 100 dropped, 0 truncated" in caplog.text
+
+    kept, report = tokenize_examples([short, long], tokenizer, 100, overlong="truncate")
+    assert (report.kept, report.dropped_overlong, report.truncated) == (2, 0, 1)
+    full = tokenize_example(long, tokenizer)
+    assert kept[1].input_ids == full.input_ids[-100:] and kept[1].labels == full.labels[-100:]
+
+    kept, report = tokenize_examples([long], tokenizer, 2, overlong="truncate")
+    assert report.dropped_unlabelled == 1 and not kept  # <|im_end|> and "\n": no target left
+
+
+def test_collate_restarts_positions_per_example_and_padding_continues(persona_model):
+    _, tokenizer, _ = persona_model
+    a, b, c = (tokenize_example(_conversation(x * 3), tokenizer) for x in ("a", "bb b", "c"))
+    batch = collate_rows([[a, b], [c]], pad_id=0)
+    width = len(a) + len(b)
+    assert batch["input_ids"].shape == (2, width)
+    positions = batch["position_ids"]
+    assert positions[0].tolist() == list(range(len(a))) + list(range(len(b)))
+    assert positions[1].tolist() == list(range(width))  # one example: plain causal positions
+    assert (batch["labels"][1, len(c) :] == IGNORE).all()
+    assert batch["input_ids"][0, len(a) :].tolist() == b.input_ids
+
+
+def test_pack_rows_fills_rows_within_capacity():
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 300) for _ in range(200)]
+    rows = pack_rows(lengths, 512, seed=1)
+    assert sorted(i for row in rows for i in row) == list(range(200))
+    assert all(sum(lengths[i] for i in row) <= 512 for row in rows)
+    assert len(rows) <= 1.15 * sum(lengths) / 512 + 1
+    with pytest.raises(ValueError, match="exceeds pack_length"):
+        pack_rows([600], 512, seed=0)
+
+
+def test_length_grouping_reduces_padding():
+    rng = random.Random(0)
+    lengths = [rng.randint(50, 800) for _ in range(800)]
+
+    def padding(batches):
+        return sum(
+            max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches
+        )
+
+    grouped = length_grouped_batches(lengths, 8, seed=0)
+    order = list(range(800))
+    rng.shuffle(order)
+    plain = [order[i : i + 8] for i in range(0, 800, 8)]
+    assert sorted(i for b in grouped for i in b) == list(range(800))
+    assert padding(grouped) < 0.1 * padding(plain)
+
+
+def test_datamodule_batches_every_example_once_and_reshuffles_by_epoch(persona_model, traces):
+    _, tokenizer, _ = persona_model
+    data = SFTDataModule(tokenizer, traces, traces[:4], batch_size=5, seed=3)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    loader.sampler.set_epoch(0)
+    first = [b["input_ids"][:, :60].sum().item() for b in loader]
+    loader.sampler.set_epoch(1)
+    second = [b["input_ids"][:, :60].sum().item() for b in loader]
+    assert len(first) == 5 and sorted(first) == sorted(second) and first != second
+    rows = sum(b["input_ids"].shape[0] for b in loader)
+    assert rows == len(traces) and data.reports["train"].kept == len(traces)
+    assert len(list(data.val_dataloader())) == 1
+    assert 0 <= data.padding_share() < 0.2
+
+
+def test_sample_split_is_seeded_and_bounded():
+    frame = synthetic_traces(sessions=20, steps=3)
+    a = sample_split(frame, "train", 10, seed=1)
+    assert len(a) == 10 and (a["split"] == "train").all()
+    assert a.index.equals(sample_split(frame, "train", 10, seed=1).index)
+    assert not a.index.equals(sample_split(frame, "train", 10, seed=2).index)
+    assert (
+        len(sample_split(frame, "validation", None, seed=0)) == (frame.split == "validation").sum()
+    )
+
+
+def test_collate_matches_examples_tensor_types(persona_model):
+    _, tokenizer, _ = persona_model
+    example = tokenize_example(_conversation("x"), tokenizer)
+    batch = collate_rows([[example]], pad_id=0)
+    assert all(t.dtype == torch.long for t in batch.values())

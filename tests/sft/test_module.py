@@ -1,0 +1,254 @@
+import copy
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from persona_shoppers.sft.data import IGNORE, SFTDataModule, collate_rows, tokenize_examples
+from persona_shoppers.sft.module import PersonaSFTModule, warmup_cosine
+from persona_shoppers.sft.tokens import add_persona_tokens, is_tied
+from persona_shoppers.sft.training import train_stage
+
+from .conftest import tiny_llama
+
+QUICK = {"batch_size": 4, "max_length": 512}
+
+
+def _trainer(**overrides):
+    return {
+        "accelerator": "cpu",
+        "max_epochs": 1,
+        "enable_progress_bar": False,
+        "num_sanity_val_steps": 0,
+        **overrides,
+    }
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _train(model, tokenizer, persona, traces, backbone, **kwargs):
+    return train_stage(
+        model,
+        tokenizer,
+        persona,
+        traces,
+        traces[:4],
+        backbone=backbone,
+        optimizer={"lr": 1e-2, "weight_decay": 0.1, "warmup_steps": 1},
+        data=QUICK,
+        trainer=_trainer(**kwargs.pop("trainer", {})),
+        seed=0,
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------ the loss
+
+
+def test_loss_is_the_full_logit_loss_at_labelled_positions(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    module = PersonaSFTModule(model, persona.first, persona.count, backbone="frozen")
+    examples, _ = tokenize_examples(traces[:3], tokenizer, 512)
+    batch = collate_rows([[e] for e in examples], tokenizer.pad_token_id)
+    loss, labelled = module.loss(batch)
+
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+    labels = batch["labels"]
+    naive = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    assert loss.item() == pytest.approx(naive.item(), rel=1e-5)
+    assert labelled == (labels != IGNORE).sum()
+
+
+def test_masked_targets_do_not_change_the_loss(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    module = PersonaSFTModule(model, persona.first, persona.count, backbone="full")
+    example = tokenize_examples(traces[:1], tokenizer, 512)[0][0]
+    batch = collate_rows([[example]], tokenizer.pad_token_id)
+    loss = module.loss(batch)[0]
+
+    # the final "\n" after <|im_end|> is a target of no labelled position
+    changed = copy.deepcopy(batch)
+    changed["input_ids"][0, -1] = 1234
+    assert torch.equal(module.loss(changed)[0], loss)
+    # a token inside the answer is a labelled target: the loss moves
+    first = int((batch["labels"][0] != IGNORE).nonzero()[0])
+    changed = copy.deepcopy(batch)
+    changed["input_ids"][0, first + 1] = 1234
+    changed["labels"][0, first] = 1234
+    assert not torch.isclose(module.loss(changed)[0], loss)
+
+
+def test_packed_batch_loss_equals_the_examples_unpadded(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    module = PersonaSFTModule(model, persona.first, persona.count, backbone="full")
+    examples, _ = tokenize_examples(traces[:5], tokenizer, 512)
+    total = count = 0.0
+    for example in examples:  # one by one, no padding
+        loss, n = module.loss(collate_rows([[example]], tokenizer.pad_token_id))
+        total, count = total + loss.item() * n.item(), count + n.item()
+    expected = total / count
+
+    packed = collate_rows([examples[:2], examples[2:]], tokenizer.pad_token_id)
+    padded = collate_rows([[e] for e in examples], tokenizer.pad_token_id)
+    assert module.loss(packed)[0].item() == pytest.approx(expected, rel=1e-5)
+    assert module.loss(padded)[0].item() == pytest.approx(expected, rel=1e-5)
+    leaking = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand(2, -1))
+    assert module.loss(leaking)[0].item() != pytest.approx(expected, rel=1e-3)
+
+
+# ------------------------------------------------------------------ what trains
+
+
+def test_stage1_changes_only_the_persona_rows(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    before = _snapshot(model)
+    trained, history = _train(
+        model, tokenizer, persona, traces, "frozen", trainer={"precision": "bf16-mixed"}
+    )
+    after = trained.state_dict()
+    new_rows = slice(persona.first, persona.stop)
+    for name, value in after.items():
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert torch.equal(value[: persona.first], before[name][: persona.first]), name
+            assert not torch.equal(value[new_rows], before[name][new_rows]), name
+        else:
+            assert torch.equal(value, before[name]), name
+    assert is_tied(trained)
+    assert len(history["train_loss"]) == 6 and history["val_loss"]
+
+
+def test_stage1_trains_untied_output_rows_and_nothing_else(base_tokenizer, traces):
+    tokenizer = copy.deepcopy(base_tokenizer)
+    model = tiny_llama(tokenizer, tied=False)
+    persona = add_persona_tokens(model, tokenizer, 16)
+    before = _snapshot(model)
+    trained, _ = _train(model, tokenizer, persona, traces, "frozen")
+    after = trained.state_dict()
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(after[name][: persona.first], before[name][: persona.first])
+        assert not torch.equal(after[name][persona.first :], before[name][persona.first :])
+    others = [k for k in after if k not in ("model.embed_tokens.weight", "lm_head.weight")]
+    assert all(torch.equal(after[k], before[k]) for k in others)
+    assert not is_tied(trained)
+
+
+def test_full_training_changes_every_parameter_and_keeps_ties(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained, _ = _train(model, tokenizer, persona, traces, "full")
+    for name, value in trained.named_parameters():
+        assert not torch.equal(value, before[name]), name
+    assert is_tied(trained)
+    assert not any(p.requires_grad for p in trained.parameters())
+
+
+def test_lora_exports_a_plain_model_with_merged_adapters(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    before = _snapshot(model)
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    trained, _ = _train(model, tokenizer, persona, traces, "lora", lora=lora)
+    after = trained.state_dict()
+    assert set(after) == set(before) and type(trained).__name__ == "LlamaForCausalLM"
+    assert not torch.equal(
+        after["model.layers.0.self_attn.q_proj.weight"],
+        before["model.layers.0.self_attn.q_proj.weight"],
+    )
+    assert torch.equal(
+        after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"]
+    )
+    embed = "model.embed_tokens.weight"
+    assert torch.equal(after[embed][: persona.first], before[embed][: persona.first])
+    assert not torch.equal(after[embed][persona.first :], before[embed][persona.first :])
+    assert is_tied(trained)
+
+
+# ------------------------------------------------------------------ schedule and history
+
+
+def test_warmup_cosine_schedule():
+    factor = warmup_cosine(2, lambda: 10, min_lr_ratio=0.1)
+    assert [factor(0), factor(1), factor(2)] == [0.5, 1.0, 1.0]
+    assert factor(6) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert factor(10) == pytest.approx(0.1) and factor(12) == pytest.approx(0.1)
+
+
+def test_history_has_one_point_per_optimizer_step(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    _, history = _train(
+        model, tokenizer, persona, traces, "frozen", trainer={"accumulate_grad_batches": 2}
+    )
+    assert [p["step"] for p in history["train_loss"]] == [1, 2, 3]
+    assert [p["step"] for p in history["val_loss"]] == [3]
+    assert history["train_kept"] == [{"step": 0, "value": 24.0}]
+    lrs = [p["value"] for p in history["lr"]]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+class _Crash(pl.Callback):
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.parametrize("backbone", ["frozen", "full"])
+def test_resuming_mid_epoch_matches_an_uninterrupted_run(persona_model, traces, tmp_path, backbone):
+    model, tokenizer, persona = persona_model
+
+    def fit(folder, crash_at=None, ckpt_path=None):
+        pl.seed_everything(0)
+        module = PersonaSFTModule(
+            copy.deepcopy(model),
+            persona.first,
+            persona.count,
+            backbone,
+            lr=1e-2,
+            weight_decay=0.1,
+            warmup_steps=1,
+        )
+        data = SFTDataModule(tokenizer, traces, batch_size=4, seed=0)
+        callbacks = [ModelCheckpoint(folder, every_n_train_steps=1, save_last="link")]
+        if crash_at:
+            callbacks.append(_Crash(crash_at))
+        trainer = pl.Trainer(
+            **_trainer(max_epochs=2, max_steps=9),
+            callbacks=callbacks,
+            logger=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        return module, trainer
+
+    straight, _ = fit(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "b", crash_at=4)  # epochs of 6 batches: the crash is mid-epoch
+    resumed, trainer = fit(tmp_path / "b", ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert trainer.global_step == 9
+    for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_stage1_checkpoints_hold_only_the_persona_rows(persona_model, traces, tmp_path):
+    model, tokenizer, persona = persona_model
+    _train(
+        model,
+        tokenizer,
+        persona,
+        traces,
+        "frozen",
+        checkpoint_dir=tmp_path / "ck",
+        checkpoint_every_n_steps=2,
+    )
+    checkpoint = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=False)
+    assert list(checkpoint["state_dict"]) == ["persona_rows"]
+    assert checkpoint["global_step"] == 6

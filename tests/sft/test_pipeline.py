@@ -1,0 +1,122 @@
+"""The sft pipeline end to end on a tiny random Llama and synthetic traces, run by Kedro's
+SequentialRunner on an in-memory catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from persona_shoppers.models.vq_vae import BehaviourVQVAE
+from persona_shoppers.pipelines.sft import create_pipeline
+from persona_shoppers.sft.io import HuggingFaceModelDataset
+from persona_shoppers.sft.tokens import find_persona_tokens, is_tied
+
+from ._traces import synthetic_traces
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+OUTPUTS = (
+    "sft_model_stage1",
+    "sft_stage1_history",
+    "sft_model",
+    "sft_stage2_history",
+    "sft_model_single_stage",
+    "sft_single_stage_history",
+)
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so the test can read every output."""
+
+    def _release(self) -> None:
+        pass
+
+
+@pytest.fixture
+def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
+    params = yaml.safe_load((CONF / "parameters_sft.yml").read_text())["sft"]
+    params["model"] = str(tiny_base_dir)
+    params["data"]["batch_size"] = 4
+    params["trainer"]["enable_progress_bar"] = False
+    params["checkpoint"]["dir"] = str(tmp_path / "checkpoints")
+    params["checkpoint"]["every_n_train_steps"] = 2
+    for stage in ("stage1", "stage2"):
+        params[stage]["max_examples"] = 12
+        params[stage]["max_val_examples"] = 4
+    return params
+
+
+def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_path):
+    vq_vae = BehaviourVQVAE(hidden_dims=(32,), latent_dim=8, num_codes=16)
+    traces = {
+        f"sft_traces_stage{s}": synthetic_traces(sessions=8, steps=3, stage=s, num_tokens=16)
+        for s in (1, 2)
+    }
+    catalog = DataCatalog(
+        {
+            "vq_vae_model": MemoryDataset(vq_vae),
+            "params:sft": MemoryDataset(params),
+            "params:llm": MemoryDataset({"backend": "local", "model": "unused"}),
+            **{name: MemoryDataset(frame) for name, frame in traces.items()},
+            **{name: KeptDataset() for name in OUTPUTS},  # deep copies, as in a run
+        }
+    )
+    training = create_pipeline().to_nodes("train_sft_stage2", "train_sft_single_stage")
+    SequentialRunner().run(training, catalog)
+
+    initial = None
+    for name in ("sft_model_stage1", "sft_model", "sft_model_single_stage"):
+        model, tokenizer = catalog.load(name)
+        persona = find_persona_tokens(tokenizer)
+        assert persona.count == 16 and is_tied(model) and not model.training
+        embeddings = model.get_input_embeddings().weight
+        if initial is None:
+            initial = embeddings[: persona.first].clone()
+        frozen_rows_kept = torch.equal(embeddings[: persona.first], initial)
+        assert frozen_rows_kept == (name == "sft_model_stage1"), name
+    for stage, steps in (("stage1", 3), ("stage2", 3), ("single_stage", 6)):
+        history = catalog.load(f"sft_{stage}_history")
+        assert [p["step"] for p in history["train_loss"]] == list(range(1, steps + 1)), stage
+        assert history["val_loss"] and history["train_kept"][0]["value"] == steps * 4
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "single_stage",
+        "stage1",
+        "stage2",
+    ]
+
+    HuggingFaceModelDataset(str(tmp_path / "sft_model")).save(catalog.load("sft_model"))
+    assert (tmp_path / "sft_model" / "config.json").is_file()
+
+
+def test_node_names():
+    assert {n.name for n in create_pipeline().nodes} == {
+        "add_persona_tokens",
+        "train_sft_stage1",
+        "train_sft_stage2",
+        "train_sft_single_stage",
+        "evaluate_sft",
+    }
+
+
+def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
+    from persona_shoppers.pipelines.sft.nodes import evaluate_sft
+
+    traces = synthetic_traces(sessions=8, steps=3, stage=2, num_tokens=16, validation_share=0.5)
+    saved = HuggingFaceModelDataset(str(tiny_base_dir)).load()
+    assert saved.folder == tiny_base_dir
+    params["evaluation"].update(examples=6, sensitivity_prompts=2, sensitivity_tokens=3)
+    llm = {"backend": "local", "model": "unused", "dtype": "float32", "cache": False}
+    report, metrics = evaluate_sft(traces, saved, saved, params, llm)
+    assert len(report["tokens"]) == 3
+    for name in ("zero_shot", "two_stage", "single_stage"):
+        assert report[name]["examples"] == 6
+        assert 0 <= report[name]["next_action_type_accuracy"] <= 1
+        assert 0 <= report[name]["json_validity"] <= 1
+        assert report[name]["token_sensitivity_kl"] >= 0
+        assert metrics[f"{name}.token_sensitivity_kl"]["value"] == pytest.approx(
+            report[name]["token_sensitivity_kl"]
+        )
