@@ -143,7 +143,7 @@ def tiny_chain(tmp_path_factory) -> Path:
     data.collections.to_parquet(raw / "collections.parquet")
     data.collection_products.to_parquet(raw / "collection_products.parquet")
     (raw / "planted_truth.json").write_text(json.dumps(data.planted_truth))
-    params = dict(TINY_PARAMS)
+    params = dict(TINY_PARAMS, run_name="tiny_chain")  # the MLflow run's name (mlflow.yml)
     params["feature_engineering.embedding_cache_dir"] = str(path / "data" / "04_feature" / "cache")
     _run(path, ["data_enrichment", "feature_engineering", "vq_vae"], params)
     return path
@@ -180,3 +180,20 @@ def test_metrics_are_read_back_from_mlflow(tiny_chain: Path):
     assert run.data.params["vq_vae.model.num_codes"] == "16"
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots/codebook_plots")]
     assert any(path.endswith("code_usage.png") for path in artifacts)
+
+
+@pytest.mark.integration
+def test_runs_are_named_and_tagged(tiny_chain: Path):
+    """kedro-mlflow names the run (`--params run_name=...`), then the project's RunTagsHook
+    tags it, so the UI can compare runs by pipeline, model and data."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_chain.as_posix()}/mlflow.db")
+    experiment = client.get_experiment_by_name("persona_shoppers")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "tiny_chain"
+    tags = run.data.tags
+    assert tags["pipeline"] == "data_enrichment+feature_engineering+vq_vae"
+    assert tags["llm_model"] == "smollm2-135m-instruct"
+    # The tiny sample is generated with other parameters than the committed default sample.
+    assert tags["data"] == "synthetic seed=20261122 shops=12 buyers/shop=80"
+    assert len(tags["data_fingerprint"]) == 12
+    assert "conditions" not in tags  # nothing was simulated

@@ -2,7 +2,12 @@
 
 from pathlib import Path
 
+from persona_shoppers.hooks import RunTagsHook
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Tags every MLflow run (pipeline, llm_model, data, ...) after kedro-mlflow has started it.
+HOOKS = (RunTagsHook(),)
 
 # `${project_root:}` anchors paths (the MLflow SQLite store) to the project, wherever a
 # notebook kernel or a CLI call starts from.

@@ -1,0 +1,135 @@
+"""Project hooks: tag every MLflow run so that the UI compares runs side by side.
+
+kedro-mlflow starts one MLflow run per ``kedro run`` in its own ``before_pipeline_run`` hook.
+:class:`RunTagsHook` runs after it (``trylast``) and sets on that run:
+
+- ``pipeline``: the pipelines run, joined by ``+`` (``__default__`` for a plain ``kedro run``);
+- ``llm_model``: the model of ``conf/base/parameters_llm.yml`` (``llm.model`` for the local
+  backend, ``<endpoint.model> @ <endpoint.base_url>`` for an OpenAI-compatible endpoint);
+- ``data``: ``synthetic default sample`` when the raw layer is the generator's output with the
+  parameters of ``parameters_synthetic_data.yml`` (the committed sample), ``synthetic seed=...``
+  for another generated set, ``raw data`` for anything else (a user's own event log);
+- ``data_fingerprint``: a short hash of the raw tables' files, so runs on the same data group
+  together whatever their description;
+- ``conditions``: the simulation conditions, for runs that simulate.
+
+The run's name is kedro-mlflow's: ``tracking.run.name`` in ``conf/base/mlflow.yml``
+(``kedro run --params run_name=<name>``), else the pipeline names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io import DataCatalog
+from kedro.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+RAW_TABLES = ("raw_events", "raw_products", "raw_collections", "raw_collection_products")
+# Files above this size are fingerprinted by size and their first and last chunks only.
+FULL_HASH_LIMIT = 1 << 30
+CHUNK = 1 << 24
+
+
+def llm_model_tag(llm: dict[str, Any]) -> str:
+    """The model the ``llm`` parameters point at, as one readable string."""
+    if str(llm.get("backend", "local")).lower() == "endpoint":
+        endpoint = llm.get("endpoint") or {}
+        return f"{endpoint.get('model') or llm.get('model')} @ {endpoint.get('base_url')}"
+    return str(llm.get("model", "smollm2-135m-instruct"))
+
+
+def file_fingerprint(path: Path, digest: Any) -> None:
+    """Feed ``path``'s content into ``digest``: all of it up to 1 GiB, else its size and its
+    first and last 16 MiB (a cheap stand-in for event logs of many gigabytes)."""
+    size = path.stat().st_size
+    digest.update(f"{path.name}:{size}:".encode())
+    with path.open("rb") as handle:
+        if size <= FULL_HASH_LIMIT:
+            while block := handle.read(CHUNK):
+                digest.update(block)
+        else:
+            digest.update(handle.read(CHUNK))
+            handle.seek(size - CHUNK)
+            digest.update(handle.read(CHUNK))
+
+
+def data_fingerprint(paths: list[Path]) -> str:
+    """12 hex digits over the given files (names, sizes, contents), in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        file_fingerprint(path, digest)
+    return digest.hexdigest()[:12]
+
+
+def _local_path(catalog: DataCatalog, name: str) -> Path | None:
+    """The local file behind catalog entry ``name``, or None (absent, remote, in memory)."""
+    if name not in catalog:
+        return None
+    description = catalog.get(name)._describe()  # kedro datasets describe their filepath
+    filepath, protocol = description.get("filepath"), description.get("protocol", "file")
+    if not isinstance(filepath, str | PurePosixPath) or protocol not in ("file", None):
+        return None
+    path = Path(str(filepath))
+    return path if path.is_file() else None
+
+
+def data_description(planted_truth: dict | None, synthetic_params: dict | None) -> str:
+    """``synthetic default sample``, ``synthetic seed=... shops=... buyers/shop=...`` or
+    ``raw data``, from the generator's record in ``planted_truth``."""
+    generator = (planted_truth or {}).get("generator")
+    if not generator:
+        return "raw data"
+    if synthetic_params is not None:
+        from persona_shoppers.synthetic import SyntheticConfig
+
+        default = SyntheticConfig.from_params(synthetic_params).to_dict()
+        if json.loads(json.dumps(default)) == generator:
+            return "synthetic default sample"
+    return (
+        f"synthetic seed={generator.get('seed')} shops={generator.get('n_shops')} "
+        f"buyers/shop={generator.get('buyers_per_shop')}"
+    )
+
+
+def _param(catalog: DataCatalog, name: str) -> Any:
+    key = f"params:{name}"
+    return catalog.load(key) if key in catalog else None
+
+
+def run_tags(run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> dict:
+    """The tags :class:`RunTagsHook` sets, from the run's parameters, pipeline and catalog."""
+    names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+    tags = {"pipeline": "+".join(names), "llm_model": llm_model_tag(_param(catalog, "llm") or {})}
+    raw = [path for name in RAW_TABLES if (path := _local_path(catalog, name))]
+    if raw:
+        tags["data_fingerprint"] = data_fingerprint(raw)
+    truth = _local_path(catalog, "planted_truth")
+    planted = json.loads(truth.read_text()) if truth else None
+    tags["data"] = data_description(planted, _param(catalog, "synthetic_data"))
+    if "params:simulation" in pipeline.inputs():
+        conditions = (_param(catalog, "simulation") or {}).get("conditions") or {}
+        tags["conditions"] = ",".join(conditions)
+    return tags
+
+
+class RunTagsHook:
+    """Tags the MLflow run kedro-mlflow started (see the module docstring)."""
+
+    @hook_impl(trylast=True)  # after kedro-mlflow's before_pipeline_run has started the run
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
+    ) -> None:
+        import mlflow
+
+        if mlflow.active_run() is None:  # tracking disabled for this pipeline
+            return
+        tags = run_tags(run_params, pipeline, catalog)
+        mlflow.set_tags(tags)
+        logger.info("MLflow run tags: %s", tags)
