@@ -27,7 +27,7 @@ def conf_params(name: str) -> dict:
 
 def enriched_sample(**config) -> tuple[Any, dict[str, Any]]:
     """A small generated sample and its data_enrichment outputs (enriched_events,
-    enriched_sessions, buyers), run on an in-memory catalog."""
+    enriched_sessions, buyers, buyer_histories), run on an in-memory catalog."""
     from kedro.io import DataCatalog
     from kedro.runner import SequentialRunner
 
@@ -35,7 +35,7 @@ def enriched_sample(**config) -> tuple[Any, dict[str, Any]]:
     from persona_shoppers.synthetic import SyntheticConfig, generate
 
     data = generate(SyntheticConfig(**config), progress=False)
-    outputs = ("enriched_events", "enriched_sessions", "buyers")
+    outputs = ("enriched_events", "enriched_sessions", "buyers", "buyer_histories")
     catalog = DataCatalog(
         {
             "raw_events": MemoryDataset(data.events),
@@ -57,4 +57,15 @@ def token_assignments(buyers: pd.DataFrame, planted_truth: dict) -> pd.DataFrame
     return buyers[["shop_id", "buyer_id", "stratum"]].assign(
         shop_role=buyers["shop_id"].map(roles),
         token=buyers["stratum"].map("ABCDE".index) * 2 + parity,
+    )
+
+
+def text_personas(assignments: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``text_personas`` of the first ``n`` held-out buyers, as persona_mining writes them."""
+    held_out = assignments[assignments["shop_role"] == "eval"].head(n)
+    return held_out[["shop_id", "buyer_id"]].assign(
+        status="ok",
+        profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(held_out),
+        preferences=[{"price_sensitivity": "high", "interests": ["Apparel > Skirts"]}]
+        * len(held_out),
     )

@@ -62,6 +62,8 @@ class AgentRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     outcome: str | None = None
     errors: list[str] = field(default_factory=list)
+    progress: list[str] = field(default_factory=list)  # the progress log the agent was shown
+    observation: str = ""  # the last page it saw
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,8 @@ class AgentRun:
             "events": self.events,
             "outcome": self.outcome,
             "errors": self.errors,
+            "progress": self.progress,
+            "observation": self.observation,
         }
 
 
@@ -97,7 +101,7 @@ def candidate_actions(store: Store, visit) -> list[Action]:
     return out
 
 
-def _candidate_text(action: Action) -> str:
+def candidate_text(action: Action) -> str:
     """The start of the assistant's JSON that fixes the action: up to its argument's end."""
     return action.to_json()[:-1]  # without the closing brace: "reason" may follow
 
@@ -110,7 +114,7 @@ class _Live:
         self.run = AgentRun(spec)
         self.visit, first = store.start()
         self.observation = first.observation
-        self.progress: list[str] = []
+        self.progress = self.run.progress
         self.started = started
         self.cached_prefix: str | None = None  # the prompt up to the page, in the LLM's cache
         self._log(first.events)
@@ -135,7 +139,7 @@ class _Live:
             return
         self._log(result.events)
         self.progress.append(describe(self.store, Action.parse(text), result))
-        self.observation = result.observation
+        self.observation = self.run.observation = result.observation
         if self.visit.done:
             self.run.outcome = self.visit.outcome
 
@@ -228,7 +232,7 @@ class RolloutEngine:
     def _step(self, agents: list[_Live]) -> None:
         prompts = [a.prompt(self.max_progress) for a in agents]
         options = [candidate_actions(a.store, a.visit) for a in agents]
-        texts = [[SEARCH_PREFIX, *(_candidate_text(o) for o in opts)] for opts in options]
+        texts = [[SEARCH_PREFIX, *(candidate_text(o) for o in opts)] for opts in options]
         if not hasattr(self.llm, "prefill"):  # an endpoint: the server caches prefixes itself
             self._decide(agents, prompts, options, texts)
             return
@@ -298,7 +302,13 @@ def _read_checkpoint(path: str | Path | None, specs: Sequence[AgentSpec]) -> dic
         if row["agent_id"] in by_id:
             events = [{**e, "ts": datetime.fromisoformat(e["ts"])} for e in row["events"]]
             done[row["agent_id"]] = AgentRun(
-                by_id[row["agent_id"]], row["actions"], events, row["outcome"], row["errors"]
+                by_id[row["agent_id"]],
+                row["actions"],
+                events,
+                row["outcome"],
+                row["errors"],
+                row.get("progress", []),
+                row.get("observation", ""),
             )
     logger.info("resuming: %d of %d agents already rolled out in %s", len(done), len(specs), path)
     return done

@@ -318,7 +318,8 @@ class Store:
             budget -= need
         return "\n".join([header, *kept, *tail])
 
-    def _listing_line(self, product_id: str) -> str:
+    def listing_line(self, product_id: str) -> str:
+        """One product as a listing shows it: display id, title, brand, price, rating."""
         row = self.products.loc[self._position[product_id]]
         title, brand = str(row["title"]), str(row["brand"] or "")
         by = "" if not brand or title.startswith(brand) else f" by {brand}"
@@ -346,12 +347,12 @@ class Store:
         header = f'[search] "{page.subject}": {total} results' + (
             f", showing 1-{len(shown)}" if shown else ""
         )
-        return header, [self._listing_line(p) for p in shown], [self._cart_line(visit)]
+        return header, [self.listing_line(p) for p in shown], [self._cart_line(visit)]
 
     def _render_collection(self, page: Page, visit: Visit) -> tuple[str, list[str], list[str]]:
         shown = self.collection_listing(page.subject)
         header = f"[collection] {self.collections[page.subject]}: {len(shown)} products shown"
-        return header, [self._listing_line(p) for p in shown], [self._cart_line(visit)]
+        return header, [self.listing_line(p) for p in shown], [self._cart_line(visit)]
 
     def _render_product(self, page: Page, visit: Visit) -> tuple[str, list[str], list[str]]:
         row = self.products.loc[self._position[page.subject]]

@@ -17,7 +17,13 @@ from persona_shoppers.personas.tokens import shop_distributions
 from persona_shoppers.pipelines import simulation
 from persona_shoppers.storefront import StoreVariant
 
-from .._kedro import KeptDataset, conf_params, enriched_sample, token_assignments
+from .._kedro import (
+    KeptDataset,
+    conf_params,
+    enriched_sample,
+    text_personas,
+    token_assignments,
+)
 
 OUTPUTS = (
     "simulation_agents",
@@ -27,16 +33,6 @@ OUTPUTS = (
     "ab_test_results",
     "ab_test_sessions",
 )
-
-
-def _text_personas(assignments: pd.DataFrame) -> pd.DataFrame:
-    held_out = assignments[assignments["shop_role"] == "eval"].head(4)
-    return held_out[["shop_id", "buyer_id"]].assign(
-        status="ok",
-        profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(held_out),
-        preferences=[{"price_sensitivity": "high", "interests": ["Apparel > Skirts"]}]
-        * len(held_out),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +55,9 @@ def run(tiny_model_dir: Path):
             "shop_persona_distributions": MemoryDataset(shop_distributions(assignments, 10)),
             "persona_assignments": MemoryDataset(assignments),
             "enriched_events": MemoryDataset(enriched["enriched_events"]),
-            "text_personas": MemoryDataset(_text_personas(assignments)),
+            "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
+            "sft_model_single_stage": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
             "raw_collection_products": MemoryDataset(data.collection_products),
@@ -102,6 +99,11 @@ def test_every_condition_runs_with_valid_actions_and_counted_outcomes(run):
     token = sessions[sessions["condition"] == "persona_token"]
     assert token["persona_token"].str.fullmatch(r"<\|persona_\d+\|>").all()
     assert sessions.loc[sessions["condition"] == "base", "persona_token"].isna().all()
+    neutral = sessions[sessions["condition"].str.startswith("neutral_")]
+    assert neutral["goal"].str.match(r"You are interested in ").all()
+    assert sessions.loc[sessions["condition"] == "persona_token", "goal"].str.match(
+        r"You are here to (buy|browse) "
+    ).all()
     counts = out["simulation_outcomes"]
     assert counts["base"]["matched"]["sessions"] == 3
     assert sum(counts["base"]["matched"][o] for o in OUTCOMES) == 3

@@ -3,10 +3,8 @@ persona conditions, and agentic A/B tests (PAARS 4.3 and 5; SimPersona 3.2, appe
 
 from __future__ import annotations
 
-import ast
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,23 +21,15 @@ from persona_shoppers.agent.population import (
     shop_sample_agents,
     text_persona_profile,
 )
+from persona_shoppers.agent.conditions import as_dict, condition_llm
+from persona_shoppers.agent.prompts import interest_goal
 from persona_shoppers.agent.rollout import OUTCOMES, AgentSpec, RolloutEngine
-from persona_shoppers.llm import build_llm
 from persona_shoppers.metrics.behaviour import ab_agreement
 from persona_shoppers.storefront import StoreVariant, build_stores
 
 logger = logging.getLogger(__name__)
 
 AB_METRICS = ("conversion_rate", "revenue_per_session")
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """A text persona field as stored in json lines: a dict, or its Python repr."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str) and value.startswith("{"):
-        return ast.literal_eval(value)
-    return {}
 
 
 def build_simulation_agents(
@@ -84,7 +74,7 @@ def build_simulation_agents(
     personas = chosen.set_index(["shop_id", "buyer_id"])
     buyers["text_persona"] = [
         text_persona_profile(
-            _as_dict(personas.at[key, "profile"]), _as_dict(personas.at[key, "preferences"])
+            as_dict(personas.at[key, "profile"]), as_dict(personas.at[key, "preferences"])
         )
         for key in zip(buyers["shop_id"], buyers["buyer_id"], strict=True)
     ]
@@ -103,14 +93,8 @@ def build_simulation_agents(
     return agents
 
 
-def _llm(kind: str, sft_model: Any, llm_params: dict[str, Any], sim_params: dict[str, Any]):
-    """The LLM a condition runs on: the default model (``llm``) or the SFT model (``sft``)."""
-    config = {**llm_params, "cache": sim_params.get("llm_cache", False)}
-    if kind == "sft":
-        config["model"] = str(sft_model.folder)
-    elif kind != "llm":
-        raise ValueError(f"condition model must be 'llm' or 'sft', got {kind!r}")
-    return build_llm(config)
+def _llm(kind: str, models: dict[str, Any], llm_params: dict[str, Any], params: dict[str, Any]):
+    return condition_llm(kind, models, llm_params, cache=params.get("llm_cache", False))
 
 
 def _engine(llm: Any, stores: dict, params: dict[str, Any]) -> RolloutEngine:
@@ -127,23 +111,34 @@ def _engine(llm: Any, stores: dict, params: dict[str, Any]) -> RolloutEngine:
     )
 
 
-def _specs(agents: pd.DataFrame, profile: str) -> list[AgentSpec]:
+def _goals(agents: pd.DataFrame, goal: str) -> list[str]:
+    """The agents' goals under a condition: ``intent`` (buy / browse, the default) or
+    ``interest`` (intent-neutral, SimPersona appendix I)."""
+    if goal == "intent":
+        return agents["goal"].tolist()
+    if goal == "interest":
+        return [interest_goal(c) for c in agents["category"]]
+    raise ValueError(f"condition goal must be 'intent' or 'interest', got {goal!r}")
+
+
+def _specs(agents: pd.DataFrame, profile: str, goals: list[str]) -> list[AgentSpec]:
     return [
-        AgentSpec(a["agent_id"], a["shop_id"], a["goal"], condition_profile(a, profile), a["seed"])
-        for a in agents.to_dict("records")
+        AgentSpec(a["agent_id"], a["shop_id"], g, condition_profile(a, profile), a["seed"])
+        for a, g in zip(agents.to_dict("records"), goals, strict=True)
     ]
 
 
 def _rollout(
     agents: pd.DataFrame,
     condition: str,
-    profile: str,
+    spec: dict[str, Any],
     engine: RolloutEngine,
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
     variant: str = "control",
 ) -> pd.DataFrame:
-    specs = _specs(agents, profile)
+    goals = _goals(agents, spec.get("goal", "intent"))
+    specs = _specs(agents, spec["profile"], goals)
     started = time.perf_counter()
     runs = engine.run(specs)
     minutes = (time.perf_counter() - started) / 60
@@ -157,6 +152,7 @@ def _rollout(
     )
     labels = agents[["agent_id", "population", "token", "stratum", "category", "goal"]].copy()
     labels = labels.rename(columns={"token": "buyer_token"})
+    labels["goal"] = goals
     labels["condition"] = condition
     labels["variant"] = variant
     labels["persona_token"] = [
@@ -171,6 +167,7 @@ def _rollout(
 def simulate_conditions(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
+    sft_model_single_stage: Any,
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
     raw_collection_products: pd.DataFrame,
@@ -190,11 +187,12 @@ def simulate_conditions(
     )
     tables = []
     for condition, spec in params["conditions"].items():
-        engine = _engine(_llm(spec["model"], sft_model, llm_params, params), stores, params)
+        models = {"sft": sft_model, "sft_single_stage": sft_model_single_stage}
+        engine = _engine(_llm(spec["model"], models, llm_params, params), stores, params)
         for population in spec["populations"]:
             agents = simulation_agents[simulation_agents["population"] == population]
             tables.append(
-                _rollout(agents, condition, spec["profile"], engine, raw_products, raw_collections)
+                _rollout(agents, condition, spec, engine, raw_products, raw_collections)
             )
     sessions = pd.concat(tables, ignore_index=True)
     counts = _outcome_counts(sessions)
@@ -282,7 +280,7 @@ def run_ab_tests(
             f"run_ab_tests: simulated_sessions has no {condition!r} sessions of the "
             f"{population!r} population; add it to simulation.conditions.{condition}.populations"
         )
-    llm = _llm(spec["model"], sft_model, llm_params, params)
+    llm = _llm(spec["model"], {"sft": sft_model}, llm_params, params)
     references = _reference_effects(planted_truth, params)
     rows, treatments = [], []
     for test in ab["tests"]:
@@ -298,7 +296,7 @@ def run_ab_tests(
         treated = _rollout(
             agents,
             condition,
-            spec["profile"],
+            spec,
             _engine(llm, stores, params),
             raw_products,
             raw_collections,

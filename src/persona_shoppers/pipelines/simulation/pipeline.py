@@ -25,7 +25,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 simulate_conditions,
-                ["simulation_agents", "sft_model", *_STORE, "params:simulation", "params:llm"],
+                [
+                    "simulation_agents",
+                    "sft_model",
+                    "sft_model_single_stage",
+                    *_STORE,
+                    "params:simulation",
+                    "params:llm",
+                ],
                 ["simulated_sessions", "simulation_outcomes", "simulation_mlflow_metrics"],
                 name="simulate_conditions",
             ),

@@ -1,0 +1,124 @@
+"""The alignment suite's individual tasks, asked in the agent's own prompt format (PAARS 4.3).
+
+Every task is one step of the shopping agent (system prompt, goal, buyer profile, page), so the
+untuned model, the text-persona agent and the persona-token SFT model answer exactly the
+question they answer in a simulation:
+
+* query generation: goal "Find this product: <title>." on the home page; the answer is the
+  query of a ``search`` action (the assistant turn is prefilled up to the query);
+* item selection: "You are here to buy one of these products." on a page listing the options;
+  the answer is the ``add_to_cart`` candidate with the highest likelihood;
+* rank selection: the human's query on the store's results page; the answer is a ``view``
+  candidate, drawn from the candidates' likelihoods (seeded) so that a population of answers
+  has a distribution over ranks, not only its mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..llm.base import LLM
+from ..storefront import Action, Store
+from .population import category_leaf
+from .prompts import SYSTEM_PROMPT, chat, user_turn
+from .rollout import SEARCH_PREFIX, candidate_text
+
+Prompt = list[dict[str, str]]
+
+
+def task_prompt(goal: str, observation: str, profile: str | None) -> Prompt:
+    """One agent step with an empty progress log."""
+    return chat(SYSTEM_PROMPT, user_turn(goal, observation, [], profile))
+
+
+def query_goal(title: str) -> str:
+    return f"Find this product: {title}."
+
+
+def generate_queries(
+    llm: LLM,
+    stores: dict[str, Store],
+    shops: Sequence[str],
+    titles: Sequence[str],
+    profiles: Sequence[str | None],
+    max_tokens: int = 12,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> list[str]:
+    """The search query each agent types on the home page to find a product."""
+    prompts = [
+        [
+            *task_prompt(query_goal(t), stores[s].render(stores[s].start()[0]), p),
+            {"role": "assistant", "content": SEARCH_PREFIX},
+        ]
+        for s, t, p in zip(shops, titles, profiles, strict=True)
+    ]
+    seeds = [int(x) for x in np.random.SeedSequence(seed).generate_state(max(len(prompts), 1))]
+    answers = llm.generate(prompts, max_tokens, temperature, ['"'], seeds[: len(prompts)])
+    return [a.strip() for a in answers]
+
+
+def options_page(store: Store, product_ids: Sequence[str]) -> str:
+    """A listing page of the given products (display ids, titles, prices, ratings)."""
+    lines = [store.listing_line(p) for p in product_ids]
+    return "\n".join([f"[products] {len(lines)} products shown", *lines, "Cart: empty"])
+
+
+def select_items(
+    llm: LLM,
+    stores: dict[str, Store],
+    shops: Sequence[str],
+    options: Sequence[Sequence[str]],
+    profiles: Sequence[str | None],
+) -> list[int]:
+    """The index of the option each agent puts in its cart (most likely, ties: first)."""
+    prompts, candidates = [], []
+    for shop, ids, profile in zip(shops, options, profiles, strict=True):
+        store = stores[shop]
+        goal = "You are here to buy one of these products."
+        prompts.append(task_prompt(goal, options_page(store, ids), profile))
+        candidates.append([candidate_text(Action("add_to_cart", store.display_id[p])) for p in ids])
+    return [c.index for c in llm.choose(prompts, candidates)]
+
+
+def select_ranks(
+    llm: LLM,
+    stores: dict[str, Store],
+    shops: Sequence[str],
+    queries: Sequence[str],
+    categories: Sequence[str],
+    profiles: Sequence[str | None],
+    seed: int = 0,
+) -> list[int]:
+    """The 1-based rank of the result each agent views on the results page of a query, drawn
+    from the softmax of the candidates' log-likelihoods (one seeded draw per case)."""
+    prompts, candidates = [], []
+    for shop, query, category, profile in zip(shops, queries, categories, profiles, strict=True):
+        store = stores[shop]
+        visit, _ = store.start()
+        page = store.step(visit, Action("search", query)).observation
+        goal = f"You are looking for {category_leaf(category)}."
+        prompts.append(task_prompt(goal, page, profile))
+        ids = store.search_results(query)
+        candidates.append([candidate_text(Action("view", store.display_id[p])) for p in ids])
+    choices = llm.choose(prompts, candidates)
+    rng = np.random.default_rng(seed)
+    return [int(rng.choice(len(c.probs), p=c.probs)) + 1 for c in choices]
+
+
+def goal_claims(llm: LLM, prompts: Sequence[Prompt]) -> list[bool]:
+    """Whether the agent says it reached its goal: " yes" against " no" after the question."""
+    asked = [
+        [*p, {"role": "assistant", "content": "Did I reach my goal? Answer:"}] for p in prompts
+    ]
+    return [c.index == 0 for c in llm.choose(asked, [[" yes", " no"]] * len(asked))]
+
+
+def conditional_perplexity(llm: LLM, contexts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """exp(- mean token log-likelihood) of each text after its context (PAARS: the human query
+    after the viewed product), scored as the assistant's answer to the context."""
+    prompts = [[{"role": "user", "content": c}] for c in contexts]
+    choices = llm.choose(prompts, [[t] for t in texts], normalize=True)
+    return np.exp(-np.array([c.mean_logprobs[0] for c in choices]))

@@ -1,0 +1,1 @@
+"""The alignment suite's test cases, the instruction-following benchmark and the report."""

@@ -1,0 +1,262 @@
+"""The alignment report: one markdown page of tables (conditions x metrics, with baselines and
+the human noise floor beside them) and PNG plots, from ``alignment_metrics`` (a flat dict
+``<task>/<metric>/<condition>``) and the per-bin details the metrics node keeps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Rows that are not agent conditions: shown last, in this order.
+REFERENCES = (
+    "title_as_query",
+    "random_choice",
+    "most_popular",
+    "random_rank",
+    "marginal_resample",
+    "shop_rates_baseline",
+    "human",
+    "human_noise_floor",
+)
+
+SECTIONS = (
+    (
+        "query_generation",
+        "Query generation (PAARS 4.3)",
+        "MiniLM cosine between the agent's and the human's query (higher is better), by "
+        "perplexity stratum of the human query (0 = easiest), and KL(human || agent) between "
+        "Gaussian KDEs of the query embeddings (lower is better; `kde_kl` at h = 0.1, 5 repeats).",
+    ),
+    (
+        "item_selection",
+        "Item selection (PAARS Table 3)",
+        "4-way accuracy: the purchased product among 3 distractors from categories the buyer "
+        "never viewed (random = 0.25). Rows base / profile / preferences / history / "
+        "full_persona are PAARS's persona ablation; persona_token is the SFT model.",
+    ),
+    (
+        "rank_selection",
+        "Rank selection (PAARS 4.3)",
+        "KL(human || agent) between the distributions of the clicked rank on the store's "
+        "result page for human queries (lower is better).",
+    ),
+    (
+        "session",
+        "Session generation (PAARS Tables 2 and 4)",
+        "KL(human || agent) over searches, product views and purchases per session (counts "
+        "capped, additive smoothing 1e-6), and type-token ratios of queries and viewed titles "
+        "(human TTRs on samples of the agents' size).",
+    ),
+    (
+        "action_rate",
+        "Action-rate alignment (SimPersona Table 2)",
+        "ATC alignment, purchase alignment and ARA = their mean, per (shop, token) pair, "
+        "averaged per funnel stratum then over strata; `_all_mismatch` / `_random_mismatch` "
+        "compare the same agents with other tokens' real buyers. Higher is better.",
+    ),
+    (
+        "separation",
+        "Behavioural separation (SimPersona Table 3)",
+        "Do sessions conditioned on High-bin tokens score more than Low-bin ones? Cohen's d, "
+        "Welch, Kruskal-Wallis and 10,000-draw permutation p-values per auxiliary head; "
+        "conditions without a token are scored by the token their agent stands for.",
+    ),
+    (
+        "instruction_following",
+        "Instruction following (SimPersona Table 4)",
+        "Share of runs that reach the task's funnel action, by task length; steps per run; "
+        "calibration of the agent's own 'goal reached' claim against what it did.",
+    ),
+    (
+        "ablation_sft",
+        "Two-stage vs single-stage SFT (SimPersona appendix F)",
+        "Outcome and error rates of the same population under each model.",
+    ),
+    (
+        "ablation_neutral",
+        "Persona token vs none under intent-neutral goals (SimPersona appendix I)",
+        "Outcomes, add-to-cart and checkout counts, actions and pages per session.",
+    ),
+    (
+        "ab_test",
+        "Agentic A/B tests (PAARS 5)",
+        "Simulated and reference relative effects, direction agreement (1 = same sign) and "
+        "magnitude ratio (simulated / reference).",
+    ),
+)
+
+
+def split_name(name: str) -> tuple[str, str, str]:
+    task, metric, condition = name.split("/", 2)
+    return task, metric, condition
+
+
+def _order(conditions: Sequence[str]) -> list[str]:
+    agents = sorted(c for c in conditions if c not in REFERENCES)
+    return agents + [c for c in REFERENCES if c in conditions]
+
+
+def _format(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 1000 or (value != 0 and abs(value) < 0.001):
+        return f"{value:.3g}"
+    return f"{value:.3f}"
+
+
+def metric_table(metrics: Mapping[str, float], task: str, max_columns: int = 12) -> str:
+    """A markdown table of one task: a row per condition, a column per metric (the first
+    ``max_columns`` metrics in name order; wider tasks are split into several tables)."""
+    cells: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        t, metric, condition = split_name(name)
+        if t == task:
+            cells.setdefault(metric, {})[condition] = value
+    if not cells:
+        return "_no metric_\n"
+    columns = sorted(cells)
+    rows = _order(sorted({c for by in cells.values() for c in by}))
+    tables = []
+    for start in range(0, len(columns), max_columns):
+        chunk = columns[start : start + max_columns]
+        lines = [
+            "| condition | " + " | ".join(chunk) + " |",
+            "|---|" + "---|" * len(chunk),
+        ]
+        for row in rows:
+            values = [_format(cells[m].get(row, float("nan"))) for m in chunk]
+            lines.append(f"| {row} | " + " | ".join(values) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables) + "\n"
+
+
+def _bars(ax, series: Mapping[str, Sequence[float]], labels: Sequence[str]) -> None:
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(values))], values, width, label=name)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))], labels)
+    ax.legend(fontsize=7)
+
+
+def plot_similarity_by_perplexity(detail: Mapping[str, Any]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for condition, by in detail["similarity_by_stratum"].items():
+        strata = sorted(by, key=int)
+        ax.plot([int(s) for s in strata], [by[s] for s in strata], marker="o", label=condition)
+    ax.set(
+        xlabel="perplexity stratum of the human query (0 = easiest)",
+        ylabel="mean cosine (agent vs human query)",
+        title="Query similarity by perplexity",
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rank_distributions(detail: Mapping[str, Any]) -> plt.Figure:
+    hist = detail["rank_histograms"]
+    n = len(next(iter(hist.values())))
+    shares = {c: [v / max(sum(h), 1) for v in h] for c, h in hist.items()}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _bars(ax, shares, [str(r) for r in range(1, n + 1)])
+    ax.set(xlabel="clicked rank", ylabel="share of cases", title="Rank distributions")
+    fig.tight_layout()
+    return fig
+
+
+def plot_session_histograms(detail: Mapping[str, Any]) -> plt.Figure:
+    hist, cap = detail["session_histograms"], detail["max_count"]
+    fig, axes = plt.subplots(1, len(hist), figsize=(5 * len(hist), 4), squeeze=False)
+    labels = [str(v) for v in range(cap)] + [f"{cap}+"]
+    for ax, (variable, series) in zip(axes[0], hist.items(), strict=True):
+        _bars(ax, series, labels)
+        ax.set(xlabel=f"{variable} per session", ylabel="share of sessions", title=variable)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ara_by_stratum(detail: Mapping[str, Any]) -> plt.Figure:
+    by_condition = detail["ara_by_stratum"]
+    fig, axes = plt.subplots(
+        1, len(by_condition), figsize=(3.5 * len(by_condition), 3.5), sharey=True, squeeze=False
+    )
+    for ax, (condition, pairings) in zip(axes[0], by_condition.items(), strict=True):
+        strata = sorted({s for table in pairings.values() for s in table})
+        series = {p: [t.get(s, {}).get("ara", 0.0) for s in strata] for p, t in pairings.items()}
+        _bars(ax, series, strata)
+        ax.set(title=condition, xlabel="stratum", ylim=(0, 1))
+    axes[0][0].set_ylabel("ARA")
+    fig.suptitle("Action-rate alignment by stratum: correct vs mismatched tokens")
+    fig.tight_layout()
+    return fig
+
+
+def plot_stratum_recovery(recovery: Mapping[str, Any]) -> plt.Figure:
+    protocol = recovery["paper_protocol"]
+    shops = protocol["shops"]
+    strata = sorted(next(iter(protocol["real_mix"].values())))
+    fig, axes = plt.subplots(
+        1, len(shops), figsize=(3 * len(shops), 3.2), sharey=True, squeeze=False
+    )
+    for ax, shop in zip(axes[0], shops, strict=True):
+        series = {
+            "real": [protocol["real_mix"][shop][s] for s in strata],
+            "from p_s(k)": [protocol["predicted_mix"][shop][s] for s in strata],
+        }
+        _bars(ax, series, strata)
+        ax.set(title=f"{shop} (JS {protocol['js_per_shop'][shop]:.4f})", xlabel="stratum")
+    axes[0][0].set_ylabel("share of buyers")
+    fig.suptitle("Stratum recovery by held-out shop")
+    fig.tight_layout()
+    return fig
+
+
+def render_report(
+    metrics: Mapping[str, float], detail: Mapping[str, Any], recovery: Mapping[str, Any]
+) -> tuple[str, dict[str, plt.Figure]]:
+    """The markdown report and its figures (``<name>.png`` -> figure, saved in
+    ``alignment_plots/`` beside the report)."""
+    figures = {
+        "similarity_by_perplexity": plot_similarity_by_perplexity(detail),
+        "rank_distributions": plot_rank_distributions(detail),
+        "session_histograms": plot_session_histograms(detail),
+        "ara_by_stratum": plot_ara_by_stratum(detail),
+        "stratum_recovery": plot_stratum_recovery(recovery),
+    }
+    plots_after = {
+        "query_generation": ["similarity_by_perplexity"],
+        "rank_selection": ["rank_distributions"],
+        "session": ["session_histograms"],
+        "action_rate": ["ara_by_stratum"],
+    }
+    n_finite = sum(1 for v in metrics.values() if not math.isnan(v))
+    lines = [
+        "# Alignment report",
+        "",
+        f"{len(metrics)} metrics ({n_finite} defined; `n/a` marks a metric the sample cannot "
+        "support, e.g. a head without both Low and High tokens). Every number is in "
+        "`data/08_reporting/alignment_metrics.json` and in MLflow as "
+        "`<task>/<metric>/<condition>`. Rows after the agent conditions are reference "
+        "points: trivial baselines and the human noise floor (the same metric between two "
+        "random halves of the held-out humans). A condition is aligned only relative to them.",
+        "",
+    ]
+    for task, title, text in SECTIONS:
+        lines += [f"## {title}", "", text, "", metric_table(metrics, task)]
+        for name in plots_after.get(task, []):
+            lines += [f"![{name}](alignment_plots/{name}.png)", ""]
+    lines += [
+        "## Population recovery (SimPersona appendix B)",
+        "",
+        "Stratum mix of each held-out shop's real buyers against the mix its p_s(k) predicts.",
+        "",
+        "![stratum_recovery](alignment_plots/stratum_recovery.png)",
+        "",
+    ]
+    return "\n".join(lines), {f"{name}.png": fig for name, fig in figures.items()}
