@@ -88,8 +88,10 @@ def item_selection_cases(
     Options are shuffled (seeded); ``answer`` is the purchased product's index. Columns:
     shop_id, buyer_id, product_ids, titles, categories, answer."""
     mine = _of_buyers(events, buyers)
-    seen = mine.filter(pl.col("category").is_not_null()).group_by(_KEYS).agg(
-        pl.col("category").unique().alias("seen")
+    seen = (
+        mine.filter(pl.col("category").is_not_null())
+        .group_by(_KEYS)
+        .agg(pl.col("category").unique().alias("seen"))
     )
     bought = (
         mine.filter(pl.col("event_type") == "purchase")
@@ -128,9 +130,7 @@ def item_selection_cases(
         skipped,
         n_distractors,
     )
-    return pd.DataFrame(
-        rows, columns=[*_KEYS, "product_ids", "titles", "categories", "answer"]
-    )
+    return pd.DataFrame(rows, columns=[*_KEYS, "product_ids", "titles", "categories", "answer"])
 
 
 def rank_selection_cases(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -101,9 +100,11 @@ def test_every_condition_runs_with_valid_actions_and_counted_outcomes(run):
     assert sessions.loc[sessions["condition"] == "base", "persona_token"].isna().all()
     neutral = sessions[sessions["condition"].str.startswith("neutral_")]
     assert neutral["goal"].str.match(r"You are interested in ").all()
-    assert sessions.loc[sessions["condition"] == "persona_token", "goal"].str.match(
-        r"You are here to (buy|browse) "
-    ).all()
+    assert (
+        sessions.loc[sessions["condition"] == "persona_token", "goal"]
+        .str.match(r"You are here to (buy|browse) ")
+        .all()
+    )
     counts = out["simulation_outcomes"]
     assert counts["base"]["matched"]["sessions"] == 3
     assert sum(counts["base"]["matched"][o] for o in OUTCOMES) == 3

@@ -313,7 +313,9 @@ def run_instruction_following(
             token = tokens.get((task["shop_id"], task["buyer_id"]))
             profile = persona_token(token) if cond["profile"] == "token" else None
             for repeat in range(spec["repeats"]):
-                seed = int(np.random.SeedSequence([params["seed"], len(specs)]).generate_state(1)[0])
+                seed = int(
+                    np.random.SeedSequence([params["seed"], len(specs)]).generate_state(1)[0]
+                )
                 agent_id = f"{task['task_id']}-{condition}-r{repeat}"
                 specs.append(AgentSpec(agent_id, task["shop_id"], task["goal"], profile, seed))
                 meta.append({**task, "condition": condition, "repeat": repeat})
@@ -374,14 +376,20 @@ def query_generation_metrics(
     strata = perplexities.sort_values("case")["stratum"].to_numpy()
     generated = answers[answers["task"] == task]
     by_condition = {
-        c: g.sort_values("case")["query"].fillna("").tolist() for c, g in generated.groupby("condition")
+        c: g.sort_values("case")["query"].fillna("").tolist()
+        for c, g in generated.groupby("condition")
     }
     by_condition["title_as_query"] = list(query_cases["title"])
     metrics, detail = {}, {"similarity_by_stratum": {}, "kde_sweep": {}}
 
     def sweep(p: np.ndarray, q: np.ndarray) -> dict[str, Any]:
         return kde_kl_sweep(
-            p, q, kde["bandwidths"], kde["repeats"], kde["n_samples"], params["seed"],
+            p,
+            q,
+            kde["bandwidths"],
+            kde["repeats"],
+            kde["n_samples"],
+            params["seed"],
             kde["reference_bandwidth"],
         )
 
@@ -418,12 +426,8 @@ def item_selection_metrics(
     }
     rng = np.random.default_rng(seed)
     sizes = item_cases["product_ids"].map(len).to_numpy()
-    metrics[_name(task, "accuracy", "random_choice")] = accuracy(
-        rng.integers(0, sizes), truth
-    )
-    sales = (
-        events.filter(pl.col("event_type") == "purchase").group_by("product_id").len("n")
-    )
+    metrics[_name(task, "accuracy", "random_choice")] = accuracy(rng.integers(0, sizes), truth)
+    sales = events.filter(pl.col("event_type") == "purchase").group_by("product_id").len("n")
     counts = dict(zip(sales["product_id"].to_list(), sales["n"].to_list(), strict=True))
     popular = [int(np.argmax([counts.get(p, 0) for p in ids])) for ids in item_cases["product_ids"]]
     metrics[_name(task, "accuracy", "most_popular")] = accuracy(popular, truth)
@@ -439,12 +443,13 @@ def rank_selection_metrics(
     n_ranks = int(rank_cases["results"].map(len).max())
     human = rank_cases["rank"].to_numpy(int)
     chosen = answers[answers["task"] == task]
-    ranks = {c: g.sort_values("case")["choice"].to_numpy(int) for c, g in chosen.groupby("condition")}
+    ranks = {
+        c: g.sort_values("case")["choice"].to_numpy(int) for c, g in chosen.groupby("condition")
+    }
     rng = np.random.default_rng(params["seed"])
     ranks["random_rank"] = rng.integers(1, rank_cases["results"].map(len).to_numpy() + 1)
     metrics = {
-        _name(task, "rank_kl", c): rank_distribution_kl(human, r, n_ranks)
-        for c, r in ranks.items()
+        _name(task, "rank_kl", c): rank_distribution_kl(human, r, n_ranks) for c, r in ranks.items()
     }
     floor = noise_floor(
         lambda a, b: rank_distribution_kl(a, b, n_ranks),
@@ -454,7 +459,8 @@ def rank_selection_metrics(
     )
     metrics[_name(task, "rank_kl", "human_noise_floor")] = floor["mean"]
     hist = {
-        c: np.bincount(r, minlength=n_ranks + 1)[1:].tolist() for c, r in {"human": human, **ranks}.items()
+        c: np.bincount(r, minlength=n_ranks + 1)[1:].tolist()
+        for c, r in {"human": human, **ranks}.items()
     }
     return metrics, {"rank_histograms": hist}
 
@@ -636,7 +642,9 @@ def instruction_metrics(runs: pd.DataFrame) -> Metrics:
     for condition, g in runs.groupby("condition"):
         metrics[_name(task, "success_rate", condition)] = float(g["success"].mean())
         for label, b in g.groupby("length_bin"):
-            metrics[_name(task, f"success_rate_len_{label}", condition)] = float(b["success"].mean())
+            metrics[_name(task, f"success_rate_len_{label}", condition)] = float(
+                b["success"].mean()
+            )
         metrics[_name(task, "steps_per_run", condition)] = float(g["n_steps"].mean())
         metrics[_name(task, "error_rate", condition)] = float((g["n_errors"] > 0).mean())
         for key, value in calibration(g["claimed"], g["success"]).items():
@@ -686,7 +694,9 @@ def ab_metrics(ab_test_results: pd.DataFrame) -> Metrics:
         values = {
             "simulated_effect": row["simulated_effect"],
             "reference_effect": row["reference_effect"],
-            "direction_agreement": float("nan") if agrees is None or pd.isna(agrees) else float(agrees),
+            "direction_agreement": float("nan")
+            if agrees is None or pd.isna(agrees)
+            else float(agrees),
             "magnitude_ratio": row["magnitude_ratio"],
         }
         for stat, value in values.items():
@@ -716,11 +726,15 @@ def compute_alignment_metrics(
     metrics, detail = query_generation_metrics(
         query_cases, query_perplexities, individual_answers, embedder, params
     )
-    metrics.update(item_selection_metrics(item_cases, individual_answers, enriched_events, params["seed"]))
+    metrics.update(
+        item_selection_metrics(item_cases, individual_answers, enriched_events, params["seed"])
+    )
     ranks, rank_detail = rank_selection_metrics(rank_cases, individual_answers, params)
     shops = sorted(simulated_sessions["shop_id"].unique())
     human = enriched_sessions.filter(pl.col("shop_id").is_in(shops)).to_pandas()
-    human = human.sample(min(len(human), params["session"]["human_sessions"]), random_state=params["seed"])
+    human = human.sample(
+        min(len(human), params["session"]["human_sessions"]), random_state=params["seed"]
+    )
     sessions, session_detail = session_metrics(human, simulated_sessions, params)
     rates, rate_detail = action_rate_metrics(
         simulated_sessions, buyers, persona_assignments, params

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from persona_shoppers.agent.conditions import as_dict, condition_llm
 from persona_shoppers.agent.population import (
     agent_goal,
     buyer_top_categories,
@@ -21,7 +22,6 @@ from persona_shoppers.agent.population import (
     shop_sample_agents,
     text_persona_profile,
 )
-from persona_shoppers.agent.conditions import as_dict, condition_llm
 from persona_shoppers.agent.prompts import interest_goal
 from persona_shoppers.agent.rollout import OUTCOMES, AgentSpec, RolloutEngine
 from persona_shoppers.metrics.behaviour import ab_agreement
@@ -191,9 +191,7 @@ def simulate_conditions(
         engine = _engine(_llm(spec["model"], models, llm_params, params), stores, params)
         for population in spec["populations"]:
             agents = simulation_agents[simulation_agents["population"] == population]
-            tables.append(
-                _rollout(agents, condition, spec, engine, raw_products, raw_collections)
-            )
+            tables.append(_rollout(agents, condition, spec, engine, raw_products, raw_collections))
     sessions = pd.concat(tables, ignore_index=True)
     counts = _outcome_counts(sessions)
     metrics = {
