@@ -9,9 +9,9 @@ datasets the notebooks read, written through the project's own catalog entries:
   persona_mining functions;
 - `simulated_sessions`, `ab_test_results`: the real simulation pipeline with a tiny random
   Llama (so the agents act at random, but every column is what the pipeline writes);
-- `alignment_metrics`: session-generation KL per condition and its human noise floor, computed
-  with persona_shoppers.metrics on those sessions, in the pipeline's flat
-  `{"<task>/<metric>/<condition>": value}` shape.
+- `alignment_metrics`: the alignment pipeline's session-generation, action-rate and A/B
+  metric functions on those sessions, in its flat `{"<task>/<metric>/<condition>": value}`
+  shape.
 
 Each notebook then runs in a fresh kernel from the copy's notebooks/ folder, as a user opens it
 (`%load_ext kedro.ipython`, `catalog.load(...)`).
@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
 import nbformat
-import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
@@ -39,9 +39,13 @@ from kedro.runner import SequentialRunner
 from nbclient import NotebookClient
 
 from persona_shoppers.features.labels import AUX_HEADS, aux_labels, fit_aux_edges
-from persona_shoppers.metrics.behaviour import discrete_kl, noise_floor
 from persona_shoppers.personas.tokens import shop_distributions
 from persona_shoppers.pipelines import simulation
+from persona_shoppers.pipelines.alignment.nodes import (
+    ab_metrics,
+    action_rate_metrics,
+    session_metrics,
+)
 from persona_shoppers.pipelines.persona_mining.nodes import build_persona_cards
 from persona_shoppers.storefront import StoreVariant
 
@@ -52,7 +56,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 N_TOKENS = 10  # token_assignments: one token per (stratum A-E, buyer id parity)
 CONDITIONS = ("base", "text_persona", "persona_token")
-SESSION_COUNTS = ("n_searches", "n_product_views", "n_purchases")
 
 
 def _project(path: Path) -> Path:
@@ -121,18 +124,18 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
     return {name: catalog.load(name) for name in outputs}
 
 
-def _session_alignment(human: pd.DataFrame, simulated: pd.DataFrame) -> dict[str, float]:
-    """PAARS session-generation KL(human || agents) per condition, counts capped at 10."""
-    metrics = {}
-    for column in SESSION_COUNTS:
-        h = np.minimum(human[column].to_numpy(), 10)
-        support = np.arange(11)
-        for condition, sessions in simulated.groupby("condition"):
-            a = np.minimum(sessions[column].to_numpy(), 10)
-            metrics[f"session_generation/kl_{column}/{condition}"] = discrete_kl(h, a, support)
-        floor = noise_floor(partial(discrete_kl, support=support), h, seed=0)
-        metrics[f"session_generation/kl_{column}/human_noise_floor"] = floor["mean"]
-    return metrics
+def _alignment_metrics(
+    human: pd.DataFrame, buyers: pd.DataFrame, assignments: pd.DataFrame, simulated: dict
+) -> dict[str, float]:
+    """The alignment pipeline's session-generation, action-rate and A/B numbers on the small
+    run (its suite's other tasks need LLM answers to test cases)."""
+    params = conf_params("alignment")
+    sessions = simulated["simulated_sessions"]
+    return {
+        **session_metrics(human, sessions, params)[0],
+        **action_rate_metrics(sessions, buyers, assignments, params)[0],
+        **ab_metrics(simulated["ab_test_results"]),
+    }
 
 
 def _small_datasets(model_dir: Path) -> dict:
@@ -172,22 +175,32 @@ def _small_datasets(model_dir: Path) -> dict:
         "persona_cards": cards,
         "simulated_sessions": sessions,
         "ab_test_results": simulated["ab_test_results"],
-        "alignment_metrics": _session_alignment(human.to_pandas(), sessions),
+        "alignment_metrics": _alignment_metrics(human.to_pandas(), buyers, assignments, simulated),
     }
     return datasets
+
+
+def _mlflow_experiment(path: Path) -> str:
+    """The project's MLflow experiment in the copy's store, as kedro-mlflow creates it."""
+    config = yaml.safe_load((path / "conf" / "base" / "mlflow.yml").read_text())
+    experiment = config["tracking"]["experiment"]
+    client = mlflow.MlflowClient(f"sqlite:///{path.as_posix()}/mlflow.db")
+    return client.create_experiment(
+        experiment["name"], experiment["create_experiment_kwargs"]["artifact_location"]
+    )
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, tiny_model_dir: Path) -> tuple[Path, dict]:  # noqa: F811
     """A project copy holding the small run's datasets; the datasets, for the assertions."""
     path = _project(tmp_path_factory.mktemp("notebooks"))
-    store = mlflow.MlflowClient(f"sqlite:///{path.as_posix()}/mlflow.db")
     with ThreadPoolExecutor(1) as pool:
-        # The MLflow store kedro-mlflow opens in every kernel: its tables (~5 s) are made
-        # meanwhile, so that the kernels, which start together, do not race to create them.
-        tables = pool.submit(store.search_experiments)
+        # kedro-mlflow opens the MLflow store and its experiment in every kernel: both are
+        # made here, meanwhile (~5 s), so that the kernels, which start together, do not race
+        # to create them.
+        store = pool.submit(_mlflow_experiment, path)
         datasets = _small_datasets(tiny_model_dir)
-        tables.result()
+        store.result()
     catalog = _catalog(path, list(datasets))
     for name, value in datasets.items():
         catalog.save(name, value)
@@ -272,12 +285,21 @@ def test_persona_cards_notebook(small_run, executed):
 def test_alignment_notebook(small_run, executed):
     project, datasets = small_run
     text, images = _outputs(_execute(executed, NOTEBOOKS[2]))
-    conditions = sorted({*CONDITIONS, "human_noise_floor"})
-    assert f"conditions: {conditions}" in text
-    assert f"{len(datasets['alignment_metrics'])} numbers" in text
+    metrics = datasets["alignment_metrics"]
+    keys = [key.split("/") for key in metrics]
+    assert {*CONDITIONS, "human_noise_floor"} <= {condition for _, _, condition in keys}
+    assert f"conditions: {sorted({c for _, _, c in keys})}" in text
+    assert f"{len(metrics)} numbers" in text
     ab = datasets["ab_test_results"]
     defined = ab["direction_agreement"].notna()
     assert f"of {int(defined.sum())} defined comparisons" in text
-    # one heatmap (session_generation), outcomes, count distributions, A/B effects
-    assert images == 4
+    # a heatmap per task with a metric that two conditions report, then outcomes, count
+    # distributions and A/B effects
+    reported = defaultdict(set)
+    for (task, metric, condition), value in zip(keys, metrics.values(), strict=True):
+        if not math.isnan(value):
+            reported[task, metric].add(condition)
+    compared = {task for (task, _), conditions in reported.items() if len(conditions) >= 2}
+    assert {"session", "action_rate"} <= compared
+    assert images == len(compared) + 3
     assert json.loads((project / "data/08_reporting/alignment_metrics.json").read_text())
