@@ -43,7 +43,10 @@ SEARCH_PREFIX = '{"action": "search", "query": "'
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """Who shops where: the goal, the profile (persona token, text persona or None), a seed."""
+    """Who shops where: the goal, the profile (persona token, text persona or None), a seed.
+
+    ``metadata["store"]``, when set, names the engine's store to use instead of ``shop_id``
+    (e.g. one store per A/B arm of the same shop)."""
 
     agent_id: str
     shop_id: str
@@ -191,7 +194,7 @@ class RolloutEngine:
     ) -> list[AgentRun]:
         """Roll out every agent; with ``checkpoint`` (a json-lines file) finished agents are
         appended as they end and skipped when the run is resumed."""
-        unknown = sorted({s.shop_id for s in specs} - set(self.stores))
+        unknown = sorted({_store_key(s) for s in specs} - set(self.stores))
         if unknown:
             raise ValueError(f"RolloutEngine.run: no store for shops {unknown}")
         if len({s.agent_id for s in specs}) != len(specs):
@@ -203,7 +206,7 @@ class RolloutEngine:
         )
         for start in range(0, len(todo), self.lockstep):
             wave = [
-                _Live(s, self.stores[s.shop_id], self.start_time)
+                _Live(s, self.stores[_store_key(s)], self.start_time)
                 for s in todo[start : start + self.lockstep]
             ]
             for finished in self._roll(wave):
@@ -284,6 +287,10 @@ class RolloutEngine:
         weights = np.exp((values - values.max()) / self.temperature)
         rng = np.random.default_rng(_step_seed(agent))
         return int(rng.choice(len(values), p=weights / weights.sum()))
+
+
+def _store_key(spec: AgentSpec) -> str:
+    return spec.metadata.get("store", spec.shop_id)
 
 
 def _step_seed(agent: _Live) -> int:

@@ -120,12 +120,17 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
     assert results["reference_effect"].notna().all()  # planted effects of the generator
     defined = results["note"].isna()
     assert results.loc[defined, "direction_agreement"].isin([True, False]).all()
-    treated = out["ab_test_sessions"]
-    control = out["simulated_sessions"].query(
+    arms = out["ab_test_sessions"]
+    assert set(arms["variant"]) == {"control", *names}
+    control = arms[arms["variant"] == "control"]
+    simulated = out["simulated_sessions"].query(
         "condition == 'persona_token' and population == 'shop_sample'"
     )
+    assert control["agent_id"].tolist() == simulated["agent_id"].tolist()
     for name in names:
-        arm = treated[treated["variant"] == name]
+        arm = arms[arms["variant"] == name]
         assert arm["agent_id"].tolist() == control["agent_id"].tolist()
         assert arm["goal"].tolist() == control["goal"].tolist()
         assert arm["persona_token"].tolist() == control["persona_token"].tolist()
+    row = results[(results["test"] == names[0]) & (results["metric"] == "conversion_rate")]
+    assert row["control"].item() == control["has_purchase"].mean()

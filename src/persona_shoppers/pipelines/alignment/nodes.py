@@ -218,9 +218,13 @@ def answer_individual_tasks(
     hidden_query = [[q, t] for q, t in zip(query_cases["query"], query_cases["title"], strict=True)]
     hidden_items = [list(t) for t in item_cases["titles"]]
     hidden_ranks = [[q] for q in rank_cases["query"]]
-    rows = []
+    rows, llms = [], {}
     for condition, spec in params["individual_tasks"]["conditions"].items():
-        llm = condition_llm(spec["model"], {"sft": sft_model}, llm_params, params["llm_cache"])
+        if spec["model"] not in llms:  # one load per model, shared by its conditions
+            llms[spec["model"]] = condition_llm(
+                spec["model"], {"sft": sft_model}, llm_params, params["llm_cache"]
+            )
+        llm = llms[spec["model"]]
         components = list(spec["persona"])
         logger.info("individual tasks: condition %s (%s, %s)", condition, spec["model"], components)
         queries = generate_queries(
@@ -490,8 +494,20 @@ def session_metrics(
     support = np.arange(cap + 1)
     rng = np.random.default_rng(seed)
     size = int(simulated.groupby("condition").size().median())
-    resampled = pd.DataFrame(
-        {c: rng.choice(_counts(human, c, cap), size) for c in SESSION_COUNTS.values()}
+    # The baseline: per shop, as many sessions as a condition has there, each count drawn
+    # independently from the shop's human marginal.
+    per_shop = simulated.groupby("shop_id").size() / simulated["condition"].nunique()
+    resampled = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    c: rng.choice(_counts(human[human["shop_id"] == shop], c, cap), round(n))
+                    for c in SESSION_COUNTS.values()
+                }
+            )
+            for shop, n in per_shop.items()
+        ],
+        ignore_index=True,
     )
     groups = {c: g for c, g in simulated.groupby("condition")}
     metrics, hist = {}, {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -128,36 +129,59 @@ def _specs(agents: pd.DataFrame, profile: str, goals: list[str]) -> list[AgentSp
     ]
 
 
+class Arm(NamedTuple):
+    """Agents of one condition in one store variant."""
+
+    condition: str
+    spec: dict[str, Any]
+    agents: pd.DataFrame
+    variant: str = "control"
+
+
 def _rollout(
-    agents: pd.DataFrame,
-    condition: str,
-    spec: dict[str, Any],
+    arms: list[Arm],
     engine: RolloutEngine,
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
-    variant: str = "control",
 ) -> pd.DataFrame:
-    goals = _goals(agents, spec.get("goal", "intent"))
-    specs = _specs(agents, spec["profile"], goals)
+    """Roll out every arm on one engine, all agents in lockstep (arms share the LLM's
+    batches), and label their sessions. The engine's stores are keyed by shop, or by
+    ``<variant>/<shop>`` when arms differ in variant."""
+    keyed = len({a.variant for a in arms}) > 1
+    specs, tables = [], []
+    for arm in arms:
+        goals = _goals(arm.agents, arm.spec.get("goal", "intent"))
+        mine = _specs(arm.agents, arm.spec["profile"], goals)
+        # Agent ids are unique per condition; the engine needs them unique over all arms.
+        specs += [
+            replace(
+                a,
+                agent_id=f"{arm.condition}|{arm.variant}|{a.agent_id}",
+                metadata={"store": f"{arm.variant}/{a.shop_id}"} if keyed else {},
+            )
+            for a in mine
+        ]
+        labels = arm.agents[["agent_id", "population", "token", "stratum", "category"]].copy()
+        labels = labels.rename(columns={"token": "buyer_token"})
+        labels["goal"] = goals
+        labels["condition"] = arm.condition
+        labels["variant"] = arm.variant
+        labels["persona_token"] = [
+            a.profile if a.profile and a.profile.startswith("<|persona_") else None for a in mine
+        ]
+        tables.append(labels)
     started = time.perf_counter()
     runs = engine.run(specs)
     minutes = (time.perf_counter() - started) / 60
     logger.info(
-        "%s / %s: %d sessions in %.1f min (%.1f per minute)",
-        condition,
-        variant,
+        "%s: %d sessions in %.1f min (%.1f per minute)",
+        " + ".join(dict.fromkeys(f"{a.condition}/{a.variant}" for a in arms)),
         len(runs),
         minutes,
         len(runs) / max(minutes, 1e-9),
     )
-    labels = agents[["agent_id", "population", "token", "stratum", "category", "goal"]].copy()
-    labels = labels.rename(columns={"token": "buyer_token"})
-    labels["goal"] = goals
-    labels["condition"] = condition
-    labels["variant"] = variant
-    labels["persona_token"] = [
-        s.profile if s.profile and s.profile.startswith("<|persona_") else None for s in specs
-    ]
+    runs = [replace(r, spec=replace(r.spec, agent_id=r.spec.agent_id.split("|")[-1])) for r in runs]
+    labels = pd.concat(tables, ignore_index=True)
     labels["outcome"] = [r.outcome for r in runs]
     labels["n_actions"] = [len(r.actions) for r in runs]
     labels["n_errors"] = [len(r.errors) for r in runs]
@@ -185,13 +209,21 @@ def simulate_conditions(
         shops=sorted(simulation_agents["shop_id"].unique()),
         max_observation_tokens=params["rollout"]["max_observation_tokens"],
     )
-    tables = []
+    by_model: dict[str, list] = {}
     for condition, spec in params["conditions"].items():
-        models = {"sft": sft_model, "sft_single_stage": sft_model_single_stage}
-        engine = _engine(_llm(spec["model"], models, llm_params, params), stores, params)
         for population in spec["populations"]:
             agents = simulation_agents[simulation_agents["population"] == population]
-            tables.append(_rollout(agents, condition, spec, engine, raw_products, raw_collections))
+            by_model.setdefault(spec["model"], []).append(Arm(condition, spec, agents))
+    models = {"sft": sft_model, "sft_single_stage": sft_model_single_stage}
+    tables = [
+        _rollout(
+            arms,
+            _engine(_llm(model, models, llm_params, params), stores, params),
+            raw_products,
+            raw_collections,
+        )
+        for model, arms in by_model.items()
+    ]
     sessions = pd.concat(tables, ignore_index=True)
     counts = _outcome_counts(sessions)
     metrics = {
@@ -248,7 +280,6 @@ def _reference_effects(planted_truth: dict[str, Any] | None, params: dict[str, A
 
 def run_ab_tests(
     simulation_agents: pd.DataFrame,
-    simulated_sessions: pd.DataFrame,
     sft_model: Any,
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
@@ -259,48 +290,48 @@ def run_ab_tests(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Agentic A/B tests: the same population shops the control and each treatment store.
 
-    The control arm is the population's sessions in ``simulated_sessions`` (the same agents,
-    seeds and control stores: rerunning them gives the same sessions). Each treatment store
-    differs from the control only in its variant. Returns ``ab_test_results`` (per test and
-    metric: arms, simulated and reference effect, direction agreement, magnitude ratio) and
-    the treatment sessions."""
+    The control arm and every treatment arm are rolled out together in lockstep (the same
+    agents, seeds and goals), each in its own store; a treatment store differs from the
+    control only in its variant. Returns ``ab_test_results`` (per test and metric: arms,
+    simulated and reference effect, direction agreement, magnitude ratio) and the sessions of
+    every arm (``variant`` says which)."""
     ab = params["ab_tests"]
     condition = ab["condition"]
     spec = params["conditions"][condition]
     population = ab["population"]
     agents = simulation_agents[simulation_agents["population"] == population]
-    control = simulated_sessions[
-        (simulated_sessions["condition"] == condition)
-        & (simulated_sessions["population"] == population)
-    ]
-    if control.empty:
-        raise ValueError(
-            f"run_ab_tests: simulated_sessions has no {condition!r} sessions of the "
-            f"{population!r} population; add it to simulation.conditions.{condition}.populations"
-        )
-    llm = _llm(spec["model"], {"sft": sft_model}, llm_params, params)
-    references = _reference_effects(planted_truth, params)
-    rows, treatments = [], []
-    for test in ab["tests"]:
-        variant = StoreVariant().with_changes(test["name"], **test["changes"])
-        stores = build_stores(
+    if agents.empty:
+        raise ValueError(f"run_ab_tests: simulation_agents has no {population!r} agent")
+    names = [t["name"] for t in ab["tests"]]
+    if "control" in names or len(set(names)) != len(names):
+        raise ValueError(f"run_ab_tests: test names must be unique and not 'control': {names}")
+    variants = {"control": StoreVariant()} | {
+        t["name"]: StoreVariant().with_changes(t["name"], **t["changes"]) for t in ab["tests"]
+    }
+    stores = {
+        f"{name}/{shop}": store
+        for name, variant in variants.items()
+        for shop, store in build_stores(
             raw_products,
             raw_collections,
             raw_collection_products,
             shops=sorted(agents["shop_id"].unique()),
             variant=variant,
             max_observation_tokens=params["rollout"]["max_observation_tokens"],
-        )
-        treated = _rollout(
-            agents,
-            condition,
-            spec,
-            _engine(llm, stores, params),
-            raw_products,
-            raw_collections,
-            variant=test["name"],
-        )
-        treatments.append(treated)
+        ).items()
+    }
+    llm = _llm(spec["model"], {"sft": sft_model}, llm_params, params)
+    sessions = _rollout(
+        [Arm(condition, spec, agents, name) for name in variants],
+        _engine(llm, stores, params),
+        raw_products,
+        raw_collections,
+    )
+    control = sessions[sessions["variant"] == "control"]
+    references = _reference_effects(planted_truth, params)
+    rows = []
+    for test in ab["tests"]:
+        treated = sessions[sessions["variant"] == test["name"]]
         arms = _arm_metrics(control), _arm_metrics(treated)
         reference = references.get(test["name"], {})
         for metric in AB_METRICS:
@@ -329,4 +360,4 @@ def run_ab_tests(
             )
     results = pd.DataFrame(rows)
     logger.info("A/B tests:\n%s", results.to_string(index=False))
-    return results, pd.concat(treatments, ignore_index=True)
+    return results, sessions

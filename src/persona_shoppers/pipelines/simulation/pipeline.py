@@ -40,7 +40,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 run_ab_tests,
                 [
                     "simulation_agents",
-                    "simulated_sessions",
                     "sft_model",
                     *_STORE,
                     "planted_truth",
