@@ -8,10 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 # Rows that are not agent conditions: shown last, in this order.
 REFERENCES = (
@@ -144,8 +141,9 @@ def _bars(ax, series: Mapping[str, Sequence[float]], labels: Sequence[str]) -> N
     ax.legend(fontsize=7)
 
 
-def plot_similarity_by_perplexity(detail: Mapping[str, Any]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(7, 4))
+def plot_similarity_by_perplexity(detail: Mapping[str, Any]) -> Figure:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for condition, by in detail["similarity_by_stratum"].items():
         strata = sorted(by, key=int)
         ax.plot([int(s) for s in strata], [by[s] for s in strata], marker="o", label=condition)
@@ -159,20 +157,22 @@ def plot_similarity_by_perplexity(detail: Mapping[str, Any]) -> plt.Figure:
     return fig
 
 
-def plot_rank_distributions(detail: Mapping[str, Any]) -> plt.Figure:
+def plot_rank_distributions(detail: Mapping[str, Any]) -> Figure:
     hist = detail["rank_histograms"]
     n = len(next(iter(hist.values())))
     shares = {c: [v / max(sum(h), 1) for v in h] for c, h in hist.items()}
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     _bars(ax, shares, [str(r) for r in range(1, n + 1)])
     ax.set(xlabel="clicked rank", ylabel="share of cases", title="Rank distributions")
     fig.tight_layout()
     return fig
 
 
-def plot_session_histograms(detail: Mapping[str, Any]) -> plt.Figure:
+def plot_session_histograms(detail: Mapping[str, Any]) -> Figure:
     hist, cap = detail["session_histograms"], detail["max_count"]
-    fig, axes = plt.subplots(1, len(hist), figsize=(5 * len(hist), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(hist), 4))
+    axes = fig.subplots(1, len(hist), squeeze=False)
     labels = [str(v) for v in range(cap)] + [f"{cap}+"]
     for ax, (variable, series) in zip(axes[0], hist.items(), strict=True):
         _bars(ax, series, labels)
@@ -181,11 +181,10 @@ def plot_session_histograms(detail: Mapping[str, Any]) -> plt.Figure:
     return fig
 
 
-def plot_ara_by_stratum(detail: Mapping[str, Any]) -> plt.Figure:
+def plot_ara_by_stratum(detail: Mapping[str, Any]) -> Figure:
     by_condition = detail["ara_by_stratum"]
-    fig, axes = plt.subplots(
-        1, len(by_condition), figsize=(3.5 * len(by_condition), 3.5), sharey=True, squeeze=False
-    )
+    fig = Figure(figsize=(3.5 * len(by_condition), 3.5))
+    axes = fig.subplots(1, len(by_condition), sharey=True, squeeze=False)
     for ax, (condition, pairings) in zip(axes[0], by_condition.items(), strict=True):
         strata = sorted({s for table in pairings.values() for s in table})
         series = {p: [t.get(s, {}).get("ara", 0.0) for s in strata] for p, t in pairings.items()}
@@ -197,13 +196,12 @@ def plot_ara_by_stratum(detail: Mapping[str, Any]) -> plt.Figure:
     return fig
 
 
-def plot_stratum_recovery(recovery: Mapping[str, Any]) -> plt.Figure:
+def plot_stratum_recovery(recovery: Mapping[str, Any]) -> Figure:
     protocol = recovery["paper_protocol"]
     shops = protocol["shops"]
     strata = sorted(next(iter(protocol["real_mix"].values())))
-    fig, axes = plt.subplots(
-        1, len(shops), figsize=(3 * len(shops), 3.2), sharey=True, squeeze=False
-    )
+    fig = Figure(figsize=(3 * len(shops), 3.2))
+    axes = fig.subplots(1, len(shops), sharey=True, squeeze=False)
     for ax, shop in zip(axes[0], shops, strict=True):
         series = {
             "real": [protocol["real_mix"][shop][s] for s in strata],
@@ -219,7 +217,7 @@ def plot_stratum_recovery(recovery: Mapping[str, Any]) -> plt.Figure:
 
 def render_report(
     metrics: Mapping[str, float], detail: Mapping[str, Any], recovery: Mapping[str, Any]
-) -> tuple[str, dict[str, plt.Figure]]:
+) -> tuple[str, dict[str, Figure]]:
     """The markdown report and its figures (``<name>.png`` -> figure, saved in
     ``alignment_plots/`` beside the report)."""
     figures = {

@@ -15,10 +15,14 @@ viewed categories) with the persona, against personas shuffled across buyers.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
 
 LEVELS = ["low", "medium", "high"]
 
@@ -128,6 +132,7 @@ def mine_text_personas(
     row per buyer: profile, preferences, reasoning, history, status (ok / failed) and error.
     """
     histories = [text[-history_chars:] for text in buyers["history_text"]]
+    logger.info("text personas: step 1 of 2, consumer profiles of %d buyers", len(histories))
     profiles = llm.generate_json([profile_prompt(h) for h in histories], PROFILE_SCHEMA)
     rows: list[dict[str, Any]] = [
         {
@@ -144,7 +149,9 @@ def mine_text_personas(
     for row, result in zip(rows, profiles, strict=True):
         row["error"] = None if result.valid else f"profile: {result.error}"
     # Preferences, shop by shop (each shop has its own category list), for valid profiles only.
-    for shop in dict.fromkeys(r["shop_id"] for r in rows):
+    shops = list(dict.fromkeys(r["shop_id"] for r in rows))
+    logger.info("text personas: step 2 of 2, shopping preferences, shop by shop")
+    for shop in tqdm(shops, desc="preferences", unit="shop"):
         todo = [r for r in rows if r["shop_id"] == shop and r["error"] is None]
         if not todo:
             continue

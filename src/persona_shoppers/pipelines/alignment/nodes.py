@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
+from tqdm.auto import tqdm
 
 from persona_shoppers.agent.conditions import as_dict, condition_llm
 from persona_shoppers.agent.population import text_persona_profile
@@ -219,7 +220,8 @@ def answer_individual_tasks(
     hidden_items = [list(t) for t in item_cases["titles"]]
     hidden_ranks = [[q] for q in rank_cases["query"]]
     rows, llms = [], {}
-    for condition, spec in params["individual_tasks"]["conditions"].items():
+    conditions = params["individual_tasks"]["conditions"]
+    for condition, spec in tqdm(conditions.items(), desc="conditions", unit="condition"):
         if spec["model"] not in llms:  # one load per model, shared by its conditions
             llms[spec["model"]] = condition_llm(
                 spec["model"], {"sft": sft_model}, llm_params, params["llm_cache"]
@@ -739,18 +741,21 @@ def compute_alignment_metrics(
     """Every alignment number, named ``<task>/<metric>/<condition>`` (json and MLflow), and
     the per-bin details the report plots."""
     embedder = TextEmbedder(params["embedding_model"], params["embedding_cache_dir"])
+    logger.info("alignment metrics: query generation (MiniLM cosine, KDE KL sweep)")
     metrics, detail = query_generation_metrics(
         query_cases, query_perplexities, individual_answers, embedder, params
     )
     metrics.update(
         item_selection_metrics(item_cases, individual_answers, enriched_events, params["seed"])
     )
+    logger.info("alignment metrics: item and rank selection")
     ranks, rank_detail = rank_selection_metrics(rank_cases, individual_answers, params)
     shops = sorted(simulated_sessions["shop_id"].unique())
     human = enriched_sessions.filter(pl.col("shop_id").is_in(shops)).to_pandas()
     human = human.sample(
         min(len(human), params["session"]["human_sessions"]), random_state=params["seed"]
     )
+    logger.info("alignment metrics: sessions, action rates, separation tests, ablations, A/B")
     sessions, session_detail = session_metrics(human, simulated_sessions, params)
     rates, rate_detail = action_rate_metrics(
         simulated_sessions, buyers, persona_assignments, params
