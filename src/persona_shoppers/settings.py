@@ -16,4 +16,6 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"project_root": lambda: PROJECT_ROOT.as_posix()},
+    # An environment (conf/paper, conf/local) overrides single parameters, not whole blocks.
+    "merge_strategy": {"parameters": "soft"},
 }
