@@ -124,3 +124,24 @@ def test_candidates_are_the_valid_actions_of_the_page(stores):
     }
     with pytest.raises(ValueError, match="no store for shops"):
         RolloutEngine(None, stores).run([AgentSpec("x", "s9", "goal")], progress=False)
+
+
+class _EmptyQueries:
+    """The tiny model, except that every generated search query is empty."""
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+    def generate(self, prompts, *args, **kwargs):
+        return ["" for _ in prompts]
+
+
+def test_an_empty_query_falls_back_to_another_valid_action(llm, stores):
+    engine = RolloutEngine(_EmptyQueries(llm), stores, max_steps=6, temperature=20.0, lockstep=6)
+    runs = engine.run(_specs(), progress=False)
+    for run in runs:
+        assert run.errors == [] and run.outcome != "error"
+        assert all(Action.parse(a).type != "search" for a in run.actions)

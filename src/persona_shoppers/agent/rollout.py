@@ -270,11 +270,13 @@ class RolloutEngine:
             answers = self._queries(prefilled, seeds)
             queries = dict(zip(searching, answers, strict=True))
         for i, agent in enumerate(agents):
-            if picks[i] == 0:
+            if picks[i] == 0 and queries[i].strip():
                 query = queries[i].strip()
                 agent.act(json.dumps({"action": "search", "query": query}, ensure_ascii=False))
-            else:
-                agent.act(options[i][picks[i] - 1])
+                continue
+            if picks[i] == 0:  # an empty query is no search: the best of the other actions
+                picks[i] = 1 + self._pick(agent, choices[i].logprobs[1:])
+            agent.act(options[i][picks[i] - 1])
 
     def _queries(self, prompts: list[list[dict[str, str]]], seeds: list[int]) -> list[str]:
         temperature = 0.0 if self.decoding == "greedy" else self.temperature
