@@ -33,6 +33,26 @@ def task_prompt(goal: str, observation: str, profile: str | None) -> Prompt:
     return chat(SYSTEM_PROMPT, user_turn(goal, observation, [], profile))
 
 
+def _shared_head(llm: LLM, prompts: Sequence[Prompt]) -> list[str]:
+    """Prefill the system prompt every task prompt starts with (a local model keeps its KV
+    cache, so each prompt runs only from its goal on); returns what to release after."""
+    if not prompts or not hasattr(llm, "prefill"):
+        return []
+    heads = sorted({r[: r.index("Goal: ")] for r in (llm.render(p) for p in prompts)})
+    llm.prefill(heads)
+    return heads
+
+
+def _ask(llm: LLM, prompts: Sequence[Prompt], method: str, *args, **kwargs):
+    """``llm.<method>(prompts, ...)`` with the shared system prompt prefilled."""
+    heads = _shared_head(llm, prompts)
+    try:
+        return getattr(llm, method)(prompts, *args, **kwargs)
+    finally:
+        if heads:
+            llm.release(heads)
+
+
 def query_goal(title: str) -> str:
     return f"Find this product: {title}."
 
@@ -56,7 +76,7 @@ def generate_queries(
         for s, t, p in zip(shops, titles, profiles, strict=True)
     ]
     seeds = [int(x) for x in np.random.SeedSequence(seed).generate_state(max(len(prompts), 1))]
-    answers = llm.generate(prompts, max_tokens, temperature, ['"'], seeds[: len(prompts)])
+    answers = _ask(llm, prompts, "generate", max_tokens, temperature, ['"'], seeds[: len(prompts)])
     return [a.strip() for a in answers]
 
 
@@ -80,7 +100,7 @@ def select_items(
         goal = "You are here to buy one of these products."
         prompts.append(task_prompt(goal, options_page(store, ids), profile))
         candidates.append([candidate_text(Action("add_to_cart", store.display_id[p])) for p in ids])
-    return [c.index for c in llm.choose(prompts, candidates)]
+    return [c.index for c in _ask(llm, prompts, "choose", candidates)]
 
 
 def select_ranks(
@@ -103,7 +123,7 @@ def select_ranks(
         prompts.append(task_prompt(goal, page, profile))
         ids = store.search_results(query)
         candidates.append([candidate_text(Action("view", store.display_id[p])) for p in ids])
-    choices = llm.choose(prompts, candidates)
+    choices = _ask(llm, prompts, "choose", candidates)
     rng = np.random.default_rng(seed)
     return [int(rng.choice(len(c.probs), p=c.probs)) + 1 for c in choices]
 
@@ -113,7 +133,7 @@ def goal_claims(llm: LLM, prompts: Sequence[Prompt]) -> list[bool]:
     asked = [
         [*p, {"role": "assistant", "content": "Did I reach my goal? Answer:"}] for p in prompts
     ]
-    return [c.index == 0 for c in llm.choose(asked, [[" yes", " no"]] * len(asked))]
+    return [c.index == 0 for c in _ask(llm, asked, "choose", [[" yes", " no"]] * len(asked))]
 
 
 def conditional_perplexity(llm: LLM, contexts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
