@@ -574,7 +574,9 @@ def action_rate_metrics(
     params: dict[str, Any],
 ) -> tuple[Metrics, dict[str, Any]]:
     """ATC / purchase alignment and ARA per stratum and stratified, correct vs all-mismatch vs
-    random-mismatch (SimPersona Table 2), per condition; a token-blind baseline (every pair
+    random-mismatch (SimPersona Table 2), per condition. An agent's pair is (shop, the token
+    of the buyer it stands for): under ``token_mismatch`` it is conditioned on another token
+    and still compared with its own buyer's pair. A token-blind baseline (every pair
     gets its shop's human rates) and the human noise floor (two halves of the real buyers)."""
     seed = params["seed"]
     shops = sorted(simulated["shop_id"].unique())
@@ -584,7 +586,7 @@ def action_rate_metrics(
         agent = pd.DataFrame(
             {
                 "shop": g["shop_id"].to_numpy(),
-                "token": _session_tokens(g),
+                "token": g["buyer_token"].astype(int).to_numpy(),
                 "atc": g["has_add_to_cart"].astype(float).to_numpy(),
                 "purchase": g["has_purchase"].astype(float).to_numpy(),
             }
