@@ -2,7 +2,7 @@
 
 A task is a sampled human session that reached a funnel action (add to cart, checkout or
 purchase), turned into explicit step-by-step instructions: the session's actions up to its
-deepest funnel action. Tasks are drawn evenly from bins of length (3-5, 6-10, 11-20 and 21+
+deepest funnel action. Tasks are drawn evenly from bins of length (3-5, 6-10, 11-20 and 21 or more
 navigation actions by default). An agent follows the instructions in the textual store; a run
 succeeds when it logs the required funnel action. After the run the agent is asked whether it
 reached its goal, which gives the calibration of its own claim against what it did.
@@ -90,7 +90,7 @@ def instruction_tasks(
     found = pd.DataFrame(rows)
     picked = []
     for b, (lo, hi) in enumerate(length_bins):
-        label = f"{lo}+" if hi is None else f"{lo}-{hi}"
+        label = f"{lo}plus" if hi is None else f"{lo}-{hi}"
         if found.empty:
             logger.warning("instruction tasks: no session reached a funnel action")
             break

@@ -4,6 +4,7 @@ random model: Kedro's SequentialRunner on an in-memory catalog."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -166,6 +167,7 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
     mlflow = out["alignment_mlflow_metrics"]
     finite = {k for k, v in metrics.items() if math.isfinite(v)}
     assert set(mlflow) == finite
+    assert all(re.fullmatch(r"[\w\-. :/]+", name) for name in mlflow)  # MLflow's name rule
     # Undefined only where a tiny sample cannot support the statistic (a bin without two
     # sessions, a zero control arm, a precision with no claim, a TTR without any query),
     # never in the main families.
