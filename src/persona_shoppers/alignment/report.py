@@ -147,6 +147,7 @@ def plot_similarity_by_perplexity(detail: Mapping[str, Any]) -> Figure:
     for condition, by in detail["similarity_by_stratum"].items():
         strata = sorted(by, key=int)
         ax.plot([int(s) for s in strata], [by[s] for s in strata], marker="o", label=condition)
+    ax.set_xticks(sorted({int(s) for by in detail["similarity_by_stratum"].values() for s in by}))
     ax.set(
         xlabel="perplexity stratum of the human query (0 = easiest)",
         ylabel="mean cosine (agent vs human query)",
@@ -183,14 +184,19 @@ def plot_session_histograms(detail: Mapping[str, Any]) -> Figure:
 
 def plot_ara_by_stratum(detail: Mapping[str, Any]) -> Figure:
     by_condition = detail["ara_by_stratum"]
-    fig = Figure(figsize=(3.5 * len(by_condition), 3.5))
-    axes = fig.subplots(1, len(by_condition), sharey=True, squeeze=False)
-    for ax, (condition, pairings) in zip(axes[0], by_condition.items(), strict=True):
+    columns = min(4, len(by_condition))
+    rows = -(-len(by_condition) // columns)
+    fig = Figure(figsize=(3.8 * columns, 3.2 * rows))
+    axes = fig.subplots(rows, columns, sharey=True, squeeze=False)
+    for ax in axes.flat[len(by_condition) :]:
+        ax.set_visible(False)
+    for ax, (condition, pairings) in zip(axes.flat, by_condition.items(), strict=False):
         strata = sorted({s for table in pairings.values() for s in table})
         series = {p: [t.get(s, {}).get("ara", 0.0) for s in strata] for p, t in pairings.items()}
         _bars(ax, series, strata)
         ax.set(title=condition, xlabel="stratum", ylim=(0, 1))
-    axes[0][0].set_ylabel("ARA")
+    for row in axes:
+        row[0].set_ylabel("ARA")
     fig.suptitle("Action-rate alignment by stratum: correct vs mismatched tokens")
     fig.tight_layout()
     return fig
