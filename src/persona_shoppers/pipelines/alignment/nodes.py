@@ -773,8 +773,10 @@ def compute_alignment_metrics(
     detail.update(session_detail)
     detail.update(rate_detail)
     metrics = {k: float(v) for k, v in sorted(metrics.items())}
-    mlflow = {k: {"value": v, "step": 0} for k, v in metrics.items() if np.isfinite(v)}
-    logger.info("alignment: %d metrics (%d finite)", len(metrics), len(mlflow))
+    mlflow = {k: {"value": v, "step": 0} for k, v in metrics.items()}  # NaN stays NaN
+    logger.info(
+        "alignment: %d metrics (%d defined)", len(metrics), sum(np.isfinite(list(metrics.values())))
+    )
     return metrics, detail, mlflow
 
 
