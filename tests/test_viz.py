@@ -199,7 +199,8 @@ def test_browser_shows_pipelines_datasets_and_layers(viz_url: str, tmp_path: Pat
 
             selector = page.locator("[data-test=kedro-pipeline-selector]")
             selector.locator(".dropdown__label").click()
-            options = selector.locator(".menu-option").all_inner_texts()
+            # textContent, not innerText: the menu may still be opening (hidden text is "").
+            options = [o.strip() for o in selector.locator(".menu-option").all_text_contents()]
             assert set(STAGES) <= set(options)
             selector.locator(".dropdown__label").click()
             # Each stage, chosen in the selector, draws exactly its own nodes and datasets.

@@ -73,7 +73,12 @@ def test_every_token_in_use_is_sampled_from_training_shops_only(run):
 
 def test_every_trace_re_executes_in_the_store_without_an_invalid_action(run):
     data, _, out = run
-    stores = build_stores(data.products, data.collections, data.collection_products)
+    stores = build_stores(
+        data.products,
+        data.collections,
+        data.collection_products,
+        max_observation_tokens=conf_params("trace_generation")["max_observation_tokens"],
+    )
     for stage in ("sft_traces_stage1", "sft_traces_stage2"):
         traces = out[stage]
         for (shop, _), session in traces.groupby(["shop_id", "session_id"]):
