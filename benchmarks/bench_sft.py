@@ -1,36 +1,55 @@
-"""Benchmark SFT training throughput on the default model (CPU): the project's way against
-the naive way, for stage 1 (persona rows only) and stage 2 (every parameter).
+"""Benchmark SFT training throughput on the default model (CPU): the project's default training
+path against the naive way, for stage 1 (persona rows only) and stage 2 (every parameter).
 
-    python benchmarks/bench_sft.py [--examples 32] [--batch-size 8] [--repeats 2]
-                                   [--variants naive head_only bf16 project packed]
-                                   [--model smollm2-135m-instruct]
-    python benchmarks/bench_sft.py --compare-init [--examples 64] [--val-examples 64]
+    python benchmarks/bench_sft.py [--examples 48] [--batch-size 8] [--repeats 3]
+                                   [--variants naive head_only bf16 grouped flat shared default
+                                               packed]
+                                   [--stages 1 2] [--threads N] [--model smollm2-135m-instruct]
+    python benchmarks/bench_sft.py --compare-init [--examples 96] [--val-examples 64]
 
-The examples are the first pipeline's real traces (``data/05_model_input/sft_traces_stage1
-.jsonl``, training split, sampled with a seed) when they exist, else synthetic ones of about
-400 tokens. Every variant trains on the same examples, from the same starting weights, with
-AdamW; a step is forward, backward and optimizer step. Variants:
+The examples of stage s are the pipeline's real traces (``data/05_model_input/sft_traces_stage
+<s>.jsonl``, training split, sampled with the seed) when they exist, else synthetic ones. Every
+variant of a stage trains on the same examples from the same starting weights (a fresh copy
+each time), with AdamW; a step is forward, backward and optimizer step. The variants add one
+lever each:
 
 - ``naive``: the usual Hugging Face way: ``model(input_ids, attention_mask, labels)``, full
-  logits at every position, fp32, batches in random order padded to their longest example;
-  stage 1 trains the whole embedding matrix with a gradient hook that zeroes the old rows;
+  logits at every position, fp32, batches in random order padded to their longest example,
+  AdamW's default (per-parameter) step; stage 1 trains the whole embedding matrix with a
+  gradient hook that zeroes the old rows;
 - ``head_only``: the LM head only at labelled (assistant) positions, fp32, same batches;
 - ``bf16``: ``head_only`` under bf16 autocast;
-- ``project``: the project's training step (``PersonaSFTModule.loss``): ``bf16`` plus
-  length-grouped batches, position ids instead of an attention mask (plain causal attention)
-  and a multi-tensor (foreach) AdamW; stage 1 trains a separate K-row parameter;
-- ``packed``: ``project`` with several examples packed per row (``--pack-length`` tokens).
+- ``grouped``: ``bf16`` plus length-grouped batches, position ids instead of an attention mask
+  (plain causal attention) and a multi-tensor (foreach) AdamW; stage 1 trains a separate
+  K-row parameter and computes no weight gradient (``PersonaSFTModule.loss``);
+- ``flat``: ``grouped`` with each batch flattened into one row without padding, every
+  example a segment attending within itself (``persona_shoppers.sft.attention``);
+- ``shared``: ``flat`` plus the shared prefix (the tokens every example of a batch starts
+  with, a third of an example here, held and computed once per batch);
+- ``default``: the project's default path, as ``conf/base/parameters_sft.yml`` selects it,
+  run by a Lightning ``Trainer`` (``PersonaSFTModule``, the data module's batches, the
+  configured precision, optimizer, gradient clipping and learning-rate schedule): ``shared``
+  plus what the configuration adds (the fused AdamW step, stage 1's bfloat16 frozen weights);
+- ``packed``: ``default`` with ``data.packing: true``: rows of several examples, so a batch
+  of ``--batch-size`` rows holds more examples (fewer, larger optimizer steps); flattened, a
+  packed batch computes what its examples compute unpacked.
 
-Throughput is training tokens (real, not padding) per second over all batches after one
-warm-up batch; each measurement is repeated ``--repeats`` times, alternating variants, and
-the best time is kept (the machine may be shared). Prints a table and writes
-``benchmarks/results/sft.json``.
+Throughput counts real tokens (not padding), the same definition for every variant: all the
+stage's examples, over all its batches, after one extra warm-up step (on the first batch) that
+is not timed. The machine may be shared, so the variants are interleaved and the whole round is
+repeated ``--repeats`` times: a variant's time is the median over the rounds, and its speedup
+the median over the rounds of naive's time / its time in the same round. Prints a table and
+writes ``benchmarks/results/bench_sft.json`` (with the load average around each measurement).
+The table's ``positions`` column is the token positions the model computes per real token:
+above 1 with padding, under 1 with the shared prefix held once per batch. CPU seconds
+(``time.process_time``) are reported next to wall seconds: with ``--threads 1`` they measure
+the work even while other jobs share the machine.
 
 ``--compare-init`` instead runs stage 1 of the sft pipeline (``train_stage`` with the stage-1
 settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mean``,
 ``codebook`` from ``data/06_models/vq_vae.pt``) on the same ``--examples`` training and
 ``--val-examples`` validation traces, and reports the validation loss before and after
-(``benchmarks/results/sft_init.json``).
+(``benchmarks/results/bench_sft_init.json``).
 """
 
 from __future__ import annotations
@@ -42,6 +61,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -51,34 +71,44 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-TRACES = ROOT / "data" / "05_model_input" / "sft_traces_stage1.jsonl"
-VARIANTS = ("naive", "head_only", "bf16", "project", "packed")
+TRACES = ROOT / "data" / "05_model_input" / "sft_traces_stage{}.jsonl"
+CONF = ROOT / "conf" / "base" / "parameters_sft.yml"
+VARIANTS = ("naive", "head_only", "bf16", "grouped", "flat", "shared", "default", "packed")
+LIGHTNING = ("default", "packed")
 
 
-def _examples(n: int, seed: int) -> tuple[list[list[dict]], str]:
+def _params() -> dict:
+    import yaml
+
+    return yaml.safe_load(CONF.read_text())["sft"]
+
+
+def _examples(stage: int, n: int, seed: int) -> tuple[list[list[dict]], str]:
     from persona_shoppers.sft.data import conversations, sample_split
 
-    if TRACES.exists():
-        frame = pd.read_json(TRACES, lines=True)
-        return conversations(sample_split(frame, "train", n, seed)), str(TRACES.relative_to(ROOT))
+    traces = Path(str(TRACES).format(stage))
+    if traces.exists():
+        frame = pd.read_json(traces, lines=True)
+        return conversations(sample_split(frame, "train", n, seed)), str(traces.relative_to(ROOT))
     sys.path.insert(0, str(ROOT))
     from tests.sft._traces import synthetic_traces
 
-    frame = synthetic_traces(sessions=-(-n // 4), steps=4, num_tokens=256, products_per_page=10)
+    frame = synthetic_traces(
+        sessions=-(-n // 4), steps=4, stage=stage, num_tokens=256, products_per_page=10
+    )
     return conversations(frame.head(n)), "synthetic (tests/sft/_traces.py)"
 
 
-def _batches(examples, variant: str, batch_size: int, pack_length: int, seed: int) -> list:
-    from persona_shoppers.sft.data import length_grouped_batches, pack_rows
+def _batches(examples, variant: str, batch_size: int, seed: int, datamodule) -> list:
+    """Batches (lists of rows of examples) of ``variant``: the data module's own for the
+    Lightning variants, length-grouped for grouped / flat / shared, else in a seeded random
+    order."""
+    from persona_shoppers.sft.data import length_grouped_batches
 
-    lengths = [len(e) for e in examples]
-    if variant == "packed":
-        rows = pack_rows(lengths, pack_length, seed)
-        row_lengths = [sum(lengths[i] for i in row) for row in rows]
-        groups = length_grouped_batches(row_lengths, batch_size, seed)
-        return [[[examples[i] for i in rows[r]] for r in group] for group in groups]
-    if variant == "project":
-        groups = length_grouped_batches(lengths, batch_size, seed)
+    if variant in LIGHTNING:
+        return datamodule.batches("train")
+    if variant in ("grouped", "flat", "shared"):
+        groups = length_grouped_batches([len(e) for e in examples], batch_size, seed)
     else:
         order = list(range(len(examples)))
         random.Random(seed).shuffle(order)
@@ -103,7 +133,7 @@ def _naive_batch(rows, pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def _step_fn(variant: str, stage: int, model, persona, pad_id: int):
-    """A function batch -> None doing forward, backward and an optimizer step."""
+    """A function rows -> None doing forward, backward and an optimizer step."""
     from persona_shoppers.sft.data import collate_rows
     from persona_shoppers.sft.module import PersonaSFTModule
 
@@ -119,7 +149,8 @@ def _step_fn(variant: str, stage: int, model, persona, pad_id: int):
         embedding.register_hook(lambda grad: grad * keep)
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, foreach=not naive or None)
-    autocast = not naive or variant == "bf16"
+    autocast = variant != "naive" and variant != "head_only"
+    flatten, share = variant in ("flat", "shared"), variant == "shared"
 
     def step(rows) -> None:
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
@@ -136,7 +167,7 @@ def _step_fn(variant: str, stage: int, model, persona, pad_id: int):
                 logits = model.lm_head(hidden[chosen]).float()
                 loss = torch.nn.functional.cross_entropy(logits, labels[chosen])
             else:
-                loss = module.loss(collate_rows(rows, pad_id))[0]
+                loss = module.loss(collate_rows(rows, pad_id, flatten, share))[0]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -144,64 +175,184 @@ def _step_fn(variant: str, stage: int, model, persona, pad_id: int):
     return step
 
 
+def _positions(batches, variant: str, params: dict) -> int:
+    """Token positions the model computes over ``batches``: padded rows for the padded
+    variants; for the flattened ones every real token, the shared prefix once per batch."""
+    from persona_shoppers.sft.data import shared_prefix_length
+
+    data = params["data"]
+    flatten = variant in ("flat", "shared") or (variant in LIGHTNING and data.get("flatten", True))
+    share = variant == "shared" or (variant in LIGHTNING and data.get("share_prefix", True))
+    total = 0
+    for batch in batches:
+        lengths = [sum(len(e) for e in row) for row in batch]
+        if not flatten:
+            total += len(batch) * max(lengths)
+            continue
+        shared = shared_prefix_length(batch) if share else 0
+        total += sum(lengths) - (sum(len(row) for row in batch) - 1) * shared
+    return total
+
+
+def _plain_seconds(
+    variant: str, stage: int, model, persona, pad_id: int, batches
+) -> tuple[float, float]:
+    """(wall, CPU) seconds of the steps over ``batches``, after a warm-up step."""
+    step = _step_fn(variant, stage, model, persona, pad_id)
+    step(batches[0])  # warm-up
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        step(batch)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _lightning_seconds(
+    model, persona, pad_id: int, batches, params: dict, stage: int
+) -> tuple[float, float]:
+    """The default path: ``PersonaSFTModule`` with the stage's settings, trained by a
+    Lightning ``Trainer`` with the configured trainer arguments on the data module's batches
+    (plus a first, untimed warm-up batch); the (wall, CPU) seconds of the timed steps."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from persona_shoppers.sft.data import BatchDataset
+    from persona_shoppers.sft.module import PersonaSFTModule
+
+    settings = params[f"stage{stage}"]
+
+    class Timer(pl.Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+            self.cpu_seconds: list[float] = []
+
+        def on_train_batch_start(self, *args) -> None:
+            self._started = time.perf_counter(), time.process_time()
+
+        def on_train_batch_end(self, *args) -> None:
+            self.seconds.append(time.perf_counter() - self._started[0])
+            self.cpu_seconds.append(time.process_time() - self._started[1])
+
+    module = PersonaSFTModule(
+        model,
+        persona.first,
+        persona.count,
+        backbone=settings["backbone"],
+        lora=settings.get("lora"),
+        gradient_checkpointing=settings.get("gradient_checkpointing", False),
+        frozen_dtype=settings.get("frozen_dtype") if settings["backbone"] == "frozen" else None,
+        **settings["optimizer"],
+    )
+    flatten = params["data"].get("flatten", True)
+    share = params["data"].get("share_prefix", True)
+    dataset = BatchDataset([batches[0], *batches], pad_id, flatten, share)
+    loader = DataLoader(dataset, batch_size=None)
+    timer = Timer()
+    trainer_args = {**params["trainer"], **(settings.get("trainer") or {})}
+    trainer_args.update(max_epochs=1, enable_progress_bar=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        **trainer_args,
+        limit_val_batches=0,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return sum(timer.seconds[1:]), sum(timer.cpu_seconds[1:])
+
+
 def bench(args: argparse.Namespace) -> dict:
+    import lightning.pytorch as pl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from persona_shoppers.llm.models import resolve_model
-    from persona_shoppers.sft.data import tokenize_examples
+    from persona_shoppers.sft.data import SFTDataModule, tokenize_examples
     from persona_shoppers.sft.tokens import add_persona_tokens
 
+    pl.seed_everything(args.seed, verbose=False)
+    params = _params()
+    data = {**params["data"], "batch_size": args.batch_size}
     folder = resolve_model(args.model, "data/06_models/hf")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     persona = add_persona_tokens(base, tokenizer, 256, init="mean", seed=0)
-    conversations, source = _examples(args.examples, args.seed)
-    examples, report = tokenize_examples(conversations, tokenizer, 1024)
-    tokens = report.tokens
     pad_id = tokenizer.pad_token_id
-    print(
-        f"{len(examples)} examples from {source}: {tokens} tokens "
-        f"({report.labelled_tokens} labelled), {tokens / len(examples):.0f} per example",
-        flush=True,
-    )
-    rows = []
+    rows, sources = [], {}
     for stage in args.stages:
-        batches = {
-            v: _batches(examples, v, args.batch_size, args.pack_length, args.seed)
-            for v in args.variants
-        }
-        best = {v: float("inf") for v in args.variants}
-        for _ in range(args.repeats):
+        conversations, sources[stage] = _examples(stage, args.examples, args.seed)
+        examples, report = tokenize_examples(
+            conversations, tokenizer, data["max_length"], data.get("overlong", "drop")
+        )
+        tokens = report.tokens
+        print(
+            f"stage {stage}: {len(examples)} examples from {sources[stage]}: {tokens} tokens "
+            f"({report.labelled_tokens} labelled), {tokens / len(examples):.0f} per example",
+            flush=True,
+        )
+        batches = {}
+        for variant in args.variants:
+            options = {**data, "packing": variant == "packed" or data.get("packing", False)}
+            datamodule = SFTDataModule(tokenizer, conversations, seed=args.seed, **options)
+            if variant in LIGHTNING:
+                datamodule.setup("fit")
+            batches[variant] = _batches(examples, variant, args.batch_size, args.seed, datamodule)
+        seconds = {v: [] for v in args.variants}
+        cpu = {v: [] for v in args.variants}
+        loads = {v: [] for v in args.variants}
+        for repeat in range(args.repeats):
             for variant in args.variants:
                 model = copy.deepcopy(base).train()
-                step = _step_fn(variant, stage, model, persona, pad_id)
-                step(batches[variant][0])  # warm-up
-                started = time.perf_counter()
-                for batch in batches[variant]:
-                    step(batch)
-                best[variant] = min(best[variant], time.perf_counter() - started)
-                print(f"stage {stage} {variant:<10} {best[variant]:8.1f}s", flush=True)
-                del model, step
+                load = os.getloadavg()[0]
+                if variant in LIGHTNING:
+                    took, used = _lightning_seconds(
+                        model, persona, pad_id, batches[variant], params, stage
+                    )
+                else:
+                    took, used = _plain_seconds(
+                        variant, stage, model, persona, pad_id, batches[variant]
+                    )
+                seconds[variant].append(took)
+                cpu[variant].append(used)
+                loads[variant].append(round((load + os.getloadavg()[0]) / 2, 2))
+                print(
+                    f"stage {stage} round {repeat + 1} {variant:<10} {took:8.1f}s "
+                    f"{tokens / took:7.0f} tokens/s, CPU {used:8.1f}s "
+                    f"(load {loads[variant][-1]:.1f})",
+                    flush=True,
+                )
+                del model
         for variant in args.variants:
-            padded = sum(
-                len(b) * max(sum(len(e) for e in row) for row in b) for b in batches[variant]
-            )
+            b = batches[variant]
+            positions = _positions(b, variant, params)
+            median = statistics.median(seconds[variant])
+            ratios = [
+                n / s for n, s in zip(seconds.get("naive", []), seconds[variant], strict=False)
+            ]
+            cpu_ratios = [n / s for n, s in zip(cpu.get("naive", []), cpu[variant], strict=False)]
             rows.append(
                 {
                     "stage": stage,
                     "variant": variant,
-                    "seconds": best[variant],
-                    "steps": len(batches[variant]),
-                    "tokens_per_s": tokens / best[variant],
-                    "padding_share": 1 - tokens / padded,
-                    "speedup_vs_naive": best.get("naive", float("nan")) / best[variant],
+                    "steps": len(b),
+                    "tokens": tokens,
+                    "seconds": seconds[variant],
+                    "median_seconds": median,
+                    "tokens_per_s": tokens / median,
+                    "positions": positions,  # token positions computed (padding included)
+                    "positions_per_token": positions / tokens,
+                    "speedup_vs_naive": statistics.median(ratios) if ratios else None,
+                    "speedups_per_round": ratios,
+                    "cpu_seconds": cpu[variant],
+                    "cpu_tokens_per_s": tokens / statistics.median(cpu[variant]),
+                    "cpu_speedup_vs_naive": statistics.median(cpu_ratios) if cpu_ratios else None,
+                    "load_average": loads[variant],
                 }
             )
-    return {"source": source, "examples": len(examples), "tokens": tokens, "results": rows}
+    return {"sources": sources, "examples": args.examples, "results": rows}
 
 
 def compare_init(args: argparse.Namespace) -> dict:
-    import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from persona_shoppers.io import LightningModuleDataset
@@ -210,11 +361,11 @@ def compare_init(args: argparse.Namespace) -> dict:
     from persona_shoppers.sft.tokens import add_persona_tokens
     from persona_shoppers.sft.training import train_stage
 
-    params = yaml.safe_load((ROOT / "conf/base/parameters_sft.yml").read_text())["sft"]
+    params = _params()
     stage = params["stage1"]
     codebook = LightningModuleDataset(str(ROOT / "data/06_models/vq_vae.pt")).load()
     codebook = codebook.codebook.embedding
-    frame = pd.read_json(TRACES, lines=True)
+    frame = pd.read_json(str(TRACES).format(1), lines=True)
     train = conversations(sample_split(frame, "train", args.examples, args.seed))
     val = conversations(sample_split(frame, "validation", args.val_examples, args.seed))
     folder = resolve_model(args.model, "data/06_models/hf")
@@ -232,6 +383,7 @@ def compare_init(args: argparse.Namespace) -> dict:
             val,
             backbone="frozen",
             optimizer=stage["optimizer"],
+            frozen_dtype=stage.get("frozen_dtype"),
             data=params["data"],
             trainer={**params["trainer"], "enable_progress_bar": False},
             seed=params["seed"],
@@ -254,38 +406,52 @@ def compare_init(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--examples", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--pack-length", type=int, default=1024)
     parser.add_argument("--stages", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-examples", type=int, default=64)
     parser.add_argument("--compare-init", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.compare_init:
-        out = Path(args.out or RESULTS / "sft_init.json")
+        out = Path(args.out or RESULTS / "bench_sft_init.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(compare_init(args), indent=2) + "\n")
         print(f"wrote {out}")
         return
 
+    started = time.perf_counter()
     report = bench(args)
     print(
-        f"\n{'stage':>5} {'variant':<10} {'steps':>5} {'seconds':>8} {'tokens/s':>9} "
-        f"{'padding':>8} {'speedup':>8}"
+        f"\n{'stage':>5} {'variant':<10} {'steps':>5} {'positions':>9} {'seconds':>8} "
+        f"{'tokens/s':>9} {'speedup':>8} {'CPU tok/s':>10} {'CPU speedup':>12}"
     )
+
+    def times(x: float | None) -> str:
+        return f"{x:.2f}x" if x is not None else "-"
+
     for r in report["results"]:
         print(
-            f"{r['stage']:>5} {r['variant']:<10} {r['steps']:>5} {r['seconds']:>8.1f} "
-            f"{r['tokens_per_s']:>9.0f} {r['padding_share']:>8.1%} {r['speedup_vs_naive']:>7.2f}x"
+            f"{r['stage']:>5} {r['variant']:<10} {r['steps']:>5} {r['positions_per_token']:>9.2f} "
+            f"{r['median_seconds']:>8.1f} {r['tokens_per_s']:>9.0f} "
+            f"{times(r['speedup_vs_naive']):>8} {r['cpu_tokens_per_s']:>10.0f} "
+            f"{times(r['cpu_speedup_vs_naive']):>12}"
         )
     report.update(
         model=args.model,
         batch_size=args.batch_size,
+        repeats=args.repeats,
+        command=" ".join(["python", *sys.argv]),
+        wall_seconds=round(time.perf_counter() - started),
         machine={
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
@@ -293,7 +459,7 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
         },
     )
-    out = Path(args.out or RESULTS / "sft.json")
+    out = Path(args.out or RESULTS / "bench_sft.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out}")

@@ -5,11 +5,13 @@ import torch
 
 from persona_shoppers.sft.data import (
     IGNORE,
+    MIN_SHARED_PREFIX,
     SFTDataModule,
     collate_rows,
     length_grouped_batches,
     pack_rows,
     sample_split,
+    shared_prefix_length,
     tokenize_example,
     tokenize_examples,
 )
@@ -137,3 +139,56 @@ def test_collate_matches_examples_tensor_types(persona_model):
     example = tokenize_example(_conversation("x"), tokenizer)
     batch = collate_rows([[example]], pad_id=0)
     assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_shared_prefix_is_the_common_start_before_any_label(persona_model):
+    _, tokenizer, _ = persona_model
+    system = "You shop carefully and answer with one JSON object. " * 4
+    a, b, c = (
+        tokenize_example(
+            [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"Goal: {x}"},
+                {"role": "assistant", "content": x},
+            ],
+            tokenizer,
+        )
+        for x in ("shoes", "a hat", "red socks for the winter")
+    )
+    common = 0
+    while a.input_ids[common] == b.input_ids[common] == c.input_ids[common]:
+        common += 1
+    assert common >= MIN_SHARED_PREFIX
+    assert shared_prefix_length([[a], [b], [c]]) == common
+    assert shared_prefix_length([[a, b], [c]]) == common  # packed rows: every example counts
+    batch = collate_rows([[a], [b], [c]], pad_id=0, flatten=True, share_prefix=True)
+    assert int(batch["shared_prefix"]) == common
+    assert batch["lengths"].tolist() == [len(a), len(b), len(c)]
+    assert (batch["labels"][:, :common] == IGNORE).all()  # no labelled position is shared
+    assert int(collate_rows([[a], [b]], pad_id=0, flatten=True)["shared_prefix"]) == 0
+    assert "lengths" not in collate_rows([[a], [b]], pad_id=0)  # padded rows only
+    # a single example, or too short a common start: nothing is shared
+    assert shared_prefix_length([[a]]) == 0
+    short = tokenize_example(_conversation("x"), tokenizer)
+    assert shared_prefix_length([[a], [short]]) == 0
+    # never the whole of a row, never past the first labelled position
+    assert shared_prefix_length([[a], [a]]) == next(
+        t for t, label in enumerate(a.labels) if label != IGNORE
+    )
+
+
+def test_datamodule_batches_carry_lengths_and_the_shared_prefix(persona_model, traces):
+    _, tokenizer, _ = persona_model
+    for share, packing in ((True, False), (False, False), (True, True)):
+        data = SFTDataModule(
+            tokenizer, traces, batch_size=4, share_prefix=share, packing=packing, seed=0
+        )
+        data.setup("fit")
+        batches = list(data.train_dataloader())
+        prefixes = [int(b["shared_prefix"]) for b in batches]
+        assert all(p > MIN_SHARED_PREFIX for p in prefixes) if share else not any(prefixes)
+        assert all(b["lengths"].max() == b["input_ids"].shape[1] for b in batches)
+        assert len(data.batches("train")) == len(batches)
+    data = SFTDataModule(tokenizer, traces, batch_size=4, flatten=False, seed=0)
+    data.setup("fit")
+    assert all("lengths" not in b for b in data.train_dataloader())

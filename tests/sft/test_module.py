@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from persona_shoppers.sft import attention
 from persona_shoppers.sft.data import IGNORE, SFTDataModule, collate_rows, tokenize_examples
 from persona_shoppers.sft.module import PersonaSFTModule, warmup_cosine
 from persona_shoppers.sft.tokens import add_persona_tokens, is_tied
@@ -252,3 +253,184 @@ def test_stage1_checkpoints_hold_only_the_persona_rows(persona_model, traces, tm
     checkpoint = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=False)
     assert list(checkpoint["state_dict"]) == ["persona_rows"]
     assert checkpoint["global_step"] == 6
+
+
+# ------------------------------------------------------------------ speed levers, same numbers
+
+
+def _grads(module):
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+LAYOUTS = {
+    "flat": lambda ex: ([[e] for e in ex], False),
+    "flat_shared_prefix": lambda ex: ([[e] for e in ex], True),
+    "packed_flat_shared_prefix": lambda ex: ([ex[:2], ex[2:]], True),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("backbone", ["frozen", "full", "lora"])
+@pytest.mark.parametrize("kernel", ["matmul", "flash"])
+def test_flattened_batches_give_the_loss_and_gradients_of_padded_rows(
+    persona_model, traces, backbone, layout, kernel, monkeypatch
+):
+    # the examples' backward: batched matmuls (short examples) or the flash kernel (long)
+    monkeypatch.setattr(attention, "MATMUL_BACKWARD_PAIRS", 10**9 if kernel == "matmul" else 0)
+    model, tokenizer, persona = persona_model
+    lora = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    module = PersonaSFTModule(model, persona.first, persona.count, backbone=backbone, lora=lora)
+    examples, _ = tokenize_examples(traces[:5], tokenizer, 512)
+    padded = collate_rows([[e] for e in examples], tokenizer.pad_token_id)
+    rows, share = LAYOUTS[layout](examples)
+    flat = collate_rows(rows, tokenizer.pad_token_id, flatten=True, share_prefix=share)
+    assert (int(flat["shared_prefix"]) > 16) == share
+
+    loss, labelled = module.loss(padded)
+    loss.backward()
+    expected = _grads(module)
+    module.zero_grad(set_to_none=True)
+    flat_loss, flat_labelled = module.loss(flat)
+    flat_loss.backward()
+    got = _grads(module)
+    assert flat_loss.item() == pytest.approx(loss.item(), rel=1e-5)
+    assert flat_labelled == labelled
+    assert set(got) == set(expected) and got
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_flattened_batches_under_bf16_autocast(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    module = PersonaSFTModule(model, persona.first, persona.count, backbone="full")
+    examples, _ = tokenize_examples(traces[:5], tokenizer, 512)
+    padded = collate_rows([[e] for e in examples], tokenizer.pad_token_id)
+    flat = collate_rows([[e] for e in examples], tokenizer.pad_token_id, True, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = [module.loss(batch)[0] for batch in (padded, flat)]
+    losses[1].backward()
+    assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-2)
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_gradient_checkpointing_trains_padded_rows(persona_model, traces, caplog):
+    model, tokenizer, persona = persona_model
+    examples, _ = tokenize_examples(traces[:4], tokenizer, 512)
+    batch = collate_rows([[e] for e in examples], tokenizer.pad_token_id, True, True)
+    plain = PersonaSFTModule(copy.deepcopy(model), persona.first, persona.count, "full")
+    checkpointed = PersonaSFTModule(
+        model, persona.first, persona.count, "full", gradient_checkpointing=True
+    )
+    assert checkpointed._flat_hidden(batch) is None  # with gradients: padded rows
+    loss = checkpointed.loss(batch)[0]
+    loss.backward()
+    assert loss.item() == pytest.approx(plain.loss(batch)[0].item(), rel=1e-5)
+    with torch.no_grad():  # validation: no recomputation, flattened
+        assert checkpointed._flat_hidden(batch) is not None
+        assert checkpointed.loss(batch)[0].item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_flattening_falls_back_to_padded_rows_where_it_cannot_run(persona_model, traces, caplog):
+    model, tokenizer, persona = persona_model
+    model.config.sliding_window = 64
+    module = PersonaSFTModule(model, persona.first, persona.count, "full")
+    examples, _ = tokenize_examples(traces[:3], tokenizer, 512)
+    batch = collate_rows([[e] for e in examples], tokenizer.pad_token_id, True, True)
+    assert module._flat_hidden(batch) is None
+    assert "sliding-window" in caplog.text
+    assert torch.isfinite(module.loss(batch)[0])
+
+
+def _per_example_losses(module, batch):
+    """Cross-entropy of each example (rows may pack several; positions restart per example)."""
+    hidden = module(batch["input_ids"], batch["position_ids"])
+    labels = batch["labels"]
+    starts = (batch["position_ids"] == 0).long().cumsum(-1)  # example index within the row
+    example = starts + starts.amax(-1, keepdim=True).cumsum(0) - starts.amax(-1, keepdim=True)
+    labelled = labels != IGNORE
+    token_losses = F.cross_entropy(
+        module._logits(hidden[labelled]), labels[labelled], reduction="none"
+    )
+    ids = example[labelled]
+    return [token_losses[ids == i].mean().item() for i in ids.unique().tolist()]
+
+
+def test_packed_rows_give_each_example_its_unpacked_loss_in_bf16(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    module = PersonaSFTModule(model, persona.first, persona.count, backbone="full")
+    examples, _ = tokenize_examples(traces[:6], tokenizer, 512)
+    packed = collate_rows([examples[:2], examples[2:5], examples[5:]], tokenizer.pad_token_id)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        alone = [
+            _per_example_losses(module, collate_rows([[e]], tokenizer.pad_token_id))[0]
+            for e in examples
+        ]
+        together = _per_example_losses(module, packed)
+        padded = _per_example_losses(
+            module, collate_rows([[e] for e in examples], tokenizer.pad_token_id)
+        )
+    assert together == pytest.approx(alone, rel=2e-2)
+    assert padded == pytest.approx(alone, rel=2e-2)
+
+
+def test_stage1_with_bf16_frozen_weights_exports_the_float32_weights_bit_identical(
+    persona_model, traces
+):
+    model, tokenizer, persona = persona_model
+    before = _snapshot(model)
+    for precision in ("bf16-mixed", "32-true"):
+        trained, history = _train(
+            model,
+            tokenizer,
+            persona,
+            traces,
+            "frozen",
+            frozen_dtype="bfloat16",
+            trainer={"precision": precision, "gradient_clip_val": 1.0},
+        )
+        assert all(v.dtype == torch.float32 for v in trained.state_dict().values())
+        new_rows = slice(persona.first, persona.stop)
+        for name, value in trained.state_dict().items():
+            if name in ("model.embed_tokens.weight", "lm_head.weight"):
+                assert torch.equal(value[: persona.first], before[name][: persona.first])
+                assert not torch.equal(value[new_rows], before[name][new_rows]), precision
+            else:
+                assert torch.equal(value, before[name]), name
+        assert is_tied(trained)
+        assert math.isfinite(history["val_loss"][-1]["value"])
+        model = trained.train()
+
+
+def test_bf16_frozen_weights_are_for_the_frozen_backbone_only(persona_model):
+    model, _, persona = persona_model
+    module = PersonaSFTModule(
+        model, persona.first, persona.count, "frozen", frozen_dtype="bfloat16"
+    )
+    assert module.persona_rows.dtype == torch.float32
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="frozen_dtype"):
+        PersonaSFTModule(model, persona.first, persona.count, "full", frozen_dtype="bfloat16")
+
+
+def test_fused_adamw_and_clipping(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    module = PersonaSFTModule(model, persona.first, persona.count, "full", lr=1e-3)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"]
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 1.0, "norm")
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters()]))
+    assert norm.item() == pytest.approx(1.0, rel=1e-2)  # from 3 x sqrt(1.6M)
+    slow = PersonaSFTModule(model, persona.first, persona.count, "full", fused=False)
+    assert not slow.configure_optimizers()["optimizer"].defaults["fused"]
+    # a Lightning run with bf16, clipping and the fused step (Lightning alone refuses this)
+    trained, history = _train(
+        model,
+        tokenizer,
+        persona,
+        traces,
+        "full",
+        trainer={"precision": "bf16-mixed", "gradient_clip_val": 1.0},
+    )
+    assert len(history["train_loss"]) == 6

@@ -14,6 +14,15 @@ what the examples compute one by one. Padding continues the last example's posit
 comes after every real token, and causal attention never looks ahead, so it needs no mask;
 unpacked batches then run plain causal attention (the fast kernel).
 
+Flattened batches (``flatten``, the default): a batch also carries each row's real length, and
+the module runs it as one row without padding, each example a segment that attends within
+itself (:mod:`persona_shoppers.sft.attention`, CPU). With ``share_prefix`` the batch carries
+``shared_prefix``, the number of tokens every one of its examples starts with (the system
+prompt and the start of the user turn: about a third of an example here); a flattened batch
+holds them once, and every example attends to them. Both give the loss of the examples run
+one by one (tested); where flattening is not possible (another device, gradient
+checkpointing) the padded rows above run instead.
+
 Batching (:class:`SFTDataModule`):
 - length-grouped (default): a seeded shuffle cut into groups of ``group_size`` batches, each
   group sorted by length and cut into batches of ``batch_size`` examples;
@@ -140,9 +149,40 @@ def tokenize_examples(
     return out, report
 
 
-def collate_rows(rows: Sequence[Sequence[Example]], pad_id: int) -> dict[str, torch.Tensor]:
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate forward pass
+
+
+def shared_prefix_length(rows: Sequence[Sequence[Example]]) -> int:
+    """Tokens every example of a batch (rows of one or more examples) starts with, which a
+    flattened batch computes once: at most up to the first labelled position of any example
+    (a labelled position needs its own hidden state) and one token short of the shortest
+    example (each keeps a token of its own); 0 for a single example or when under
+    ``MIN_SHARED_PREFIX``."""
+    examples = [e for row in rows for e in row]
+    if len(examples) < 2:
+        return 0
+    limit = min(len(e) for e in examples) - 1
+    for e in examples:
+        labelled = (t for t, label in enumerate(e.labels) if label != IGNORE)
+        limit = min(limit, next(labelled, limit))
+    first = examples[0].input_ids
+    length = 0
+    while length < limit and all(e.input_ids[length] == first[length] for e in examples):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def collate_rows(
+    rows: Sequence[Sequence[Example]],
+    pad_id: int,
+    flatten: bool = False,
+    share_prefix: bool = False,
+) -> dict[str, torch.Tensor]:
     """Right-padded tensors of rows, each row one or more examples back to back, with
-    position ids restarting at 0 per example (the padding continues the last one's)."""
+    position ids restarting at 0 per example (the padding continues the last one's). With
+    ``flatten`` also ``lengths``, each row's real length (the module then runs the batch as
+    one padding-free row), and ``shared_prefix`` (0-d: :func:`shared_prefix_length` with
+    ``share_prefix``, else 0)."""
     width = max(sum(len(e) for e in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -157,7 +197,12 @@ def collate_rows(rows: Sequence[Sequence[Example]], pad_id: int) -> dict[str, to
             at += n
         last = len(row[-1])
         positions[r, at:] = torch.arange(last, last + width - at)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+    batch = {"input_ids": ids, "labels": labels, "position_ids": positions}
+    if flatten:
+        batch["lengths"] = torch.tensor([sum(len(e) for e in row) for row in rows])
+        shared = shared_prefix_length(rows) if share_prefix else 0
+        batch["shared_prefix"] = torch.tensor(shared, dtype=torch.long)
+    return batch
 
 
 def length_grouped_batches(
@@ -197,15 +242,23 @@ def pack_rows(lengths: Sequence[int], pack_length: int, seed: int) -> list[list[
 class BatchDataset(Dataset):
     """A fixed list of batches (each a list of rows of examples); item i is batch i collated."""
 
-    def __init__(self, batches: list[list[list[Example]]], pad_id: int) -> None:
+    def __init__(
+        self,
+        batches: list[list[list[Example]]],
+        pad_id: int,
+        flatten: bool = False,
+        share_prefix: bool = False,
+    ) -> None:
         self.batches = batches
         self.pad_id = pad_id
+        self.flatten = flatten
+        self.share_prefix = share_prefix
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return collate_rows(self.batches[index], self.pad_id)
+        return collate_rows(self.batches[index], self.pad_id, self.flatten, self.share_prefix)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -278,6 +331,8 @@ class SFTDataModule(pl.LightningDataModule):
         packing: bool = False,
         pack_length: int | None = None,
         group_size: int = 50,
+        flatten: bool = True,
+        share_prefix: bool = True,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -295,6 +350,8 @@ class SFTDataModule(pl.LightningDataModule):
         self.packing = packing
         self.pack_length = pack_length
         self.group_size = group_size
+        self.flatten = flatten
+        self.share_prefix = share_prefix
         self.seed = seed
         self.num_workers = num_workers
         self.reports: dict[str, TokenizeReport] = {}
@@ -338,6 +395,11 @@ class SFTDataModule(pl.LightningDataModule):
         if not self._batches["train"]:
             raise ValueError("no SFT training examples left after tokenisation")
 
+    def batches(self, split: str = "train") -> list[list[list[Example]]]:
+        """The split's batches (each a list of rows, a row a list of examples), in their
+        fixed order (the loader reshuffles them per epoch); after :meth:`setup`."""
+        return self._batches[split]
+
     def padding_share(self, split: str = "train") -> float:
         """Padded positions / all positions over the split's batches."""
         real = padded = 0
@@ -348,7 +410,7 @@ class SFTDataModule(pl.LightningDataModule):
         return 1 - real / padded if padded else 0.0
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = BatchDataset(self._batches[split], self.pad_id)
+        dataset = BatchDataset(self._batches[split], self.pad_id, self.flatten, self.share_prefix)
         return ResumableLoader(
             dataset,
             sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,

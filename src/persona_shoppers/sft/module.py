@@ -14,8 +14,19 @@ that can train on their own (SimPersona 2.3, appendix G).
 The loss is the mean cross-entropy over labelled (assistant) positions. The LM head runs only
 at those positions: the decoder gives hidden states, the labelled ones are gathered, then
 projected to the vocabulary (a 49k-wide matmul per labelled token instead of per token).
+A flattened batch (one with ``lengths``, see :mod:`persona_shoppers.sft.data`) runs as one
+row without padding, its shared prefix once, each example attending within itself
+(:mod:`persona_shoppers.sft.attention`); the loss and gradients are those of the padded rows
+(tested). On a device without the CPU kernels, for a model whose attention it does not cover
+(sliding windows, ...), and in training with gradient checkpointing (the recomputed
+attention would not see the segments), the padded rows run instead.
 :meth:`PersonaSFTModule.export` gives back a plain Hugging Face model with the persona rows
 and LoRA weights merged in.
+
+Stage 1 can also keep the frozen weights in bfloat16 while it trains (``frozen_dtype``): no
+cast of every weight at every step and no float32 activations between the matmuls. The
+float32 weights are kept aside and put back by :meth:`~PersonaSFTModule.export`, so the
+exported model's other weights stay bit-identical; the persona rows train in float32.
 
 Checkpoints hold the trainable parameters only (plus optimizer and scheduler states), so a
 stage-1 checkpoint is K rows, not the model; resuming rebuilds the module from the same
@@ -24,6 +35,7 @@ starting model and loads them.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import flatten_batch, segment_attention_problem, use_segment_attention
 from .data import IGNORE
 from .tokens import PersonaTokens, is_tied
+
+logger = logging.getLogger(__name__)
 
 BACKBONES = ("frozen", "lora", "full")
 
@@ -67,7 +82,12 @@ class PersonaSFTModule(pl.LightningModule):
         warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr``
             at the last optimizer step (``trainer.estimated_stepping_batches``).
         lora: ``peft.LoraConfig`` arguments for ``backbone: lora``.
-        gradient_checkpointing: recompute activations in backward (memory for time).
+        gradient_checkpointing: recompute activations in backward (memory for time); batches
+            then train as padded rows, not flattened.
+        frozen_dtype: ``backbone: frozen`` only: the dtype the frozen weights are held in
+            while training (``"bfloat16"``), or None to leave them as they are.
+        fused: the fused AdamW step where the device has it (one kernel for
+            all parameters); else, and under FSDP or float16 loss scaling, ``foreach``.
     """
 
     def __init__(
@@ -83,11 +103,15 @@ class PersonaSFTModule(pl.LightningModule):
         min_lr_ratio: float = 0.0,
         lora: dict[str, Any] | None = None,
         gradient_checkpointing: bool = False,
+        frozen_dtype: str | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if frozen_dtype is not None and backbone != "frozen":
+            raise ValueError("frozen_dtype applies to backbone 'frozen' only")
         self.persona = PersonaTokens(persona_first, persona_count)
         if model.get_input_embeddings().weight.shape[0] < self.persona.stop:
             raise ValueError("the model's embeddings do not cover the persona token ids")
@@ -115,6 +139,15 @@ class PersonaSFTModule(pl.LightningModule):
             self.causal_lm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
+        # float32 originals of the frozen weights held in frozen_dtype, put back at export
+        self._frozen_originals: dict[str, Tensor] = {}
+        if frozen_dtype is not None:
+            dtype = getattr(torch, frozen_dtype)
+            for name, param in self.model.named_parameters():
+                if not param.requires_grad and param.is_floating_point():
+                    self._frozen_originals[name] = param.data
+                    param.data = param.data.to(dtype)
+        self._flat_problem: str | None = None  # why flattened batches cannot run, once known
         self.strict_loading = False  # checkpoints hold the trainable parameters only
 
     @property
@@ -130,6 +163,8 @@ class PersonaSFTModule(pl.LightningModule):
             return embeds
         offset = input_ids - self.persona.first
         is_persona = (offset >= 0) & (offset < self.persona.count)
+        if not bool(is_persona.any()):  # no persona token: no graph to the rows
+            return embeds
         rows = self.persona_rows[offset[is_persona]].to(embeds.dtype)
         return embeds.masked_scatter(is_persona[..., None], rows)
 
@@ -138,7 +173,7 @@ class PersonaSFTModule(pl.LightningModule):
         if self.persona_rows is None:
             return logits.float()
         rows = self.persona_rows if self.tied else self.persona_output_rows
-        persona = F.linear(hidden, rows).to(logits.dtype)
+        persona = F.linear(hidden, rows.to(hidden.dtype)).to(logits.dtype)
         first, stop = self.persona.first, self.persona.stop
         return torch.cat([logits[:, :first], persona, logits[:, stop:]], dim=1).float()
 
@@ -150,10 +185,38 @@ class PersonaSFTModule(pl.LightningModule):
         )
         return out.last_hidden_state
 
+    def _flat_hidden(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+        """Last hidden states and labels (1, T) of the batch flattened into one row without
+        padding (:func:`~persona_shoppers.sft.attention.flatten_batch`), or None where it
+        cannot run (then the padded rows run)."""
+        if "lengths" not in batch:
+            return None
+        if self.hparams.gradient_checkpointing and torch.is_grad_enabled():
+            return None  # the recomputed attention would not see the segments
+        if self._flat_problem is None:
+            problem = segment_attention_problem(self.causal_lm, batch["input_ids"].device)
+            self._flat_problem = problem or ""
+            if problem:
+                logger.warning("SFT batches run as padded rows: flattening needs %s", problem)
+        if self._flat_problem:
+            return None
+        ids, positions, labels, segments = flatten_batch(batch)
+        with use_segment_attention(self.causal_lm):
+            out = self.causal_lm.base_model(
+                inputs_embeds=self._embed(ids),
+                position_ids=positions,
+                use_cache=False,
+                persona_segments=segments,
+            )
+        return out.last_hidden_state, labels
+
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(mean cross-entropy over labelled positions, number of labelled positions)."""
-        labels = batch["labels"]
-        hidden = self(batch["input_ids"], batch["position_ids"])
+        flat = self._flat_hidden(batch)
+        if flat is not None:
+            hidden, labels = flat
+        else:
+            hidden, labels = self(batch["input_ids"], batch["position_ids"]), batch["labels"]
         labelled = labels != IGNORE
         logits = self._logits(hidden[labelled])
         return F.cross_entropy(logits, labels[labelled]), labelled.sum()
@@ -192,12 +255,16 @@ class PersonaSFTModule(pl.LightningModule):
             },
             {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]],
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            foreach=True,  # batched over parameters (faster on CPU than the default loop)
-        )
+        groups = [g for g in groups if g["params"]]
+        arguments = {"lr": self.hparams.lr, "betas": tuple(self.hparams.betas)}
+        optimizer = None
+        if self.hparams.fused and self._may_fuse():
+            try:  # one kernel for every parameter: several times faster than foreach on CPU
+                optimizer = torch.optim.AdamW(groups, fused=True, **arguments)
+            except (RuntimeError, ValueError):  # no fused AdamW for this device or dtype
+                optimizer = None
+        if optimizer is None:  # batched over parameters (faster than the default loop)
+            optimizer = torch.optim.AdamW(groups, foreach=True, **arguments)
         # The step count is read lazily: asking Lightning for it here would build the training
         # dataloader before a resumed run restores the loader's position.
         schedule = warmup_cosine(
@@ -210,6 +277,37 @@ class PersonaSFTModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _may_fuse(self) -> bool:
+        """Whether the trainer allows a fused optimizer: not under float16 loss scaling
+        (the fused step would unscale, and clipping needs unscaled gradients first) nor
+        under a sharding strategy (FSDP, DeepSpeed), which clips and steps its own way."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        strategy = type(trainer.strategy).__name__.lower()
+        sharded = "fsdp" in strategy or "deepspeed" in strategy
+        return not sharded and trainer.precision != "16-mixed"
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning refuses to clip for a fused optimizer, in case it unscales float16
+        gradients itself; with bfloat16 or float32 nothing is scaled (:meth:`_may_fuse`), so
+        the gradients are clipped directly."""
+        if not gradient_clip_val or not optimizer.defaults.get("fused"):
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -235,6 +333,11 @@ class PersonaSFTModule(pl.LightningModule):
         """The trained Hugging Face model: LoRA merged, persona rows written into the
         vocabulary, gradient checkpointing off, in eval mode. Call once, after training."""
         model = self.model.merge_and_unload() if self.hparams.backbone == "lora" else self.model
+        if self._frozen_originals:
+            for name, param in model.named_parameters():
+                if name in self._frozen_originals:
+                    param.data = self._frozen_originals[name].to(param.device)
+            self._frozen_originals = {}
         span = slice(self.persona.first, self.persona.stop)
         if self.persona_rows is not None:
             model.get_input_embeddings().weight[span] = self.persona_rows

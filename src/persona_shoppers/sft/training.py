@@ -60,6 +60,7 @@ def train_stage(
     seed: int,
     lora: Mapping[str, Any] | None = None,
     gradient_checkpointing: bool = False,
+    frozen_dtype: str | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_n_steps: int | None = None,
     resume: bool = False,
@@ -72,10 +73,12 @@ def train_stage(
     validation loss, learning rate, data counts, wall time) for MLflow.
 
     ``optimizer`` holds :class:`PersonaSFTModule` arguments (lr, weight_decay, warmup_steps,
-    min_lr_ratio, betas), ``data`` :class:`SFTDataModule` arguments, ``trainer`` Lightning
-    ``Trainer`` arguments (accelerator, devices, strategy, precision, max_steps, max_epochs,
-    accumulate_grad_batches, ...). ``validate_before`` adds a validation of the starting
-    model (step 0 of the ``val_loss`` curve).
+    min_lr_ratio, betas, fused), ``data`` :class:`SFTDataModule` arguments (max_length,
+    batch_size, packing, flatten, share_prefix, ...), ``trainer`` Lightning ``Trainer`` arguments
+    (accelerator, devices, strategy, precision, max_steps, max_epochs, accumulate_grad_batches,
+    ...). ``frozen_dtype`` (``backbone: frozen`` only, ignored otherwise): the dtype the frozen
+    weights are held in while they train the persona rows. ``validate_before`` adds a
+    validation of the starting model (step 0 of the ``val_loss`` curve).
     """
     pl.seed_everything(seed, workers=True)
     module = PersonaSFTModule(
@@ -85,6 +88,7 @@ def train_stage(
         backbone=backbone,
         lora=dict(lora) if lora else None,
         gradient_checkpointing=gradient_checkpointing,
+        frozen_dtype=frozen_dtype if backbone == "frozen" else None,
         **optimizer,
     )
     datamodule = SFTDataModule(tokenizer, train_conversations, val_conversations, seed=seed, **data)

@@ -103,6 +103,7 @@ def _train(
         optimizer=stage["optimizer"],
         lora=stage.get("lora"),
         gradient_checkpointing=stage.get("gradient_checkpointing", False),
+        frozen_dtype=stage.get("frozen_dtype"),
         data=params["data"],
         trainer={**params["trainer"], **(stage.get("trainer") or {})},
         seed=params["seed"],
