@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from persona_shoppers.agent.evaluation import TYPE_CANDIDATES
+from persona_shoppers.agent.prompts import assistant_turn
 from persona_shoppers.agent.rollout import (
     OUTCOMES,
     AgentSpec,
     RolloutEngine,
     candidate_actions,
+    candidate_text,
 )
 from persona_shoppers.llm.local import LocalLLM
-from persona_shoppers.storefront import Action, Store
+from persona_shoppers.storefront import ACTION_TYPES, Action, Store
 
 from ..storefront.test_store import COLLECTIONS, MEMBERS, PRODUCTS
 
@@ -145,3 +148,19 @@ def test_an_empty_query_falls_back_to_another_valid_action(llm, stores):
     for run in runs:
         assert run.errors == [] and run.outcome != "error"
         assert all(Action.parse(a).type != "search" for a in run.actions)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [Action("view", "p0031"), Action("open", "c02"), Action("end"), Action("checkout")],
+    ids=str,
+)
+def test_candidates_are_token_prefixes_of_the_training_answers(llm, action):
+    # Scored candidates must end where the trained answers' tokens do: a candidate cut at a
+    # bare closing quote scores a token (") the answers never have there (they have ",), so
+    # every complete action lost to the search prefix and agents only searched.
+    answer = llm.tokenizer.encode(assistant_turn(action, "Because."))
+    candidate = llm.tokenizer.encode(candidate_text(action))
+    assert answer[: len(candidate)] == candidate
+    type_start = llm.tokenizer.encode(TYPE_CANDIDATES[ACTION_TYPES.index(action.type)])
+    assert answer[: len(type_start)] == type_start

@@ -1,7 +1,7 @@
 """How well a model acts as the shopping agent on held-out trace steps.
 
 - next-action-type accuracy: the model's most likely action type (scored as the start of
-  its JSON answer, ``{"action": "<type>"``, so the argument does not matter) against the type
+  its JSON answer, ``{"action": "<type>",``, so the argument does not matter) against the type
   the human's replayed step took;
 - JSON validity: the share of free (greedy) answers that parse as a store action;
 - token sensitivity: the same prompts with different persona tokens; the mean KL divergence
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..llm.base import LLM
+from ..llm.base import LLM, prefilled
 from ..metrics.distributions import kl_divergence
 from ..storefront import ACTION_TYPES, Action, InvalidAction
 from .prompts import persona_token
 
-TYPE_CANDIDATES = [f'{{"action": "{t}"' for t in ACTION_TYPES]
+TYPE_CANDIDATES = [f'{{"action": "{t}",' for t in ACTION_TYPES]  # as the answers go on
 _PROFILE = re.compile(r"Buyer profile: <\|persona_\d+\|>")
 
 
@@ -67,7 +67,9 @@ def evaluate_agent(
     rng = np.random.default_rng(seed)
     rows = traces.iloc[np.sort(rng.permutation(len(traces))[:n_examples])]
     prompts = [list(m[:2]) for m in rows["messages"]]
-    probs = action_type_distributions(llm, prompts)
+    with prefilled(llm, prompts):  # scoring and answering share each prompt's KV cache
+        probs = action_type_distributions(llm, prompts)
+        validity = json_validity(llm, prompts, max_new_tokens)
     predicted = np.array(ACTION_TYPES)[probs.argmax(axis=1)]
     truth = rows["action"].to_numpy()
     per_type = {
@@ -75,9 +77,9 @@ def evaluate_agent(
     }
     sensitivity_prompts = prompts[:n_sensitivity_prompts]
     variants = [with_token(p, k) for p in sensitivity_prompts for k in tokens]
-    by_token = action_type_distributions(llm, variants).reshape(
-        len(sensitivity_prompts), len(tokens), len(ACTION_TYPES)
-    )
+    with prefilled(llm, variants, upto="Buyer profile: "):  # each prompt's head, once
+        by_token = action_type_distributions(llm, variants)
+    by_token = by_token.reshape(len(sensitivity_prompts), len(tokens), len(ACTION_TYPES))
     kls = [
         np.mean([kl_divergence(d[i], d[j]) for i, j in itertools.permutations(range(len(d)), 2)])
         for d in by_token
@@ -87,7 +89,7 @@ def evaluate_agent(
         "next_action_type_accuracy": float((predicted == truth).mean()),
         "accuracy_by_type": per_type,
         "majority_type_accuracy": float(pd.Series(truth).value_counts(normalize=True).iloc[0]),
-        "json_validity": json_validity(llm, prompts, max_new_tokens),
+        "json_validity": validity,
         "token_sensitivity_kl": float(np.mean(kls)),
         "sensitivity_prompts": len(sensitivity_prompts),
         "sensitivity_tokens": len(tokens),

@@ -4,7 +4,7 @@ At every step each active agent's prompt (system prompt, goal, profile, progress
 built, and the agent's action is decided in two batched LLM calls across all agents:
 
 1. ``choose`` scores every valid action on the page as the assistant's continuation: complete
-   actions (``{"action": "view", "product": "p0031"``) and the search prefix
+   actions (``{"action": "view", "product": "p0031",``) and the search prefix
    (``{"action": "search", "query": "``, whose likelihood is that of searching at all). The
    softmax of these log-likelihoods is the model's distribution over the valid actions; the
    agent samples from it with its own seeded generator, or takes the best (greedy).
@@ -105,8 +105,12 @@ def candidate_actions(store: Store, visit) -> list[Action]:
 
 
 def candidate_text(action: Action) -> str:
-    """The start of the assistant's JSON that fixes the action: up to its argument's end."""
-    return action.to_json()[:-1]  # without the closing brace: "reason" may follow
+    """The start of the assistant's JSON that fixes the action: up to its argument's end and
+    the comma before ``"reason"``, as in the training answers. Cutting at the closing quote
+    instead would score a token the model never saw there: tokenizers merge ``",`` into one
+    token, so a bare ``"`` is unlikely and every such candidate would lose to the search
+    prefix."""
+    return action.to_json()[:-1] + ","
 
 
 class _Live:
@@ -119,7 +123,8 @@ class _Live:
         self.observation = first.observation
         self.progress = self.run.progress
         self.started = started
-        self.cached_prefix: str | None = None  # the prompt up to the page, in the LLM's cache
+        # prompt prefixes kept in the LLM's cache: up to the progress log, up to the page
+        self.cached_prefixes: tuple[str, ...] = ()
         self._log(first.events)
 
     def _log(self, events: Iterable[dict[str, Any]]) -> None:
@@ -155,6 +160,8 @@ class RolloutEngine:
         stores: shop id -> :class:`Store` (control or a variant).
         max_steps: actions per visit before it ends as ``step_limit`` (30 by default).
         decoding: ``sample`` (seeded per agent, ``temperature``) or ``greedy``.
+        query_temperature: the sampling temperature of search queries (None: ``temperature``);
+            a small model writes usable queries only well below 1.
         lockstep: agents per LLM call; 1 runs one agent at a time (the reference behaviour).
         max_query_tokens: tokens a search query may take.
         max_progress: progress-log entries in the prompt.
@@ -168,6 +175,7 @@ class RolloutEngine:
         max_steps: int = 30,
         decoding: str = "sample",
         temperature: float = 1.0,
+        query_temperature: float | None = None,
         lockstep: int = 64,
         max_query_tokens: int = 12,
         max_progress: int = 8,
@@ -179,6 +187,7 @@ class RolloutEngine:
             raise ValueError("max_steps and lockstep must be >= 1")
         self.llm, self.stores = llm, stores
         self.max_steps, self.decoding, self.temperature = max_steps, decoding, temperature
+        self.query_temperature = temperature if query_temperature is None else query_temperature
         self.lockstep, self.max_query_tokens, self.max_progress = (
             lockstep,
             max_query_tokens,
@@ -227,8 +236,8 @@ class RolloutEngine:
                 if agent.run.outcome is None:
                     still.append(agent)
                 else:
-                    if agent.cached_prefix is not None:
-                        self.llm.release([agent.cached_prefix])
+                    if agent.cached_prefixes:
+                        self.llm.release(list(agent.cached_prefixes))
                     yield agent.run
             active = still
 
@@ -239,19 +248,23 @@ class RolloutEngine:
         if not hasattr(self.llm, "prefill"):  # an endpoint: the server caches prefixes itself
             self._decide(agents, prompts, options, texts)
             return
-        # A local model keeps KV caches: the system prompt for everyone, each agent's prompt
-        # up to its page across steps (only the new progress entry runs), and the whole
-        # prompt for the step (scoring the actions and writing a query share one pass).
+        # A local model keeps KV caches: the system prompt for everyone; each agent's prompt
+        # up to its progress log (goal and profile: never recomputed) and up to its page
+        # (while the log only grows, a step runs just its new entry); and the whole prompt
+        # for the step (scoring the actions and writing a query share one pass).
         rendered = [self.llm.render(p) for p in prompts]
         heads = [r[: r.index("Goal: ")] for r in rendered]
-        upto_page = [r[: r.index("\nPage:\n") + 1] for r in rendered]
+        kept = [
+            (r[: r.index("\nProgress:\n") + 1], r[: r.index("\nPage:\n") + 1]) for r in rendered
+        ]
         self.llm.prefill(sorted(set(heads)))
-        self.llm.prefill(upto_page)
+        self.llm.prefill([upto_progress for upto_progress, _ in kept])
+        self.llm.prefill([upto_page for _, upto_page in kept])
         self.llm.prefill(rendered)
-        stale = [a.cached_prefix for a in agents if a.cached_prefix not in (None, *upto_page)]
-        self.llm.release(stale)
-        for agent, prefix in zip(agents, upto_page, strict=True):
-            agent.cached_prefix = prefix
+        for agent, prefixes in zip(agents, kept, strict=True):
+            stale = [p for p in agent.cached_prefixes if p not in prefixes]
+            self.llm.release(stale)
+            agent.cached_prefixes = prefixes
         try:
             self._decide(agents, prompts, options, texts)
         finally:
@@ -279,7 +292,7 @@ class RolloutEngine:
             agent.act(options[i][picks[i] - 1])
 
     def _queries(self, prompts: list[list[dict[str, str]]], seeds: list[int]) -> list[str]:
-        temperature = 0.0 if self.decoding == "greedy" else self.temperature
+        temperature = 0.0 if self.decoding == "greedy" else self.query_temperature
         return self.llm.generate(prompts, self.max_query_tokens, temperature, ['"'], seeds)
 
     def _pick(self, agent: _Live, logprobs: list[float]) -> int:

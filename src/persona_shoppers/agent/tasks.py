@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..llm.base import LLM
+from ..llm.base import LLM, prefilled
 from ..storefront import Action, Store
 from .population import category_leaf
 from .prompts import SYSTEM_PROMPT, chat, user_turn
@@ -33,24 +33,10 @@ def task_prompt(goal: str, observation: str, profile: str | None) -> Prompt:
     return chat(SYSTEM_PROMPT, user_turn(goal, observation, [], profile))
 
 
-def _shared_head(llm: LLM, prompts: Sequence[Prompt]) -> list[str]:
-    """Prefill the system prompt every task prompt starts with (a local model keeps its KV
-    cache, so each prompt runs only from its goal on); returns what to release after."""
-    if not prompts or not hasattr(llm, "prefill"):
-        return []
-    heads = sorted({r[: r.index("Goal: ")] for r in (llm.render(p) for p in prompts)})
-    llm.prefill(heads)
-    return heads
-
-
 def _ask(llm: LLM, prompts: Sequence[Prompt], method: str, *args, **kwargs):
     """``llm.<method>(prompts, ...)`` with the shared system prompt prefilled."""
-    heads = _shared_head(llm, prompts)
-    try:
+    with prefilled(llm, prompts, upto="Goal: "):
         return getattr(llm, method)(prompts, *args, **kwargs)
-    finally:
-        if heads:
-            llm.release(heads)
 
 
 def query_goal(title: str) -> str:

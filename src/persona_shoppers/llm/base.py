@@ -8,9 +8,10 @@ cache wrapper (``CachedLLM``) all implement :class:`LLM`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,3 +203,21 @@ class LLM(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+@contextlib.contextmanager
+def prefilled(llm: LLM, prompts: Sequence[Prompt], upto: str | None = None) -> Iterator[None]:
+    """Inside the block a local model keeps the KV cache of each prompt, or of its rendered
+    text up to the first ``upto`` (e.g. the shared system prompt), so calls on these prompts
+    run only what follows; the caches are released after. Endpoints cache prefixes on the
+    server: for them (no ``prefill``) this does nothing."""
+    if not prompts or not hasattr(llm, "prefill"):
+        yield
+        return
+    rendered = (llm.render(p) for p in prompts)
+    texts = sorted({r[: r.index(upto)] if upto else r for r in rendered})
+    llm.prefill(texts)
+    try:
+        yield
+    finally:
+        llm.release(texts)

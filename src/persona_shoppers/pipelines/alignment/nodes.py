@@ -311,6 +311,7 @@ def run_instruction_following(
             max_steps=spec["max_steps"],
             decoding="sample",
             temperature=spec["temperature"],
+            query_temperature=spec["query_temperature"],
             lockstep=spec["lockstep"],
             max_query_tokens=spec["max_query_tokens"],
         )

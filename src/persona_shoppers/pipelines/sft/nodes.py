@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from persona_shoppers.agent.evaluation import evaluate_agent
 from persona_shoppers.llm import build_llm
@@ -177,7 +178,10 @@ def evaluate_sft(
         "single_stage": sft_model_single_stage.folder,
     }
     report: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
-    for name, folder in models.items():
+    bar = tqdm(models.items(), desc="SFT evaluation", unit="model")
+    for name, folder in bar:
+        bar.set_postfix_str(name)
+        logger.info("SFT evaluation of the %s model (%s)", name, folder)
         llm = build_llm({**llm_params, "model": str(folder), "cache": False})
         report[name] = evaluate_agent(
             llm,

@@ -106,6 +106,7 @@ def _engine(llm: Any, stores: dict, params: dict[str, Any]) -> RolloutEngine:
         max_steps=rollout["max_steps"],
         decoding=rollout["decoding"],
         temperature=rollout["temperature"],
+        query_temperature=rollout["query_temperature"],
         lockstep=rollout["lockstep"],
         max_query_tokens=rollout["max_query_tokens"],
         max_progress=rollout["max_progress_steps"],
