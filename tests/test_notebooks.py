@@ -97,7 +97,11 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
     """The simulation pipeline on the small sample with the tiny model."""
     params = conf_params("simulation")
     params["conditions"] = {name: params["conditions"][name] for name in CONDITIONS}
-    params["populations"] = {"shop_sample_per_shop": 4, "matched_per_shop": 3}
+    params["populations"] = {
+        "shop_sample_per_shop": 4,
+        "matched_per_shop": 3,
+        "ab_sample_per_shop": 2,
+    }
     params["rollout"].update(max_steps=4, temperature=20.0, lockstep=8)
     params["ab_tests"]["tests"] = params["ab_tests"]["tests"][:2]
     llm = {**conf_params("llm"), "model": str(model_dir), "dtype": "float32"}

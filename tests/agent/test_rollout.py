@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from persona_shoppers.agent.evaluation import TYPE_CANDIDATES
@@ -10,8 +11,10 @@ from persona_shoppers.agent.rollout import (
     OUTCOMES,
     AgentSpec,
     RolloutEngine,
+    action_logprobs,
     candidate_actions,
     candidate_text,
+    choice_texts,
 )
 from persona_shoppers.llm.local import LocalLLM
 from persona_shoppers.storefront import ACTION_TYPES, Action, Store
@@ -164,3 +167,27 @@ def test_candidates_are_token_prefixes_of_the_training_answers(llm, action):
     assert answer[: len(candidate)] == candidate
     type_start = llm.tokenizer.encode(TYPE_CANDIDATES[ACTION_TYPES.index(action.type)])
     assert answer[: len(type_start)] == type_start
+
+
+def test_action_probabilities_are_type_then_argument():
+    options = [
+        Action("view", "p1"),
+        Action("view", "p2"),
+        Action("add_to_cart", "p1"),
+        Action("end"),
+    ]
+    types, texts = choice_texts(options)
+    assert types == ["search", "view", "add_to_cart", "end"]
+    assert texts == [
+        '{"action": "search",',
+        '{"action": "view",',
+        '{"action": "add_to_cart",',
+        '{"action": "end",',
+        '{"action": "view", "product": "p1",',
+        '{"action": "view", "product": "p2",',
+    ]
+    # types: search .1, view .6, add_to_cart .2, end .1; within view: p1 .03 vs p2 .01 of the
+    # model's mass (ids off the page hold the rest), so P(p1 | view) = .75, P(p2 | view) = .25
+    likelihoods = [0.1, 0.6, 0.2, 0.1, 0.6 * 0.03, 0.6 * 0.01]
+    probs = np.exp(action_logprobs(options, types, np.log(likelihoods)))
+    np.testing.assert_allclose(probs, [0.1, 0.45, 0.15, 0.2, 0.1])

@@ -22,8 +22,9 @@ from ..llm.base import LLM, prefilled
 from ..metrics.distributions import kl_divergence
 from ..storefront import ACTION_TYPES, Action, InvalidAction
 from .prompts import persona_token
+from .rollout import type_text
 
-TYPE_CANDIDATES = [f'{{"action": "{t}",' for t in ACTION_TYPES]  # as the answers go on
+TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
 _PROFILE = re.compile(r"Buyer profile: <\|persona_\d+\|>")
 
 

@@ -8,10 +8,14 @@ Two populations (SimPersona 3.2):
 - ``matched``: one agent per sampled held-out real buyer, with the buyer's own token, stratum
   and most viewed category, its PAARS text persona, and a mismatched token (another token in
   use, drawn at random) for the mismatch condition.
+
+The agentic A/B tests draw a population of their own like ``shop_sample`` (``ab_sample``),
+sized for comparing conversion between arms.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -87,21 +91,24 @@ def shop_sample_agents(
     category_mix: pd.DataFrame,
     n_per_shop: int,
     seed: int,
+    population: str = "shop_sample",
 ) -> pd.DataFrame:
     """Agents per shop with token ~ p_s(k), stratum ~ the shop's mix, category ~ its views.
 
-    Each mix is a frame (shop_id, <value>, share). Deterministic for a seed."""
+    Each mix is a frame (shop_id, <value>, share). Deterministic for a seed; each
+    ``population`` name draws its own agents."""
     rows = []
+    stream = zlib.crc32(population.encode())
     for s, shop in enumerate(sorted(token_mix["shop_id"].unique())):
-        rng = np.random.default_rng([seed, s])
+        rng = np.random.default_rng([seed, s, stream])
         tokens = _draw(rng, token_mix[token_mix["shop_id"] == shop], "token", n_per_shop)
         strata = _draw(rng, stratum_mix[stratum_mix["shop_id"] == shop], "stratum", n_per_shop)
         cats = _draw(rng, category_mix[category_mix["shop_id"] == shop], "category", n_per_shop)
         for i in range(n_per_shop):
             rows.append(
                 {
-                    "agent_id": f"{shop}-a{i:04d}",
-                    "population": "shop_sample",
+                    "agent_id": f"{shop}-{population}-{i:04d}",
+                    "population": population,
                     "shop_id": shop,
                     "buyer_id": None,
                     "token": int(tokens[i]),

@@ -3,17 +3,22 @@
 At every step each active agent's prompt (system prompt, goal, profile, progress log, page) is
 built, and the agent's action is decided in two batched LLM calls across all agents:
 
-1. ``choose`` scores every valid action on the page as the assistant's continuation: complete
-   actions (``{"action": "view", "product": "p0031",``) and the search prefix
-   (``{"action": "search", "query": "``, whose likelihood is that of searching at all). The
-   softmax of these log-likelihoods is the model's distribution over the valid actions; the
-   agent samples from it with its own seeded generator, or takes the best (greedy).
+1. ``choose`` scores the valid actions on the page as the assistant's continuation, in two
+   levels as constrained decoding would: the action types allowed on the page
+   (``{"action": "view",``; search is always allowed), and, for a type with several valid
+   arguments, each complete action (``{"action": "view", "product": "p0031",``). An action's
+   probability is P(type | valid types) x P(argument | type, valid arguments): the mass the
+   model puts on ids not on the page stays with its type instead of leaking to the short
+   argument-free actions (scored as whole strings, a view of one of 12 products lost to
+   ``end``). The agent samples from this distribution with its own seeded generator, or takes
+   the best (greedy).
 2. for agents that search, ``generate`` writes the query after the prefilled search prefix,
    up to the closing quote.
 
 So every action is valid by construction; free text is generated only for queries. A visit
 ends as ``ended`` (the agent chose end), ``purchased``, ``step_limit`` or ``error`` (an action
-the store rejected, e.g. an empty query). Results do not depend on how agents are batched:
+the store rejected; an empty query falls back to another action and a long one is cut to
+the store's limit, so none is expected). Results do not depend on how agents are batched:
 each agent's randomness comes from its own seed and step.
 """
 
@@ -32,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..llm.base import LLM
 from ..storefront import Action, Store
+from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
 from .prompts import SYSTEM_PROMPT, chat, user_turn
 
@@ -102,6 +108,49 @@ def candidate_actions(store: Store, visit) -> list[Action]:
         out.append(Action("back"))
     out.append(Action("end"))
     return out
+
+
+def type_text(action_type: str) -> str:
+    """The start of the assistant's JSON that fixes only the action type, up to the comma the
+    training answers have after it: ``{"action": "view",``."""
+    return f'{{"action": "{action_type}",'
+
+
+def choice_texts(options: Sequence[Action]) -> tuple[list[str], list[str]]:
+    """(action types, texts to score) of a step whose valid actions are search and
+    ``options``: every type's start (search first), then the complete actions of the types
+    with more than one valid argument."""
+    types = ["search", *dict.fromkeys(o.type for o in options)]
+    counts = {t: sum(o.type == t for o in options) for t in types}
+    texts = [type_text(t) for t in types]
+    texts += [candidate_text(o) for o in options if counts[o.type] > 1]
+    return types, texts
+
+
+def action_logprobs(
+    options: Sequence[Action], types: Sequence[str], logprobs: Sequence[float]
+) -> np.ndarray:
+    """Log-probabilities of search and of each of ``options`` (in that order) from the
+    log-likelihoods of :func:`choice_texts`'s texts: log P(type | valid types) plus
+    log P(argument | type, valid arguments)."""
+    values = np.asarray(logprobs, dtype=float)
+    by_type = _log_softmax(values[: len(types)])
+    full = iter(values[len(types) :])
+    arguments: dict[str, list[float]] = {}
+    for option in options:
+        if sum(o.type == option.type for o in options) > 1:
+            arguments.setdefault(option.type, []).append(next(full))
+    within = {t: iter(_log_softmax(np.asarray(v))) for t, v in arguments.items()}
+    out = [by_type[0]]
+    for option in options:
+        type_lp = by_type[types.index(option.type)]
+        out.append(type_lp + (next(within[option.type]) if option.type in within else 0.0))
+    return np.asarray(out)
+
+
+def _log_softmax(values: np.ndarray) -> np.ndarray:
+    shifted = values - values.max()
+    return shifted - np.log(np.exp(shifted).sum())
 
 
 def candidate_text(action: Action) -> str:
@@ -244,7 +293,7 @@ class RolloutEngine:
     def _step(self, agents: list[_Live]) -> None:
         prompts = [a.prompt(self.max_progress) for a in agents]
         options = [candidate_actions(a.store, a.visit) for a in agents]
-        texts = [[SEARCH_PREFIX, *(candidate_text(o) for o in opts)] for opts in options]
+        texts = [choice_texts(opts) for opts in options]
         if not hasattr(self.llm, "prefill"):  # an endpoint: the server caches prefixes itself
             self._decide(agents, prompts, options, texts)
             return
@@ -271,8 +320,12 @@ class RolloutEngine:
             self.llm.release(rendered)
 
     def _decide(self, agents, prompts, options, texts) -> None:
-        choices = self.llm.choose(prompts, texts)
-        picks = [self._pick(a, c.logprobs) for a, c in zip(agents, choices, strict=True)]
+        choices = self.llm.choose(prompts, [scored for _, scored in texts])
+        logprobs = [
+            action_logprobs(opts, types, c.logprobs)
+            for opts, (types, _), c in zip(options, texts, choices, strict=True)
+        ]
+        picks = [self._pick(a, lp) for a, lp in zip(agents, logprobs, strict=True)]
         searching = [i for i, k in enumerate(picks) if k == 0]
         queries = {}
         if searching:
@@ -283,12 +336,12 @@ class RolloutEngine:
             answers = self._queries(prefilled, seeds)
             queries = dict(zip(searching, answers, strict=True))
         for i, agent in enumerate(agents):
-            if picks[i] == 0 and queries[i].strip():
-                query = queries[i].strip()
+            query = _fit_query(queries.get(i, ""))
+            if picks[i] == 0 and query:
                 agent.act(json.dumps({"action": "search", "query": query}, ensure_ascii=False))
                 continue
             if picks[i] == 0:  # an empty query is no search: the best of the other actions
-                picks[i] = 1 + self._pick(agent, choices[i].logprobs[1:])
+                picks[i] = 1 + self._pick(agent, logprobs[i][1:])
             agent.act(options[i][picks[i] - 1])
 
     def _queries(self, prompts: list[list[dict[str, str]]], seeds: list[int]) -> list[str]:
@@ -302,6 +355,16 @@ class RolloutEngine:
         weights = np.exp((values - values.max()) / self.temperature)
         rng = np.random.default_rng(_step_seed(agent))
         return int(rng.choice(len(values), p=weights / weights.sum()))
+
+
+def _fit_query(text: str) -> str:
+    """A written query as the store takes it: stripped and cut to ``MAX_QUERY_CHARS`` at a
+    word boundary where there is one (a small model's 12 tokens can exceed it)."""
+    query = text.strip()
+    if len(query) <= MAX_QUERY_CHARS:
+        return query
+    cut = query[:MAX_QUERY_CHARS]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).strip()
 
 
 def _store_key(spec: AgentSpec) -> str:

@@ -66,7 +66,7 @@ def run(tiny_model_dir: Path):
     assignments = token_assignments(enriched["buyers"], data.planted_truth)
     eval_shops = sorted(assignments.loc[assignments["shop_role"] == "eval", "shop_id"].unique())
     sim = conf_params("simulation")
-    sim["populations"] = {"shop_sample_per_shop": 6, "matched_per_shop": 3}
+    sim["populations"] = {"shop_sample_per_shop": 6, "matched_per_shop": 3, "ab_sample_per_shop": 2}
     sim["rollout"].update(max_steps=4, temperature=20.0, lockstep=16)
     sim["ab_tests"]["tests"] = sim["ab_tests"]["tests"][:1]
     params = conf_params("alignment")

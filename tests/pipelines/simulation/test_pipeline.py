@@ -45,7 +45,11 @@ def run(tiny_model_dir: Path):
     )
     assignments = token_assignments(enriched["buyers"], data.planted_truth)
     params = conf_params("simulation")
-    params["populations"] = {"shop_sample_per_shop": 4, "matched_per_shop": 3}
+    params["populations"] = {
+        "shop_sample_per_shop": 4,
+        "matched_per_shop": 3,
+        "ab_sample_per_shop": 3,
+    }
     params["rollout"].update(max_steps=4, temperature=20.0, lockstep=8)
     params["ab_tests"]["tests"] = params["ab_tests"]["tests"][:2]
     llm = {**conf_params("llm"), "model": str(tiny_model_dir), "dtype": "float32"}
@@ -75,7 +79,8 @@ def test_populations(run):
     agents = out["simulation_agents"]
     sampled = agents[agents["population"] == "shop_sample"]
     matched = agents[agents["population"] == "matched"]
-    assert len(sampled) == 4 and len(matched) == 3
+    ab_sample = agents[agents["population"] == "ab_sample"]
+    assert len(sampled) == 4 and len(matched) == 3 and len(ab_sample) == 3
     assert (matched["mismatch_token"] != matched["token"]).all()
     assert matched["text_persona"].str.contains("price sensitivity: high").all()
     assert agents["goal"].str.match(r"You are here to (buy|browse) ").all()
@@ -123,10 +128,9 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
     arms = out["ab_test_sessions"]
     assert set(arms["variant"]) == {"control", *names}
     control = arms[arms["variant"] == "control"]
-    simulated = out["simulated_sessions"].query(
-        "condition == 'persona_token' and population == 'shop_sample'"
-    )
-    assert control["agent_id"].tolist() == simulated["agent_id"].tolist()
+    population = out["simulation_agents"].query("population == 'ab_sample'")
+    assert control["agent_id"].tolist() == population["agent_id"].tolist()
+    assert (control["condition"] == params["ab_tests"]["condition"]).all()
     for name in names:
         arm = arms[arms["variant"] == name]
         assert arm["agent_id"].tolist() == control["agent_id"].tolist()

@@ -52,12 +52,17 @@ def build_simulation_agents(
     in_shops = persona_assignments[persona_assignments["shop_id"].isin(shops)]
     strata = in_shops.groupby(["shop_id", "stratum"]).size().rename("n").reset_index()
     strata["share"] = strata["n"] / strata.groupby("shop_id")["n"].transform("sum")
-    sampled = shop_sample_agents(
-        eval_mix,
-        strata,
-        shop_category_mix(enriched_events, shops),
-        params["populations"]["shop_sample_per_shop"],
-        seed,
+    categories = shop_category_mix(enriched_events, shops)
+    sampled = pd.concat(
+        [
+            shop_sample_agents(eval_mix, strata, categories, n, seed, population)
+            for population, n in (
+                ("shop_sample", params["populations"]["shop_sample_per_shop"]),
+                ("ab_sample", params["populations"].get("ab_sample_per_shop", 0)),
+            )
+            if n
+        ],
+        ignore_index=True,
     )
     ok = text_personas[(text_personas["status"] == "ok") & text_personas["shop_id"].isin(shops)]
     chosen = (
@@ -86,9 +91,9 @@ def build_simulation_agents(
     ]
     agents["goal"] = [agent_goal(a) for a in agents.to_dict("records")]
     logger.info(
-        "simulation agents: %d matched buyers and %d sampled from p_s(k) over %d eval shops",
+        "simulation agents: %d matched buyers and %s sampled from p_s(k) over %d eval shops",
         len(matched),
-        len(sampled),
+        sampled["population"].value_counts().to_dict(),
         len(shops),
     )
     return agents
