@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from persona_shoppers.llm.local import _by_length
+from persona_shoppers.llm.local import _by_length, _TokenTrie
 
 
 def _naive_logprob(llm, prompt, candidate: str) -> float:
@@ -24,10 +24,10 @@ def _naive_logprob(llm, prompt, candidate: str) -> float:
 
 def test_choose_matches_naive_full_logits(tiny_llm, prompts):
     candidates = [
-        ["yes", "no", "maybe later"],
+        ["yes", "yes please", "no", "maybe later"],  # one candidate starts another
         ['"low"', '"medium"', '"high"', '"very high indeed"'],
         ["A", "B"],
-        ["running shoes", "a red skirt", "x", "linen shirt and white sneakers"],
+        ["running shoes", "running shorts", "a red skirt", "x", "linen shirt and white sneakers"],
         ["1", "22", "333"],
     ]
     choices = tiny_llm.choose(prompts, candidates)
@@ -228,3 +228,13 @@ def test_generate_json_with_and_without_the_prompt_cache(tiny_llm, prompts):
         tiny_llm.prefix_cache_mb = limit
     assert [r.raw for r in with_cache] == [r.raw for r in without]
     assert not tiny_llm._prefix_cache
+
+
+def test_candidates_sharing_a_start_are_fed_once():
+    trie = _TokenTrie([[5, 6, 7], [5, 6, 8], [5], [9]])
+    assert trie.tokens == [5, 6, 7, 8, 9]
+    assert trie.depths == [0, 1, 2, 2, 0]
+    assert trie.paths == [[0, 1, 2], [0, 1, 3], [0], [4]]
+    seen = trie.ancestry()
+    assert seen[3].nonzero().flatten().tolist() == [0, 1, 3]  # itself and its ancestors only
+    assert seen[4].nonzero().flatten().tolist() == [4]

@@ -490,33 +490,27 @@ class LocalLLM(LLM):
     ) -> list[tuple[list[float], list[float]]]:
         """Score every candidate of every prompt in one forward pass over the prompts' KV.
 
-        All candidates of a prompt are fed side by side after it ("tree attention"): a 4D mask
-        lets each candidate token see the prompt and the earlier tokens of its own candidate
-        only, with positions restarting after the prompt for each candidate. So the prompt's
-        KV is computed once and never copied, whatever the number of candidates."""
+        The candidates of a prompt are fed after it as one token trie ("tree attention"):
+        candidates that start alike (``{"action": "view", "product": "p0...``) share those
+        tokens, each trie node is fed once, at the position of its depth, and a 4D mask lets it
+        see the prompt and its own ancestors only. So the prompt's KV is computed once and
+        never copied, and a shared start is computed once, whatever the number of candidates."""
         first, past, mask, next_pos = self._start(seqs)  # first: predicts token 0
         rows, width = mask.shape
         # Fed tokens: every candidate but its last token (whose successor is not needed).
-        fed = [[t for c in cs for t in c[:-1]] for cs in cands]
-        span = max(1, max(len(f) for f in fed))
+        tries = [_TokenTrie([c[:-1] for c in cs]) for cs in cands]
+        span = max(1, max(len(t.tokens) for t in tries))
         ids = torch.full((rows, span), self.pad_id, dtype=torch.long)
         pos = torch.zeros((rows, span), dtype=torch.long)
         see = torch.zeros((rows, span, width + span), dtype=torch.bool)
         see[:, :, :width] = mask.bool().cpu()[:, None, :]
-        where: list[list[list[int]]] = []  # (row, cand) -> fed index of each token but the last
-        for r, cs in enumerate(cands):
-            at, row_where = 0, []
-            for c in cs:
-                n = len(c) - 1
-                if n:
-                    ids[r, at : at + n] = torch.tensor(c[:-1], dtype=torch.long)
-                    pos[r, at : at + n] = next_pos[r, 0].item() + torch.arange(n)
-                    block = torch.ones((n, n), dtype=torch.bool).tril()
-                    see[r, at : at + n, width + at : width + at + n] = block
-                row_where.append(list(range(at, at + n)))
-                at += n
-            see[r, at:, width + at :] = torch.eye(span - at, dtype=torch.bool)  # padding rows
-            where.append(row_where)
+        for r, trie in enumerate(tries):
+            n = len(trie.tokens)
+            if n:
+                ids[r, :n] = torch.tensor(trie.tokens, dtype=torch.long)
+                pos[r, :n] = next_pos[r, 0].item() + torch.tensor(trie.depths)
+                see[r, :n, width : width + n] = trie.ancestry()
+            see[r, n:, width + n :] = torch.eye(span - n, dtype=torch.bool)  # padding rows
         attention = see[:, None].to(self.device)
         if self.model.config._attn_implementation == "eager":
             attention = (
@@ -526,12 +520,12 @@ class LocalLLM(LLM):
             )
         hidden, _ = self._forward(ids.to(self.device), attention, pos.to(self.device), past)
         out = []
-        for r, cs in enumerate(cands):
+        for r, (cs, trie) in enumerate(zip(cands, tries, strict=True)):
             # row 0: the prompt's last state (predicts every candidate's first token)
-            states = torch.cat([first[r][None], hidden[r, : len(fed[r])]])
+            states = torch.cat([first[r][None], hidden[r, : len(trie.tokens)]])
             index, owners, targets = [], [], []
-            for j, (c, spots) in enumerate(zip(cs, where[r], strict=True)):
-                index += [0, *(1 + i for i in spots)]
+            for j, (c, path) in enumerate(zip(cs, trie.paths, strict=True)):
+                index += [0, *(1 + i for i in path)]
                 owners += [j] * len(c)
                 targets += c
             logp = self._logprobs(states[torch.tensor(index, device=self.device)])
@@ -665,3 +659,37 @@ class LocalLLM(LLM):
                 if counts[r] > 0:
                     out[i] = float(torch.exp(sums[r] / counts[r]))
         return out
+
+
+class _TokenTrie:
+    """Token sequences merged on their common starts: ``tokens[k]`` is node k's token,
+    ``depths[k]`` its depth (0: first token), parents before children; ``paths[j]`` the nodes
+    of sequence j, in order."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]]):
+        self.tokens: list[int] = []
+        self.depths: list[int] = []
+        self.parents: list[int] = []
+        self.paths: list[list[int]] = []
+        children: dict[tuple[int, int], int] = {}
+        for sequence in sequences:
+            node, path = -1, []
+            for token in sequence:
+                key = (node, token)
+                if key not in children:
+                    children[key] = len(self.tokens)
+                    self.tokens.append(token)
+                    self.depths.append(len(path))
+                    self.parents.append(node)
+                node = children[key]
+                path.append(node)
+            self.paths.append(path)
+
+    def ancestry(self) -> torch.Tensor:
+        """(nodes, nodes) bool: row k is True at node k and its ancestors."""
+        n = len(self.tokens)
+        seen = torch.eye(n, dtype=torch.bool)
+        for k, parent in enumerate(self.parents):
+            if parent >= 0:
+                seen[k] |= seen[parent]
+        return seen
