@@ -50,6 +50,12 @@ settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mea
 ``codebook`` from ``data/06_models/vq_vae.pt``) on the same ``--examples`` training and
 ``--val-examples`` validation traces, and reports the validation loss before and after
 (``benchmarks/results/bench_sft_init.json``).
+
+``--compare-budget [--budgets 64 320] [--val-examples 6]`` trains stage 2 (default settings)
+from the default run's stage-1 model (``data/06_models/sft_model_stage1``) on each number of
+random training traces, and prints the mean action-type distribution on held-out steps per
+true next action: whether the model reads the page or only learned the marginal action mix
+(``benchmarks/results/bench_sft_budget.json``).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -403,6 +410,70 @@ def compare_init(args: argparse.Namespace) -> dict:
     return {"train_examples": len(train), "val_examples": len(val), "results": rows}
 
 
+def compare_budget(args: argparse.Namespace) -> dict:
+    """Stage 2 (the default settings) from the default run's stage-1 model with each of
+    ``--budgets`` random training examples; for each, the mean action-type distribution (over
+    all types, as ``sft_evaluation`` scores them) on up to ``--val-examples`` held-out steps
+    per true next action. A model that reads the page puts more mass on the true action."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from persona_shoppers.agent.evaluation import action_type_distributions
+    from persona_shoppers.llm.local import LocalLLM
+    from persona_shoppers.sft.data import conversations, sample_split
+    from persona_shoppers.sft.tokens import find_persona_tokens
+    from persona_shoppers.sft.training import train_stage
+    from persona_shoppers.storefront import ACTION_TYPES
+
+    params = _params()
+    stage = params["stage2"]
+    start = ROOT / "data" / "06_models" / "sft_model_stage1"
+    if not start.exists():
+        raise SystemExit(f"{start} is missing: run `kedro run --pipelines=sft` first")
+    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    held_out = frame[frame["split"] == "validation"]
+    val = conversations(sample_split(frame, "validation", 16, args.seed))
+    rows = []
+    for budget in args.budgets:
+        tokenizer = AutoTokenizer.from_pretrained(start)
+        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
+        train = conversations(sample_split(frame, "train", budget, params["seed"]))
+        started = time.perf_counter()
+        trained, history = train_stage(
+            model,
+            tokenizer,
+            find_persona_tokens(tokenizer),
+            train,
+            val,
+            backbone=stage["backbone"],
+            optimizer=stage["optimizer"],
+            data=params["data"],
+            trainer={**params["trainer"], "enable_progress_bar": False},
+            seed=params["seed"],
+        )
+        seconds = time.perf_counter() - started
+        folder = RESULTS / f"sft_budget_{budget}"
+        trained.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        llm = LocalLLM(str(folder), dtype="bfloat16")
+        for action, steps in held_out.groupby("action"):
+            steps = steps.head(args.val_examples)
+            probs = action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
+            rows.append(
+                {
+                    "train_examples": len(train),
+                    "optimizer_steps": history["train_loss"][-1]["step"],
+                    "train_seconds": round(seconds, 1),
+                    "true_action": action,
+                    "steps": len(steps),
+                    **{t: float(v) for t, v in zip(ACTION_TYPES, probs.mean(axis=0), strict=True)},
+                }
+            )
+        shutil.rmtree(folder)
+    table = pd.DataFrame(rows)
+    print(table.round(3).to_string(index=False))
+    return {"results": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -417,6 +488,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-examples", type=int, default=64)
     parser.add_argument("--compare-init", action="store_true")
+    parser.add_argument("--compare-budget", action="store_true")
+    parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -426,6 +499,12 @@ def main() -> None:
         out = Path(args.out or RESULTS / "bench_sft_init.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(compare_init(args), indent=2) + "\n")
+        print(f"wrote {out}")
+        return
+    if args.compare_budget:
+        out = Path(args.out or RESULTS / "bench_sft_budget.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(compare_budget(args), indent=2) + "\n")
         print(f"wrote {out}")
         return
 
