@@ -495,18 +495,17 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.compare_init:
-        out = Path(args.out or RESULTS / "bench_sft_init.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(compare_init(args), indent=2) + "\n")
-        print(f"wrote {out}")
-        return
-    if args.compare_budget:
-        out = Path(args.out or RESULTS / "bench_sft_budget.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(compare_budget(args), indent=2) + "\n")
-        print(f"wrote {out}")
-        return
+    comparisons = {
+        "compare_init": (compare_init, "init"),
+        "compare_budget": (compare_budget, "budget"),
+    }
+    for flag, (compare, name) in comparisons.items():
+        if getattr(args, flag):
+            out = Path(args.out or RESULTS / f"bench_sft_{name}.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(compare(args), indent=2) + "\n")
+            print(f"wrote {out}")
+            return
 
     started = time.perf_counter()
     report = bench(args)
