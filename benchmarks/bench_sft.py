@@ -411,45 +411,36 @@ def compare_init(args: argparse.Namespace) -> dict:
 
 
 def compare_budget(args: argparse.Namespace) -> dict:
-    """Stage 2 (the default settings) from the default run's stage-1 model with each of
-    ``--budgets`` random training examples; for each, the mean action-type distribution (over
-    all types, as ``sft_evaluation`` scores them) on up to ``--val-examples`` held-out steps
-    per true next action. A model that reads the page puts more mass on the true action."""
+    """Stage 2 (the pipeline's ``train_stage2`` node, default settings, no checkpoints) from
+    the default run's stage-1 model with each of ``--budgets`` random training examples; for
+    each, the mean action-type distribution (over all types, as ``sft_evaluation`` scores
+    them) on up to ``--val-examples`` held-out steps per true next action. A model that reads
+    the page puts more mass on the true action."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from persona_shoppers.agent.evaluation import action_type_distributions
     from persona_shoppers.llm.local import LocalLLM
-    from persona_shoppers.sft.data import conversations, sample_split
-    from persona_shoppers.sft.tokens import find_persona_tokens
-    from persona_shoppers.sft.training import train_stage
+    from persona_shoppers.pipelines.sft.nodes import train_stage2
+    from persona_shoppers.sft.io import ModelAndTokenizer
     from persona_shoppers.storefront import ACTION_TYPES
 
     params = _params()
-    stage = params["stage2"]
+    params["checkpoint"] = {}
+    params["trainer"] = {**params["trainer"], "enable_progress_bar": False}
     start = ROOT / "data" / "06_models" / "sft_model_stage1"
     if not start.exists():
         raise SystemExit(f"{start} is missing: run `kedro run --pipelines=sft` first")
     frame = pd.read_json(str(TRACES).format(2), lines=True)
     held_out = frame[frame["split"] == "validation"]
-    val = conversations(sample_split(frame, "validation", 16, args.seed))
     rows = []
     for budget in args.budgets:
-        tokenizer = AutoTokenizer.from_pretrained(start)
-        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
-        train = conversations(sample_split(frame, "train", budget, params["seed"]))
-        started = time.perf_counter()
-        trained, history = train_stage(
-            model,
-            tokenizer,
-            find_persona_tokens(tokenizer),
-            train,
-            val,
-            backbone=stage["backbone"],
-            optimizer=stage["optimizer"],
-            data=params["data"],
-            trainer={**params["trainer"], "enable_progress_bar": False},
-            seed=params["seed"],
+        stage1 = ModelAndTokenizer(
+            AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32),
+            AutoTokenizer.from_pretrained(start),
         )
+        params["stage2"] = {**params["stage2"], "max_examples": budget}
+        started = time.perf_counter()
+        (trained, tokenizer), history = train_stage2(stage1, frame, params)
         seconds = time.perf_counter() - started
         folder = RESULTS / f"sft_budget_{budget}"
         trained.save_pretrained(folder)
@@ -460,7 +451,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
             probs = action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
             rows.append(
                 {
-                    "train_examples": len(train),
+                    "train_examples": int(history["train_kept"][-1]["value"]),
                     "optimizer_steps": history["train_loss"][-1]["step"],
                     "train_seconds": round(seconds, 1),
                     "true_action": action,

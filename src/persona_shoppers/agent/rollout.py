@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -121,7 +122,7 @@ def choice_texts(options: Sequence[Action]) -> tuple[list[str], list[str]]:
     ``options``: every type's start (search first), then the complete actions of the types
     with more than one valid argument."""
     types = ["search", *dict.fromkeys(o.type for o in options)]
-    counts = {t: sum(o.type == t for o in options) for t in types}
+    counts = Counter(o.type for o in options)
     texts = [type_text(t) for t in types]
     texts += [candidate_text(o) for o in options if counts[o.type] > 1]
     return types, texts
@@ -134,18 +135,18 @@ def action_logprobs(
     log-likelihoods of :func:`choice_texts`'s texts: log P(type | valid types) plus
     log P(argument | type, valid arguments)."""
     values = np.asarray(logprobs, dtype=float)
-    by_type = _log_softmax(values[: len(types)])
-    full = iter(values[len(types) :])
+    by_type = dict(zip(types, _log_softmax(values[: len(types)]), strict=True))
+    counts = Counter(o.type for o in options)
     arguments: dict[str, list[float]] = {}
-    for option in options:
-        if sum(o.type == option.type for o in options) > 1:
-            arguments.setdefault(option.type, []).append(next(full))
+    for option, full in zip(
+        [o for o in options if counts[o.type] > 1], values[len(types) :], strict=True
+    ):
+        arguments.setdefault(option.type, []).append(full)
     within = {t: iter(_log_softmax(np.asarray(v))) for t, v in arguments.items()}
-    out = [by_type[0]]
-    for option in options:
-        type_lp = by_type[types.index(option.type)]
-        out.append(type_lp + (next(within[option.type]) if option.type in within else 0.0))
-    return np.asarray(out)
+    return np.asarray(
+        [by_type["search"]]
+        + [by_type[o.type] + (next(within[o.type]) if o.type in within else 0.0) for o in options]
+    )
 
 
 def _log_softmax(values: np.ndarray) -> np.ndarray:
