@@ -1,4 +1,6 @@
-"""Agent populations: draws from a shop's mixes, matched buyers, profiles."""
+"""Agent populations: draws from a shop's mixes, matched buyers, profiles; runs as sessions."""
+
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -7,9 +9,14 @@ from persona_shoppers.agent.population import (
     category_leaf,
     condition_profile,
     matched_agents,
+    runs_to_sessions,
     shop_sample_agents,
     text_persona_profile,
 )
+from persona_shoppers.agent.rollout import AgentRun, AgentSpec
+from persona_shoppers.storefront import Action, Store
+
+from ..storefront.test_store import COLLECTIONS, MEMBERS, PRODUCTS
 
 
 def _mix(column, values, shares, shops=("s1", "s2")):
@@ -68,3 +75,21 @@ def test_profiles_by_condition():
     with pytest.raises(ValueError, match="unknown profile kind"):
         condition_profile(agent, "tokens")
     assert category_leaf("Footwear > Ankle Boots") == "ankle boots"
+
+
+def test_runs_to_sessions_takes_a_cart_event_after_a_hundred_views():
+    # quantity is null on the first 121 events and set on the last: a schema inferred from
+    # the first rows rejected it
+    store = Store("s1", PRODUCTS, COLLECTIONS, MEMBERS)
+    visit, first = store.start()
+    events = list(first.events)
+    for _ in range(60):
+        events += store.step(visit, Action("view", "p1")).events
+        events += store.step(visit, Action("view", "p2")).events
+    events += store.step(visit, Action("add_to_cart", "p2")).events
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    timed = [{**e, "ts": start + timedelta(seconds=i)} for i, e in enumerate(events)]
+    run = AgentRun(AgentSpec("a1", "s1", "goal"), events=timed)
+    table = runs_to_sessions([run], pd.DataFrame({"condition": ["base"]}), PRODUCTS, COLLECTIONS)
+    assert table.loc[0, ["n_product_views", "n_add_to_cart"]].tolist() == [120, 1]
+    assert table.loc[0, "condition"] == "base"

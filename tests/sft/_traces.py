@@ -81,6 +81,7 @@ def synthetic_traces(
                     "step": step,
                     "n_steps": steps,
                     "action": action,
+                    "page": "search",
                     "split": split,
                     "stage": stage,
                 }

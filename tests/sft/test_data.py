@@ -10,6 +10,7 @@ from persona_shoppers.sft.data import (
     collate_rows,
     length_grouped_batches,
     pack_rows,
+    even_shares,
     sample_split,
     shared_prefix_length,
     tokenize_example,
@@ -132,6 +133,25 @@ def test_sample_split_is_seeded_and_bounded():
     assert (
         len(sample_split(frame, "validation", None, seed=0)) == (frame.split == "validation").sum()
     )
+
+
+def test_even_shares_fills_small_groups_and_spreads_the_rest():
+    assert even_shares({"a": 10, "b": 10, "c": 10}, 9) == {"a": 3, "b": 3, "c": 3}
+    # c has 1 row: it gives all of it, a and b share the other 9 (a first gets the odd one)
+    assert even_shares({"a": 10, "b": 10, "c": 1}, 10) == {"a": 5, "b": 4, "c": 1}
+    assert even_shares({"a": 2, "b": 0}, 5) == {"a": 2, "b": 0}
+
+
+def test_sample_split_by_page_draws_even_shares():
+    frame = synthetic_traces(sessions=40, steps=5)
+    # 5 in 6 training rows on product pages, the rest on checkout pages
+    frame["page"] = ["checkout" if i % 6 == 0 else "product" for i in range(len(frame))]
+    picked = sample_split(frame, "train", 20, seed=3, stratify_by="page")
+    assert picked["page"].value_counts().to_dict() == {"checkout": 10, "product": 10}
+    assert picked.index.is_monotonic_increasing and (picked["split"] == "train").all()
+    assert picked.index.equals(sample_split(frame, "train", 20, seed=3, stratify_by="page").index)
+    with pytest.raises(ValueError, match="no column 'shelf'"):
+        sample_split(frame, "train", 20, seed=3, stratify_by="shelf")
 
 
 def test_collate_matches_examples_tensor_types(persona_model):

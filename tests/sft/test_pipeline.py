@@ -47,6 +47,7 @@ def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
     for stage in ("stage1", "stage2"):
         params[stage]["max_examples"] = 12
         params[stage]["max_val_examples"] = 4
+    params["stage2"]["data"] = {"batch_size": 3}  # a stage's own data settings win
     return params
 
 
@@ -78,10 +79,11 @@ def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_p
             initial = embeddings[: persona.first].clone()
         frozen_rows_kept = torch.equal(embeddings[: persona.first], initial)
         assert frozen_rows_kept == (name == "sft_model_stage1"), name
-    for stage, steps in (("stage1", 3), ("stage2", 3), ("single_stage", 6)):
+    # 12 examples at batch 4; 12 at batch 3; both stages' 24 at stage 2's batch 3
+    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 4, 12), ("single_stage", 8, 24)):
         history = catalog.load(f"sft_{stage}_history")
         assert [p["step"] for p in history["train_loss"]] == list(range(1, steps + 1)), stage
-        assert history["val_loss"] and history["train_kept"][0]["value"] == steps * 4
+        assert history["val_loss"] and history["train_kept"][0]["value"] == examples
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "single_stage",
         "stage1",

@@ -25,6 +25,7 @@ import polars as pl
 
 from ..clickstream import sessions as session_table
 from ..clickstream import validation
+from ..contract import EVENT_SCHEMA
 from .prompts import intent_goal, persona_token
 from .rollout import AgentRun
 
@@ -177,6 +178,9 @@ def agent_goal(agent: Mapping[str, Any]) -> str:
     return intent_goal(agent["category"], agent["stratum"])
 
 
+EVENT_FIELDS = ("ts", "event_type", "product_id", "collection_id", "query", "quantity", "price")
+
+
 def runs_to_sessions(
     runs: Sequence[AgentRun],
     labels: pd.DataFrame,
@@ -188,26 +192,13 @@ def runs_to_sessions(
     rows = []
     for i, run in enumerate(runs):
         for event in run.events:
+            ids = {"shop_id": run.spec.shop_id, "buyer_id": run.spec.agent_id}
             rows.append(
-                {
-                    "shop_id": run.spec.shop_id,
-                    "buyer_id": run.spec.agent_id,
-                    "session_id": f"sim-{i:06d}",
-                    **{
-                        k: event[k]
-                        for k in (
-                            "ts",
-                            "event_type",
-                            "product_id",
-                            "collection_id",
-                            "query",
-                            "quantity",
-                            "price",
-                        )
-                    },
-                }
+                {**ids, "session_id": f"sim-{i:06d}", **{k: event[k] for k in EVENT_FIELDS}}
             )
-    events = pl.DataFrame(rows, schema_overrides={"ts": pl.Datetime("us", "UTC")}, strict=False)
+    # the raw contract's schema: inferred from the first rows, a column that is null there
+    # (quantity before the first cart event) would reject later values
+    events = pl.DataFrame(rows, schema=EVENT_SCHEMA, strict=False)
     result = validation.validate_events(
         events, products, collections, price_required_for=(), product_required_for=()
     )

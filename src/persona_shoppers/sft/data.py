@@ -435,13 +435,48 @@ def conversations(frame: pd.DataFrame) -> list[list[dict]]:
 
 
 def sample_split(
-    frame: pd.DataFrame, split: str, max_examples: int | None, seed: int
+    frame: pd.DataFrame,
+    split: str,
+    max_examples: int | None,
+    seed: int,
+    stratify_by: str | None = None,
 ) -> pd.DataFrame:
     """Rows of ``split`` ("train" / "validation"), at most ``max_examples`` of them drawn with
-    ``seed`` (kept in their original order)."""
+    ``seed`` (kept in their original order).
+
+    ``stratify_by`` (a column, e.g. ``page``) draws the same number of rows from each of its
+    values (all rows of a value with fewer, the rest spread over the others): a small budget
+    then covers rare situations (the checkout page) while the distribution of everything
+    else within a value, such as the next action on a kind of page, is kept."""
     if "split" not in frame.columns:
         raise ValueError("SFT traces need a 'split' column ('train' / 'validation')")
+    if stratify_by is not None and stratify_by not in frame.columns:
+        raise ValueError(
+            f"SFT traces have no column {stratify_by!r} to stratify by; rerun "
+            "trace_generation or set the stage's stratify_by to null"
+        )
     rows = frame[frame["split"] == split]
-    if max_examples is not None and len(rows) > max_examples:
-        rows = rows.sample(n=int(max_examples), random_state=seed).sort_index()
-    return rows
+    if max_examples is None or len(rows) <= max_examples:
+        return rows
+    if stratify_by is None:
+        return rows.sample(n=int(max_examples), random_state=seed).sort_index()
+    groups = dict(list(rows.groupby(stratify_by, sort=True)))
+    shares = even_shares({k: len(g) for k, g in groups.items()}, int(max_examples))
+    picked = [g.sample(n=shares[k], random_state=seed) for k, g in groups.items()]
+    return pd.concat(picked).sort_index()
+
+
+def even_shares(sizes: dict[Any, int], total: int) -> dict[Any, int]:
+    """``total`` split as evenly as possible over groups of ``sizes`` rows, no group given
+    more than it has; the leftover of an uneven split goes to the first groups (in order)."""
+    shares = dict.fromkeys(sizes, 0)
+    left = min(total, sum(sizes.values()))
+    open_groups = [k for k in sizes if sizes[k] > 0]
+    while left > 0:
+        each, extra = divmod(left, len(open_groups))
+        for i, key in enumerate(open_groups):
+            give = min(each + (i < extra), sizes[key] - shares[key])
+            shares[key] += give
+            left -= give
+        open_groups = [k for k in open_groups if shares[k] < sizes[k]]
+    return shares

@@ -52,6 +52,7 @@ class ReplayedStep:
     progress: tuple[str, ...]  # the progress log before the action
     action: Action
     reason: str
+    page: str  # the kind of that page (home, search, collection, product, cart, checkout)
 
 
 @dataclass
@@ -136,7 +137,9 @@ def replay_session(store: Store, events: Iterable[Mapping[str, Any]]) -> Session
             continue
         listed = kind == "product_view" and event["product_id"] in store.listed_products(visit.page)
         key = ("view_listed" if listed else "view_direct") if action.type == "view" else action.type
-        step = ReplayedStep(observation, tuple(progress), action, _REASONS[key])
+        step = ReplayedStep(
+            observation, tuple(progress), action, _REASONS[key], visit.page.kind
+        )
         result = store.step(visit, action)
         if not result.valid:
             replay.skipped[f"{kind}: {result.rule}"] += 1
@@ -152,7 +155,9 @@ def replay_session(store: Store, events: Iterable[Mapping[str, Any]]) -> Session
                 replay.n_replayed -= 1
     if not visit.done:
         end = Action("end")
-        replay.steps.append(ReplayedStep(observation, tuple(progress), end, _REASONS["end"]))
+        replay.steps.append(
+            ReplayedStep(observation, tuple(progress), end, _REASONS["end"], visit.page.kind)
+        )
         store.step(visit, end)
     replay.outcome = visit.outcome
     return replay

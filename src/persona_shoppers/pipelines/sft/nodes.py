@@ -71,12 +71,14 @@ def add_persona_tokens_to_model(
 
 
 def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Conversations, ...]:
-    train = sample_split(traces, "train", stage.get("max_examples"), seed)
+    stratify_by = stage.get("stratify_by")
+    train = sample_split(traces, "train", stage.get("max_examples"), seed, stratify_by)
     val = sample_split(traces, "validation", stage.get("max_val_examples"), seed)
     logger.info(
-        "sampled %d of %d training and %d of %d validation examples",
+        "sampled %d of %d training%s and %d of %d validation examples",
         len(train),
         int((traces["split"] == "train").sum()),
+        f" (by {stratify_by}: {train[stratify_by].value_counts().to_dict()})" if stratify_by else "",
         len(val),
         int((traces["split"] == "validation").sum()),
     )
@@ -105,7 +107,7 @@ def _train(
         lora=stage.get("lora"),
         gradient_checkpointing=stage.get("gradient_checkpointing", False),
         frozen_dtype=stage.get("frozen_dtype"),
-        data=params["data"],
+        data={**params["data"], **(stage.get("data") or {})},
         trainer={**params["trainer"], **(stage.get("trainer") or {})},
         seed=params["seed"],
         checkpoint_dir=Path(folder) / name if folder else None,

@@ -152,6 +152,7 @@ def replay_trace_sessions(
                     "step": step_index,
                     "n_steps": len(replay.steps),
                     "action": step.action.type,
+                    "page": step.page,
                     "category": category,
                     "observation": step.observation,
                     "progress": list(step.progress),
