@@ -51,11 +51,12 @@ settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mea
 ``--val-examples`` validation traces, and reports the validation loss before and after
 (``benchmarks/results/bench_sft_init.json``).
 
-``--compare-budget [--budgets 64 320] [--val-examples 6]`` trains stage 2 (default settings)
+``--compare-budget [--budgets 64 320] [--val-examples 6] [--stratify-by page|none]
+[--stage2-batch-size N]`` trains stage 2 (default settings, or the given draw and batch size)
 from the default run's stage-1 model (``data/06_models/sft_model_stage1``) on each number of
-random training traces, and prints the mean action-type distribution on held-out steps per
-true next action: whether the model reads the page or only learned the marginal action mix
-(``benchmarks/results/bench_sft_budget.json``).
+training traces, and prints the mean action-type distribution on held-out steps per kind of
+page and true next action: whether the model reads the page or only learned the marginal
+action mix (``benchmarks/results/bench_sft_budget.json``, or ``--out``).
 """
 
 from __future__ import annotations
@@ -432,6 +433,11 @@ def compare_budget(args: argparse.Namespace) -> dict:
         raise SystemExit(f"{start} is missing: run `kedro run --pipelines=sft` first")
     frame = pd.read_json(str(TRACES).format(2), lines=True)
     held_out = frame[frame["split"] == "validation"]
+    if args.stratify_by is not None:
+        params["stage2"]["stratify_by"] = None if args.stratify_by == "none" else args.stratify_by
+    if args.stage2_batch_size is not None:
+        params["stage2"]["data"] = {"batch_size": args.stage2_batch_size}
+    batch_size = {**params["data"], **(params["stage2"].get("data") or {})}["batch_size"]
     rows = []
     for budget in args.budgets:
         stage1 = ModelAndTokenizer(
@@ -446,14 +452,17 @@ def compare_budget(args: argparse.Namespace) -> dict:
         trained.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         llm = LocalLLM(str(folder), dtype="bfloat16")
-        for action, steps in held_out.groupby("action"):
+        for (page, action), steps in held_out.groupby(["page", "action"]):
             steps = steps.head(args.val_examples)
             probs = action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
             rows.append(
                 {
                     "train_examples": int(history["train_kept"][-1]["value"]),
+                    "stratify_by": params["stage2"].get("stratify_by"),
+                    "batch_size": batch_size,
                     "optimizer_steps": history["train_loss"][-1]["step"],
                     "train_seconds": round(seconds, 1),
+                    "page": page,
                     "true_action": action,
                     "steps": len(steps),
                     **{t: float(v) for t, v in zip(ACTION_TYPES, probs.mean(axis=0), strict=True)},
@@ -481,6 +490,8 @@ def main() -> None:
     parser.add_argument("--compare-init", action="store_true")
     parser.add_argument("--compare-budget", action="store_true")
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
+    parser.add_argument("--stratify-by", default=None, help="stage-2 draw: page | none")
+    parser.add_argument("--stage2-batch-size", type=int, default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -117,17 +117,17 @@ def test_candidates_are_the_valid_actions_of_the_page(stores):
     listed = candidate_actions(store, visit)
     assert {a.argument for a in listed if a.type == "view"} == {"p1", "p3", "p5"}
     store.step(visit, Action("view", "p3"))
-    assert Action("add_to_cart", "p3") in candidate_actions(store, visit)
+    on_product = candidate_actions(store, visit)
+    assert Action("add_to_cart", "p3") in on_product
+    # views: the products shown earlier in the visit, not the one on the page
+    assert [a.argument for a in on_product if a.type == "view"] == ["p1", "p5"]
     store.step(visit, Action("add_to_cart", "p3"))
     on_cart = candidate_actions(store, visit)
     assert Action("remove_from_cart", "p3") in on_cart and Action("checkout") in on_cart
     store.step(visit, Action("checkout"))
-    assert {a.type for a in candidate_actions(store, visit)} == {
-        "purchase",
-        "view_cart",
-        "back",
-        "end",
-    }
+    on_checkout = candidate_actions(store, visit)
+    assert {a.type for a in on_checkout} == {"purchase", "view", "view_cart", "back", "end"}
+    assert {a.argument for a in on_checkout if a.type == "view"} == {"p1", "p3", "p5"}
     with pytest.raises(ValueError, match="no store for shops"):
         RolloutEngine(None, stores).run([AgentSpec("x", "s9", "goal")], progress=False)
 

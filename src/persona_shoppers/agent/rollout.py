@@ -88,13 +88,17 @@ class AgentRun:
 
 
 def candidate_actions(store: Store, visit) -> list[Action]:
-    """Every valid non-search action on the visit's current page (search is always valid)."""
+    """The non-search actions an agent may take on the visit's current page (search is always
+    valid): every valid action, with views limited to products shown on a page of the visit
+    (this one's listing first, then earlier ones: going back to a product seen before, as
+    shoppers do; ids never shown would be guesses)."""
     page = visit.page
     out: list[Action] = []
     if page.kind == "home":
         out += [Action("open", store.collection_display_id[c]) for c in store.collections]
-    if page.kind in ("search", "collection"):
-        out += [Action("view", store.display_id[p]) for p in store.listed_products(page)]
+    shown = [p for past in (page, *visit.history[-2::-1]) for p in store.listed_products(past)]
+    here = page.subject if page.kind == "product" else None
+    out += [Action("view", store.display_id[p]) for p in dict.fromkeys(shown) if p != here]
     if page.kind == "product":
         out.append(Action("add_to_cart", store.display_id[page.subject]))
     if page.kind == "cart":
