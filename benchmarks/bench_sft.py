@@ -52,11 +52,13 @@ settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mea
 (``benchmarks/results/bench_sft_init.json``).
 
 ``--compare-budget [--budgets 64 320] [--val-examples 6] [--stratify-by page|none]
-[--stage2-batch-size N]`` trains stage 2 (default settings, or the given draw and batch size)
-from the default run's stage-1 model (``data/06_models/sft_model_stage1``) on each number of
-training traces, and prints the mean action-type distribution on held-out steps per kind of
-page and true next action: whether the model reads the page or only learned the marginal
-action mix (``benchmarks/results/bench_sft_budget.json``, or ``--out``).
+[--stage2-batch-size N] [--keep-models DIR]`` trains stage 2 (default settings, or the given
+draw and batch size) from the default run's stage-1 model
+(``data/06_models/sft_model_stage1``) on each number of training traces, and prints the mean
+action-type distribution on held-out steps per kind of page and true next action: whether the
+model reads the page or only learned the marginal action mix
+(``benchmarks/results/bench_sft_budget.json``, or ``--out``; the models are kept in
+``DIR/sft_budget_<n>`` with ``--keep-models``).
 """
 
 from __future__ import annotations
@@ -448,7 +450,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         (trained, tokenizer), history = train_stage2(stage1, frame, params)
         seconds = time.perf_counter() - started
-        folder = RESULTS / f"sft_budget_{budget}"
+        folder = Path(args.keep_models or RESULTS) / f"sft_budget_{budget}"
         trained.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         llm = LocalLLM(str(folder), dtype="bfloat16")
@@ -468,7 +470,8 @@ def compare_budget(args: argparse.Namespace) -> dict:
                     **{t: float(v) for t, v in zip(ACTION_TYPES, probs.mean(axis=0), strict=True)},
                 }
             )
-        shutil.rmtree(folder)
+        if not args.keep_models:
+            shutil.rmtree(folder)
     table = pd.DataFrame(rows)
     print(table.round(3).to_string(index=False))
     return {"results": rows}
@@ -492,6 +495,9 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument("--stratify-by", default=None, help="stage-2 draw: page | none")
     parser.add_argument("--stage2-batch-size", type=int, default=None)
+    parser.add_argument(
+        "--keep-models", default=None, help="--compare-budget: keep each model in this folder"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
