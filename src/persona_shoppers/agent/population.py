@@ -178,7 +178,8 @@ def agent_goal(agent: Mapping[str, Any]) -> str:
     return intent_goal(agent["category"], agent["stratum"])
 
 
-EVENT_FIELDS = ("ts", "event_type", "product_id", "collection_id", "query", "quantity", "price")
+# the contract's event columns an agent's events carry (the ids come from the run)
+EVENT_FIELDS = tuple(k for k in EVENT_SCHEMA if k not in ("shop_id", "buyer_id", "session_id"))
 
 
 def runs_to_sessions(
