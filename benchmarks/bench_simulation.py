@@ -4,11 +4,18 @@
                                           [--dtype bfloat16] [--model smollm2-135m-instruct]
 
 The same agents (an evaluation shop of the default sample, goals over its categories, no
-persona) shop with greedy decoding, once with ``--lockstep`` agents per LLM call and once one
-agent at a time (``lockstep=1``). Reports sessions per minute, agent steps per second, the
-speed-up and whether both produced the same sessions. Writes
-``benchmarks/results/simulation.json``. Run it on a quiet machine: other jobs on the same
-cores change the figures.
+persona) shop with greedy decoding three ways, on the same model and dtype:
+
+- ``lockstep``: the engine as the simulation pipeline runs it: ``--lockstep`` agents per
+  batched LLM call, each agent's prompt prefix kept in the KV cache across its steps;
+- ``one_at_a_time``: the same engine with one agent per call (``lockstep=1``), still with
+  the KV cache across steps: what batching alone adds;
+- ``plain_loop``: one agent at a time with no prompt cache (``prefix_cache_mb: 0``), every
+  step's prompt run whole: the agent loop without the engine.
+
+Reports sessions per minute, agent steps per second, the speed-ups and whether all three
+produced the same sessions. Writes ``benchmarks/results/simulation.json``. Run it on a quiet
+machine: other jobs on the same cores change the figures.
 """
 
 from __future__ import annotations
@@ -66,32 +73,44 @@ def main() -> None:
         shops=[args.shop],
     )
     specs = _specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
-    llm = build_llm(
-        {
+
+    def llm(prefix_cache_mb: int):
+        config = {
             "model": args.model,
             "dtype": args.dtype,
             "batch_size": args.lockstep,
             "cache": False,
-            "prefix_cache_mb": 4096,
+            "prefix_cache_mb": prefix_cache_mb,
         }
-    )
+        return build_llm(config)
+
     results = {}
     sessions = {}
-    for name, lockstep in (("lockstep", args.lockstep), ("one_at_a_time", 1)):
-        engine = RolloutEngine(llm, stores, args.max_steps, decoding="greedy", lockstep=lockstep)
+    modes = (("lockstep", args.lockstep, 4096), ("one_at_a_time", 1, 4096), ("plain_loop", 1, 0))
+    for name, lockstep, cache_mb in modes:
+        engine = RolloutEngine(
+            llm(cache_mb), stores, args.max_steps, decoding="greedy", lockstep=lockstep
+        )
         seconds, runs = _time(engine, specs)
         steps = sum(len(r.actions) for r in runs)
         sessions[name] = [(r.actions, r.outcome) for r in runs]
         results[name] = {
             "lockstep": lockstep,
+            "prefix_cache_mb": cache_mb,
             "seconds": round(seconds, 2),
             "sessions_per_minute": round(len(runs) / seconds * 60, 2),
             "agent_steps_per_second": round(steps / seconds, 3),
             "agent_steps": steps,
         }
         print(f"{name:>14}: {results[name]}", flush=True)
-    speedup = results["one_at_a_time"]["seconds"] / results["lockstep"]["seconds"]
-    same = sum(a == b for a, b in zip(sessions["lockstep"], sessions["one_at_a_time"], strict=True))
+    speedups = {
+        f"over_{name}": round(results[name]["seconds"] / results["lockstep"]["seconds"], 2)
+        for name in ("one_at_a_time", "plain_loop")
+    }
+    same = {
+        name: sum(a == b for a, b in zip(sessions["lockstep"], sessions[name], strict=True))
+        for name in ("one_at_a_time", "plain_loop")
+    }
     report = {
         "agents": args.agents,
         "max_steps": args.max_steps,
@@ -99,15 +118,19 @@ def main() -> None:
         "dtype": args.dtype,
         "shop": args.shop,
         "results": results,
-        "speedup": round(speedup, 2),
-        "identical_sessions": f"{same}/{args.agents}",
+        "speedup": speedups,
+        "identical_sessions": {name: f"{n}/{args.agents}" for name, n in same.items()},
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
         },
     }
-    print(f"speed-up {speedup:.2f}x; identical sessions {same}/{args.agents}")
+    for name, n in same.items():
+        print(
+            f"lockstep over {name}: {speedups['over_' + name]:.2f}x; "
+            f"identical sessions {n}/{args.agents}"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "simulation.json").write_text(json.dumps(report, indent=2))
 

@@ -160,6 +160,17 @@ def test_batches_group_by_length_within_budget():
     assert all(len(b) <= 2 for b in batches)
 
 
+def test_batches_trade_padding_against_the_cost_of_a_pass():
+    lengths = [5, 100, 7, 98, 6, 3]
+    # No fixed cost per pass: as few passes as the bounds allow, longest rows first.
+    assert _by_length(lengths, batch_size=8, token_budget=10_000) == [[1, 3, 2, 4, 0, 5]]
+    # A pass costs 20 padded tokens: [100, 98] + [7, 6, 5, 3] = 200 + 28 + 2 x 20 = 268 beats
+    # one pass (600 + 20) and [100] + [98] + [7, 6, 5, 3] (100 + 98 + 28 + 3 x 20 = 286).
+    assert _by_length(lengths, 8, 10_000, forward_cost=20) == [[1, 3], [2, 4, 0, 5]]
+    # Free passes: no padding at all.
+    assert _by_length(lengths, 8, 10_000, forward_cost=0) == [[1], [3], [2], [4], [0], [5]]
+
+
 def test_prompt_kv_cache_gives_the_same_scores_and_texts(tiny_llm, prompts):
     prefixes = [tiny_llm.render(p) for p in prompts]
     # Rows with a cached prefix and a tail, an empty tail, and no cached prefix at all.

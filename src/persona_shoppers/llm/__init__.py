@@ -106,7 +106,8 @@ def build_llm(
     """The LLM described by ``config`` (the ``llm:`` parameters block, or a dict holding it).
 
     Keys: ``backend`` (``local`` | ``endpoint``), ``model``, ``dtype``, ``batch_size``,
-    ``device``, ``hf_cache_dir``, ``token_budget``, ``prefix_cache_mb`` (local);
+    ``device``, ``hf_cache_dir``, ``token_budget``, ``prefix_cache_mb``,
+    ``forward_cost_tokens`` (local);
     ``endpoint: {base_url, model,
     api_key_env, timeout_s, max_retries, backoff_s, concurrency, json_attempts,
     strict_schema}``; ``cache`` (bool, default true) and ``cache_dir`` for the response cache.
@@ -148,6 +149,7 @@ def _build(config: dict[str, Any], credentials: Mapping[str, Any] | None) -> LLM
             token_budget=int(config.get("token_budget", 16384)),
             max_length=config.get("max_length"),
             prefix_cache_mb=float(config.get("prefix_cache_mb", 512)),
+            forward_cost_tokens=float(config.get("forward_cost_tokens", 64)),
         )
     elif backend == "endpoint":
         from persona_shoppers.llm.endpoint import EndpointLLM

@@ -62,21 +62,52 @@ def _row_seed(seed: int, text: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:7], "big")
 
 
-def _by_length(lengths: Sequence[int], batch_size: int, token_budget: int) -> list[list[int]]:
+def _by_length(
+    lengths: Sequence[int],
+    batch_size: int,
+    token_budget: int,
+    forward_cost: float = float("inf"),
+) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), each with at most
-    ``batch_size`` rows and ``token_budget`` padded tokens (but at least one row)."""
+    ``batch_size`` rows and ``token_budget`` padded tokens (but at least one row).
+
+    Within those bounds the split minimises padded tokens + ``forward_cost`` per batch (the
+    fixed cost of a forward pass, in padded-token equivalents): on a CPU, padding a short row
+    to a long one costs as much as real tokens, so rows of very different lengths go to
+    separate passes; an infinite cost (the default) makes as few batches as the bounds allow.
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = max([lengths[j] for j in current] + [lengths[i], 1])
-        if current and (len(current) >= batch_size or width * (len(current) + 1) > token_budget):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    widths = [max(lengths[i], 1) for i in order]
+    n = len(order)
+    # best[i]: the cheapest split of the first i rows, as (padded tokens, batches); a batch
+    # [j, i) is as wide as its row j (the longest).
+    best: list[tuple[float, int] | None] = [(0.0, 0)] + [None] * n
+    start = [0] * (n + 1)
+    for i in range(1, n + 1):
+        for j in range(max(0, i - batch_size), i):
+            rows = i - j
+            if best[j] is None or (rows > 1 and widths[j] * rows > token_budget):
+                continue
+            split = (best[j][0] + widths[j] * rows, best[j][1] + 1)
+            if best[i] is None or _split_cost(split, forward_cost) < _split_cost(
+                best[i], forward_cost
+            ):
+                best[i], start[i] = split, j
+    batches = []
+    i = n
+    while i > 0:
+        batches.append(order[start[i] : i])
+        i = start[i]
+    return batches[::-1]
+
+
+def _split_cost(split: tuple[float, int], forward_cost: float) -> tuple[float, float]:
+    """A split's (padded tokens, batches) as a comparable cost: padded tokens + its forward
+    passes x their cost, or with an infinite cost fewest passes first, then fewest tokens."""
+    padded, batches = split
+    if forward_cost == float("inf"):
+        return (batches, padded)
+    return (padded + forward_cost * batches, 0.0)
 
 
 class LocalLLM(LLM):
@@ -88,7 +119,10 @@ class LocalLLM(LLM):
     names are converted to), ``token_budget`` (padded tokens per forward pass, bounds memory
     in ``choose`` / ``perplexity``), ``max_length`` (longest prompt + answer accepted),
     ``prefix_cache_mb`` (memory for prompt KV caches reused across the fields of
-    ``generate_json``; 0 disables it).
+    ``generate_json`` and the steps of an agent; 0 disables it), ``forward_cost_tokens`` (the
+    fixed cost of a forward pass in padded tokens: rows of very different lengths run in
+    separate passes when padding them would cost more; ``inf``: as few passes as possible,
+    e.g. on a GPU where padding is nearly free).
     """
 
     def __init__(
@@ -101,6 +135,7 @@ class LocalLLM(LLM):
         token_budget: int = 16384,
         max_length: int | None = None,
         prefix_cache_mb: float = 512,
+        forward_cost_tokens: float = 64,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,6 +148,7 @@ class LocalLLM(LLM):
         self.dtype_name = dtype
         self.batch_size = int(batch_size)
         self.token_budget = int(token_budget)
+        self.forward_cost_tokens = float(forward_cost_tokens)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=DTYPES[dtype])
@@ -227,7 +263,8 @@ class LocalLLM(LLM):
             return
         todo = list(dict.fromkeys(tuple(self.encode(p)) for p in prefixes))
         todo = [seq for seq in todo if seq and seq not in self._prefix_cache]
-        for batch in _by_length([len(s) for s in todo], self.batch_size, self.token_budget):
+        lengths = self._uncached_lengths(todo)
+        for batch in self._batches(lengths):
             seqs = [list(todo[i]) for i in batch]
             with torch.inference_mode():
                 last, past, mask, _ = self._start(seqs)
@@ -258,6 +295,20 @@ class LocalLLM(LLM):
         entry = self._prefix_cache.pop(key, None)
         if entry is not None:
             self._prefix_cache_bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in entry[0])
+
+    def _uncached_lengths(self, seqs: Sequence[Sequence[int]]) -> list[int]:
+        """The tokens of each input a forward pass would run: those after its cached prefix."""
+        if not self._prefix_cache:
+            return [len(s) for s in seqs]
+        return [len(s) - len(self._lookup(s) or ()) for s in seqs]
+
+    def _batches(self, lengths: Sequence[int], passes: int = 1) -> list[list[int]]:
+        """Rows grouped for forward passes: ``batch_size`` and ``token_budget`` bound a batch,
+        and within them padding is traded against ``forward_cost_tokens`` per pass (a batch
+        makes ``passes`` of them)."""
+        return _by_length(
+            lengths, self.batch_size, max(self.token_budget, 1), self.forward_cost_tokens * passes
+        )
 
     def _lookup(self, seq: Sequence[int]) -> tuple[int, ...] | None:
         best = None
@@ -380,8 +431,9 @@ class LocalLLM(LLM):
             for s, p in zip(prompt_seeds(seed, len(prefixes)), prefixes, strict=True)
         ]
         out: list[str] = [""] * len(prefixes)
-        budget = max(self.token_budget, 1)
-        for batch in _by_length([len(s) for s in seqs], self.batch_size, budget):
+        # Each batch also makes up to max_new_tokens one-token passes: few, full batches.
+        lengths = self._uncached_lengths(seqs)
+        for batch in self._batches(lengths, passes=1 + max_new_tokens):
             texts = self._generate_batch(
                 [seqs[i] for i in batch],
                 max_new_tokens,
@@ -479,14 +531,21 @@ class LocalLLM(LLM):
             self._check_length(i, len(seq), max(len(c) for c in ids))
             cand_ids.append(ids)
         out: list[tuple[list[float], list[float]]] = [([], [])] * len(prefixes)
-        for batch in _by_length([len(s) for s in seqs], self.batch_size, self.token_budget):
-            scores = self._score_batch([seqs[i] for i in batch], [cand_ids[i] for i in batch])
+        # Fed after each prompt: every candidate but its last token, merged into a trie.
+        tries = [_TokenTrie([c[:-1] for c in cs]) for cs in cand_ids]
+        lengths = [
+            n + len(t.tokens) for n, t in zip(self._uncached_lengths(seqs), tries, strict=True)
+        ]
+        for batch in self._batches(lengths):
+            scores = self._score_batch(
+                [seqs[i] for i in batch], [cand_ids[i] for i in batch], [tries[i] for i in batch]
+            )
             for i, score in zip(batch, scores, strict=True):
                 out[i] = score
         return out
 
     def _score_batch(
-        self, seqs: list[list[int]], cands: list[list[list[int]]]
+        self, seqs: list[list[int]], cands: list[list[list[int]]], tries: list[_TokenTrie]
     ) -> list[tuple[list[float], list[float]]]:
         """Score every candidate of every prompt in one forward pass over the prompts' KV.
 
@@ -497,8 +556,6 @@ class LocalLLM(LLM):
         never copied, and a shared start is computed once, whatever the number of candidates."""
         first, past, mask, next_pos = self._start(seqs)  # first: predicts token 0
         rows, width = mask.shape
-        # Fed tokens: every candidate but its last token (whose successor is not needed).
-        tries = [_TokenTrie([c[:-1] for c in cs]) for cs in cands]
         span = max(1, max(len(t.tokens) for t in tries))
         ids = torch.full((rows, span), self.pad_id, dtype=torch.long)
         pos = torch.zeros((rows, span), dtype=torch.long)
@@ -636,7 +693,7 @@ class LocalLLM(LLM):
             self._check_length(i, len(seq), 0)
             seqs.append(seq)
         out = [float("nan")] * len(seqs)
-        for batch in _by_length([len(s) for s in seqs], self.batch_size, self.token_budget):
+        for batch in self._batches([len(s) for s in seqs]):
             group = [seqs[i] for i in batch]
             width = max(len(s) for s in group)
             ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)

@@ -137,9 +137,7 @@ def replay_session(store: Store, events: Iterable[Mapping[str, Any]]) -> Session
             continue
         listed = kind == "product_view" and event["product_id"] in store.listed_products(visit.page)
         key = ("view_listed" if listed else "view_direct") if action.type == "view" else action.type
-        step = ReplayedStep(
-            observation, tuple(progress), action, _REASONS[key], visit.page.kind
-        )
+        step = ReplayedStep(observation, tuple(progress), action, _REASONS[key], visit.page.kind)
         result = store.step(visit, action)
         if not result.valid:
             replay.skipped[f"{kind}: {result.rule}"] += 1

@@ -74,11 +74,14 @@ def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Con
     stratify_by = stage.get("stratify_by")
     train = sample_split(traces, "train", stage.get("max_examples"), seed, stratify_by)
     val = sample_split(traces, "validation", stage.get("max_val_examples"), seed)
+    shares = (
+        f" (by {stratify_by}: {train[stratify_by].value_counts().to_dict()})" if stratify_by else ""
+    )
     logger.info(
         "sampled %d of %d training%s and %d of %d validation examples",
         len(train),
         int((traces["split"] == "train").sum()),
-        f" (by {stratify_by}: {train[stratify_by].value_counts().to_dict()})" if stratify_by else "",
+        shares,
         len(val),
         int((traces["split"] == "validation").sum()),
     )
