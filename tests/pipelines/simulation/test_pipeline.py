@@ -121,7 +121,12 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
     results = out["ab_test_results"]
     names = [t["name"] for t in params["ab_tests"]["tests"]]
     assert sorted(results["test"].unique()) == sorted(names)
-    assert set(results["metric"]) == {"conversion_rate", "revenue_per_session"}
+    assert set(results["metric"]) == {
+        "atc_rate",
+        "checkout_rate",
+        "conversion_rate",
+        "revenue_per_session",
+    }
     assert results["reference_effect"].notna().all()  # planted effects of the generator
     defined = results["note"].isna()
     assert results.loc[defined, "direction_agreement"].isin([True, False]).all()
@@ -138,3 +143,5 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
         assert arm["persona_token"].tolist() == control["persona_token"].tolist()
     row = results[(results["test"] == names[0]) & (results["metric"] == "conversion_rate")]
     assert row["control"].item() == control["has_purchase"].mean()
+    row = results[(results["test"] == names[0]) & (results["metric"] == "atc_rate")]
+    assert row["control"].item() == control["has_add_to_cart"].mean()

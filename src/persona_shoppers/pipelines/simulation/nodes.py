@@ -30,7 +30,9 @@ from persona_shoppers.storefront import StoreVariant, build_stores
 
 logger = logging.getLogger(__name__)
 
-AB_METRICS = ("conversion_rate", "revenue_per_session")
+# The funnel (sessions with an add to cart, a checkout, a purchase) and the sales per session,
+# under the generator's names (planted_truth.json), so reference effects match by name.
+AB_METRICS = ("atc_rate", "checkout_rate", "conversion_rate", "revenue_per_session")
 
 
 def build_simulation_agents(
@@ -256,6 +258,8 @@ def _arm_metrics(sessions: pd.DataFrame) -> dict[str, float]:
     n = len(sessions)
     return {
         "sessions": n,
+        "atc_rate": float(sessions["has_add_to_cart"].mean()) if n else float("nan"),
+        "checkout_rate": float(sessions["has_checkout"].mean()) if n else float("nan"),
         "conversion_rate": float(sessions["has_purchase"].mean()) if n else float("nan"),
         "revenue_per_session": float(sessions["order_value"].sum() / n) if n else float("nan"),
     }
