@@ -53,6 +53,25 @@ def test_lockstep_gives_the_same_sessions_as_one_agent_at_a_time(llm, stores):
     assert _sessions(runs) == _sessions(alone.run(specs, progress=False))
 
 
+def test_an_ended_agent_hands_its_place_to_a_waiting_one(llm, stores, monkeypatch):
+    engine = RolloutEngine(llm, stores, max_steps=6, temperature=20.0, lockstep=3)
+    batches = []
+    step = engine._step
+    monkeypatch.setattr(engine, "_step", lambda agents: batches.append(agents) or step(agents))
+    specs = _specs(8)
+    runs = engine.run(specs, progress=False)
+    assert len({len(r.actions) for r in runs}) > 1  # visits of different lengths
+    ended = set()
+    for before, batch in zip([[], *batches], batches, strict=False):
+        ended |= {a.spec.agent_id for a in before} - {a.spec.agent_id for a in batch}
+        assert len(batch) == min(3, len(specs) - len(ended))  # every free place is taken
+    assert _sessions(runs) == _sessions(
+        RolloutEngine(llm, stores, max_steps=6, temperature=20.0, lockstep=1).run(
+            specs, progress=False
+        )
+    )
+
+
 @pytest.mark.integration
 def test_greedy_lockstep_equals_one_at_a_time_on_the_default_model(stores):
     from persona_shoppers.llm import build_llm

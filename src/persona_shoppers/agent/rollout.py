@@ -18,12 +18,14 @@ built, and the agent's action is decided in two batched LLM calls across all age
 So every action is valid by construction; free text is generated only for queries. A visit
 ends as ``ended`` (the agent chose end), ``purchased``, ``step_limit`` or ``error`` (an action
 the store rejected; an empty query falls back to another action and a long one is cut to
-the store's limit, so none is expected). Results do not depend on how agents are batched:
-each agent's randomness comes from its own seed and step.
+the store's limit, so none is expected). Up to ``lockstep`` agents are stepped together, and
+an agent that ends hands its place to the next waiting one (continuous batching). Results do
+not depend on how agents are batched: each agent's randomness comes from its own seed and step.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import Counter
@@ -267,21 +269,24 @@ class RolloutEngine:
         bar = tqdm(
             total=len(specs), initial=len(done), desc="agents", unit="agent", disable=not progress
         )
-        for start in range(0, len(todo), self.lockstep):
-            wave = [
-                _Live(s, self.stores[_store_key(s)], self.start_time)
-                for s in todo[start : start + self.lockstep]
-            ]
-            for finished in self._roll(wave):
-                done[finished.spec.agent_id] = finished
-                _append_checkpoint(checkpoint, finished)
-                bar.update(1)
+        for finished in self._roll(todo):
+            done[finished.spec.agent_id] = finished
+            _append_checkpoint(checkpoint, finished)
+            bar.update(1)
         bar.close()
         return [done[s.agent_id] for s in specs]
 
-    def _roll(self, agents: list[_Live]) -> Iterable[AgentRun]:
-        active = list(agents)
-        while active:
+    def _roll(self, specs: Sequence[AgentSpec]) -> Iterable[AgentRun]:
+        """Step up to ``lockstep`` agents together; an agent that ends frees its place for the
+        next waiting one at once (continuous batching), so a few long visits do not hold up
+        the rest of the population."""
+        waiting = iter(specs)
+        active: list[_Live] = []
+        while True:
+            for spec in itertools.islice(waiting, self.lockstep - len(active)):
+                active.append(_Live(spec, self.stores[_store_key(spec)], self.start_time))
+            if not active:
+                return
             self._step(active)
             still = []
             for agent in active:
