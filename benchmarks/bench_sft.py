@@ -51,14 +51,15 @@ settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mea
 ``--val-examples`` validation traces, and reports the validation loss before and after
 (``benchmarks/results/bench_sft_init.json``).
 
-``--compare-budget [--budgets 64 320] [--val-examples 6] [--stratify-by page|none]
-[--stage2-batch-size N] [--keep-models DIR]`` trains stage 2 (default settings, or the given
-draw and batch size) from the default run's stage-1 model
+``--compare-budget [--budgets 64 320] [--seeds 42 7] [--val-examples 6] [--stratify-by
+page|none] [--stage2-batch-size N] [--keep-models DIR]`` trains stage 2 (default settings, or
+the given draw, batch size and seeds: the draw and the batch order) from the default run's
+stage-1 model
 (``data/06_models/sft_model_stage1``) on each number of training traces, and prints the mean
 action-type distribution on held-out steps per kind of page and true next action: whether the
 model reads the page or only learned the marginal action mix
 (``benchmarks/results/bench_sft_budget.json``, or ``--out``; the models are kept in
-``DIR/sft_budget_<n>`` with ``--keep-models``).
+``DIR/sft_budget_<n>_seed_<seed>`` with ``--keep-models``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import json
 import os
 import platform
@@ -441,7 +443,8 @@ def compare_budget(args: argparse.Namespace) -> dict:
         params["stage2"]["data"] = {"batch_size": args.stage2_batch_size}
     batch_size = {**params["data"], **(params["stage2"].get("data") or {})}["batch_size"]
     rows = []
-    for budget in args.budgets:
+    for seed, budget in itertools.product(args.seeds or [params["seed"]], args.budgets):
+        params["seed"] = seed
         stage1 = ModelAndTokenizer(
             AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32),
             AutoTokenizer.from_pretrained(start),
@@ -450,7 +453,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         (trained, tokenizer), history = train_stage2(stage1, frame, params)
         seconds = time.perf_counter() - started
-        folder = Path(args.keep_models or RESULTS) / f"sft_budget_{budget}"
+        folder = Path(args.keep_models or RESULTS) / f"sft_budget_{budget}_seed_{seed}"
         trained.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         llm = LocalLLM(str(folder), dtype="bfloat16")
@@ -459,6 +462,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
             probs = action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
             rows.append(
                 {
+                    "seed": seed,
                     "train_examples": int(history["train_kept"][-1]["value"]),
                     "stratify_by": params["stage2"].get("stratify_by"),
                     "batch_size": batch_size,
@@ -493,6 +497,9 @@ def main() -> None:
     parser.add_argument("--compare-init", action="store_true")
     parser.add_argument("--compare-budget", action="store_true")
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="stage-2 seeds (default: sft.seed)"
+    )
     parser.add_argument("--stratify-by", default=None, help="stage-2 draw: page | none")
     parser.add_argument("--stage2-batch-size", type=int, default=None)
     parser.add_argument(
