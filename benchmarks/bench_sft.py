@@ -52,8 +52,9 @@ settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mea
 (``benchmarks/results/bench_sft_init.json``).
 
 ``--compare-budget [--budgets 64 320] [--seeds 42 7] [--val-examples 6] [--stratify-by
-page|none] [--stage2-batch-size N] [--keep-models DIR]`` trains stage 2 (default settings, or
-the given draw, batch size and seeds: the draw and the batch order) from the default run's
+page|none] [--stage2-batch-size N] [--set KEY=VALUE ...] [--keep-models DIR]`` trains stage 2
+(default settings, or the given draw, batch size, seeds (the draw and the batch order) and
+sft parameters) from the default run's
 stage-1 model
 (``data/06_models/sft_model_stage1``) on each number of training traces, and prints the mean
 action-type distribution on held-out steps per kind of page and true next action: whether the
@@ -93,6 +94,21 @@ def _params() -> dict:
     import yaml
 
     return yaml.safe_load(CONF.read_text())["sft"]
+
+
+def _override(params: dict, setting: str) -> None:
+    """Apply ``KEY=VALUE`` to the sft parameters: a dotted key, a YAML value
+    (``stage2.train_embeddings=false``)."""
+    import yaml
+
+    key, sep, value = setting.partition("=")
+    if not sep:
+        raise SystemExit(f"--set takes KEY=VALUE, got {setting!r}")
+    *parents, last = key.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value)
 
 
 def _examples(stage: int, n: int, seed: int) -> tuple[list[list[dict]], str]:
@@ -441,6 +457,8 @@ def compare_budget(args: argparse.Namespace) -> dict:
         params["stage2"]["stratify_by"] = None if args.stratify_by == "none" else args.stratify_by
     if args.stage2_batch_size is not None:
         params["stage2"]["data"] = {"batch_size": args.stage2_batch_size}
+    for setting in args.set or []:
+        _override(params, setting)
     batch_size = {**params["data"], **(params["stage2"].get("data") or {})}["batch_size"]
     rows = []
     for seed, budget in itertools.product(args.seeds or [params["seed"]], args.budgets):
@@ -463,6 +481,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
             rows.append(
                 {
                     "seed": seed,
+                    "settings": " ".join(args.set or []),
                     "train_examples": int(history["train_kept"][-1]["value"]),
                     "stratify_by": params["stage2"].get("stratify_by"),
                     "batch_size": batch_size,
@@ -499,6 +518,12 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None, help="stage-2 seeds (default: sft.seed)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="--compare-budget: an sft parameter, e.g. stage2.train_embeddings=false",
     )
     parser.add_argument("--stratify-by", default=None, help="stage-2 draw: page | none")
     parser.add_argument("--stage2-batch-size", type=int, default=None)
