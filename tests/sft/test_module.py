@@ -148,30 +148,6 @@ def test_full_training_changes_every_parameter_and_keeps_ties(persona_model, tra
     assert not any(p.requires_grad for p in trained.parameters())
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_full_training_without_the_embeddings_keeps_the_vocabulary_rows(
-    base_tokenizer, traces, tied
-):
-    tokenizer = copy.deepcopy(base_tokenizer)
-    model = tiny_llama(tokenizer, tied=tied)
-    persona = add_persona_tokens(model, tokenizer, 16)
-    before = _snapshot(model)
-    trained, _ = _train(model, tokenizer, persona, traces, "full", train_embeddings=False)
-    after = trained.state_dict()
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        assert torch.equal(after[name][: persona.first], before[name][: persona.first]), name
-        assert not torch.equal(after[name][persona.first :], before[name][persona.first :])
-    others = [k for k in after if k not in ("model.embed_tokens.weight", "lm_head.weight")]
-    assert all(not torch.equal(after[k], before[k]) for k in others)
-    assert is_tied(trained) == tied
-
-
-def test_train_embeddings_is_for_the_full_backbone_only(persona_model):
-    model, _, persona = persona_model
-    with pytest.raises(ValueError, match="train_embeddings"):
-        PersonaSFTModule(model, persona.first, persona.count, "lora", train_embeddings=False)
-
-
 def test_lora_exports_a_plain_model_with_merged_adapters(persona_model, traces):
     model, tokenizer, persona = persona_model
     before = _snapshot(model)

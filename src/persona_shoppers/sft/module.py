@@ -9,9 +9,7 @@ that can train on their own (SimPersona 2.3, appendix G).
   ``requires_grad=False`` and is in no optimizer, so it stays bit-identical. With tied
   embeddings the same rows are the LM head's persona columns, as in the tied model.
 - ``lora`` (stage 2, adapters): LoRA adapters (peft) and the persona rows.
-- ``full`` (stage 2, or the single-stage ablation): every parameter; with
-  ``train_embeddings=False`` every parameter but the vocabulary's embedding rows (and the LM
-  head's, tied to them or not), while the persona rows still train as in ``frozen``.
+- ``full`` (stage 2, or the single-stage ablation): every parameter.
 
 The loss is the mean cross-entropy over labelled (assistant) positions. The LM head runs only
 at those positions: the decoder gives hidden states, the labelled ones are gathered, then
@@ -90,8 +88,6 @@ class PersonaSFTModule(pl.LightningModule):
             while training (``"bfloat16"``), or None to leave them as they are.
         fused: the fused AdamW step where the device has it (one kernel for
             all parameters); else, and under FSDP or float16 loss scaling, ``foreach``.
-        train_embeddings: ``backbone: full`` only: False keeps the vocabulary's embedding
-            and LM-head rows fixed (the persona rows still train).
     """
 
     def __init__(
@@ -109,7 +105,6 @@ class PersonaSFTModule(pl.LightningModule):
         gradient_checkpointing: bool = False,
         frozen_dtype: str | None = None,
         fused: bool = True,
-        train_embeddings: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -117,8 +112,6 @@ class PersonaSFTModule(pl.LightningModule):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         if frozen_dtype is not None and backbone != "frozen":
             raise ValueError("frozen_dtype applies to backbone 'frozen' only")
-        if not train_embeddings and backbone != "full":
-            raise ValueError("train_embeddings: false applies to backbone 'full' only")
         self.persona = PersonaTokens(persona_first, persona_count)
         if model.get_input_embeddings().weight.shape[0] < self.persona.stop:
             raise ValueError("the model's embeddings do not cover the persona token ids")
@@ -129,13 +122,10 @@ class PersonaSFTModule(pl.LightningModule):
             model = get_peft_model(model, LoraConfig(**(lora or {})))
         else:
             model.requires_grad_(backbone == "full")
-            if not train_embeddings:
-                model.get_input_embeddings().weight.requires_grad_(False)
-                model.get_output_embeddings().weight.requires_grad_(False)
         self.model = model.train()  # an exported model comes in eval mode
         self.persona_rows: nn.Parameter | None = None
         self.persona_output_rows: nn.Parameter | None = None
-        if backbone != "full" or not train_embeddings:
+        if backbone != "full":
             span = slice(self.persona.first, self.persona.stop)
             causal_lm = self.causal_lm
             self.persona_rows = nn.Parameter(

@@ -61,7 +61,6 @@ def train_stage(
     lora: Mapping[str, Any] | None = None,
     gradient_checkpointing: bool = False,
     frozen_dtype: str | None = None,
-    train_embeddings: bool = True,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every_n_steps: int | None = None,
     resume: bool = False,
@@ -78,8 +77,7 @@ def train_stage(
     batch_size, packing, flatten, share_prefix, ...), ``trainer`` Lightning ``Trainer`` arguments
     (accelerator, devices, strategy, precision, max_steps, max_epochs, accumulate_grad_batches,
     ...). ``frozen_dtype`` (``backbone: frozen`` only, ignored otherwise): the dtype the frozen
-    weights are held in while they train the persona rows. ``train_embeddings`` (``backbone:
-    full`` only): False keeps the vocabulary's embedding rows fixed. ``validate_before`` adds a
+    weights are held in while they train the persona rows. ``validate_before`` adds a
     validation of the starting model (step 0 of the ``val_loss`` curve).
     """
     pl.seed_everything(seed, workers=True)
@@ -91,7 +89,6 @@ def train_stage(
         lora=dict(lora) if lora else None,
         gradient_checkpointing=gradient_checkpointing,
         frozen_dtype=frozen_dtype if backbone == "frozen" else None,
-        train_embeddings=train_embeddings,
         **optimizer,
     )
     datamodule = SFTDataModule(tokenizer, train_conversations, val_conversations, seed=seed, **data)

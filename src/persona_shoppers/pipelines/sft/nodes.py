@@ -110,7 +110,6 @@ def _train(
         lora=stage.get("lora"),
         gradient_checkpointing=stage.get("gradient_checkpointing", False),
         frozen_dtype=stage.get("frozen_dtype"),
-        train_embeddings=stage.get("train_embeddings", True),
         data={**params["data"], **(stage.get("data") or {})},
         trainer={**params["trainer"], **(stage.get("trainer") or {})},
         seed=params["seed"],
