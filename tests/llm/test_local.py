@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from persona_shoppers.llm.local import _by_length, _TokenTrie
+from persona_shoppers.llm.local import _by_length, _PreallocatedLayer, _sdpa_gqa, _TokenTrie
 
 
 def _naive_logprob(llm, prompt, candidate: str) -> float:
@@ -209,6 +209,61 @@ def test_a_prefix_built_on_a_cached_prefix_scores_like_a_fresh_one(tiny_llm, pro
         tiny_llm.release()
     for (a, _), (b, _) in zip(plain, cached, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_prefixes_of_one_call_are_cut_from_the_longest_one(tiny_llm, prompts):
+    base = tiny_llm.render(prompts[1])
+    chain = [base, base + "Step 1: searched", base + "Step 1: searched\nPage: shoes"]
+    other = tiny_llm.render(prompts[2])
+    for prefix in [*chain, other]:  # one at a time: every prefix runs
+        tiny_llm.prefill([prefix])
+    apart = dict(tiny_llm._prefix_cache)
+    tiny_llm.release()
+    passes = []
+    forward = tiny_llm._forward
+    tiny_llm._forward = lambda ids, *a, **k: passes.append(ids.shape) or forward(ids, *a, **k)
+    try:
+        tiny_llm.prefill([*chain, other])
+        together = dict(tiny_llm._prefix_cache)
+    finally:
+        del tiny_llm._forward
+        tiny_llm.release()
+    assert sorted(together, key=len) == sorted(apart, key=len)
+    # the chain runs as its longest prefix only: one row per independent prefix
+    assert sum(shape[0] for shape in passes) == 2
+    for key, (layers, last) in apart.items():
+        joint_layers, joint_last = together[key]
+        assert joint_layers[0][0].shape == layers[0][0].shape
+        for (k, v), (jk, jv) in zip(layers, joint_layers, strict=True):
+            assert torch.allclose(k, jk, atol=1e-5) and torch.allclose(v, jv, atol=1e-5)
+        assert torch.allclose(last, joint_last, atol=1e-5)
+
+
+def test_a_kv_cache_layer_fills_its_room_in_place_then_grows():
+    keys, values = torch.zeros(2, 1, 4, 3), torch.zeros(2, 1, 4, 3)
+    layer = _PreallocatedLayer(keys, values, filled=1)
+    new = torch.ones(2, 1, 2, 3)
+    k, _ = layer.update(new, new)
+    assert layer.get_seq_length() == 3 and k.shape == (2, 1, 3, 3)
+    assert k.data_ptr() == keys.data_ptr()  # a view of the buffer: nothing copied
+    k, v = layer.update(2 * new, 3 * new)  # past the room of 4: the buffer grows
+    assert layer.get_seq_length() == 5 and layer.get_mask_sizes(1) == (6, 0)
+    assert k[0, 0, :, 0].tolist() == [0, 1, 1, 2, 2] and v[0, 0, -1, 0] == 3
+
+
+def test_grouped_query_attention_under_a_mask_matches_transformers():
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True, training=False)
+    query, key, value = torch.randn(2, 6, 5, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
+    mask = torch.rand(2, 1, 5, 7) > 0.3
+    mask[..., 0] = True  # every query sees a key
+    ours, _ = _sdpa_gqa(module, query, key, value, mask, scaling=0.5)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.5)
+    assert torch.allclose(ours, theirs, atol=1e-6)
 
 
 def test_prompt_kv_cache_is_bounded(tiny_llm, prompts):

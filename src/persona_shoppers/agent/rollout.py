@@ -316,10 +316,7 @@ class RolloutEngine:
         kept = [
             (r[: r.index("\nProgress:\n") + 1], r[: r.index("\nPage:\n") + 1]) for r in rendered
         ]
-        self.llm.prefill(sorted(set(heads)))
-        self.llm.prefill([upto_progress for upto_progress, _ in kept])
-        self.llm.prefill([upto_page for _, upto_page in kept])
-        self.llm.prefill(rendered)
+        self.llm.prefill([*heads, *(p for pair in kept for p in pair), *rendered])
         for agent, prefixes in zip(agents, kept, strict=True):
             stale = [p for p in agent.cached_prefixes if p not in prefixes]
             self.llm.release(stale)

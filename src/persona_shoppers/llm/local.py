@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts, prompt_seeds
 from persona_shoppers.llm.json_schema import (
@@ -55,6 +56,61 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+GQA_SDPA = "persona_sdpa_gqa"
+
+
+def _sdpa_gqa(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention, but grouped-query attention under a mask is left to the
+    kernel (``enable_gqa``): transformers repeats the key/value heads instead, a copy of the
+    whole KV in every layer of a multi-token pass (on a CPU, a third of the time of batched
+    agent steps). Single-token passes and the cases it does not cover go to transformers."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    grouped = getattr(module, "num_key_value_groups", 1) > 1
+    if query.shape[2] == 1 or not grouped or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+        )
+    # no mask: transformers only omits it when every query sees every earlier key
+    causal = attention_mask is None and (
+        is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    )
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=causal,
+        enable_gqa=True,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _use_sdpa_gqa(model: Any) -> None:
+    """Run ``model``'s sdpa attention through :func:`_sdpa_gqa` (CPU only: on a GPU a mask
+    with ``enable_gqa`` can push sdpa off its fused kernels)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if model.config._attn_implementation != "sdpa":
+        return
+    AttentionInterface.register(GQA_SDPA, _sdpa_gqa)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(GQA_SDPA, sdpa_mask)
+    model.set_attn_implementation(GQA_SDPA)
 
 
 def _row_seed(seed: int, text: str) -> int:
@@ -153,6 +209,8 @@ class LocalLLM(LLM):
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=DTYPES[dtype])
         self.model.to(self.device).eval()
+        if self.device.type == "cpu":
+            _use_sdpa_gqa(self.model)
         self.config = self.model.config
         self.base = self.model.base_model
         self.lm_head = self.model.get_output_embeddings()
@@ -262,23 +320,45 @@ class LocalLLM(LLM):
         if self.prefix_cache_mb <= 0:
             return
         todo = list(dict.fromkeys(tuple(self.encode(p)) for p in prefixes))
-        todo = [seq for seq in todo if seq and seq not in self._prefix_cache]
-        lengths = self._uncached_lengths(todo)
-        for batch in self._batches(lengths):
-            seqs = [list(todo[i]) for i in batch]
+        todo = sorted(seq for seq in todo if seq and seq not in self._prefix_cache)
+        # A prefix that starts a longer one of the same call is cut from that one's pass (an
+        # agent's prompt up to its page and its whole prompt: one pass, not two). Sorted, a
+        # sequence comes right before the first of those it starts.
+        outer = {a: b for a, b in zip(todo, todo[1:], strict=False) if b[: len(a)] == a}
+        for seq in reversed(todo):  # longest chains first: map each prefix to its outermost
+            if outer.get(seq) in outer:
+                outer[seq] = outer[outer[seq]]
+        uncached = dict(zip(todo, self._uncached_lengths(todo), strict=True))
+        parts: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        for part, whole in outer.items():
+            if len(part) > len(whole) - uncached[whole]:  # its end is run in that pass
+                parts.setdefault(whole, []).append(part)
+        run = [seq for seq in todo if seq not in outer or seq not in parts.get(outer[seq], ())]
+        for batch in self._batches([uncached[seq] for seq in run]):
+            seqs = [run[i] for i in batch]
             with torch.inference_mode():
-                last, past, mask, _ = self._start(seqs)
+                last, past, mask, _, tail = self._start([list(seq) for seq in seqs])
             valid = mask.bool()
             for r, seq in enumerate(seqs):
-                keep = valid[r]  # the row's cached and new positions, in order
-                layers = [
-                    (layer.keys[r][:, keep].clone(), layer.values[r][:, keep].clone())
-                    for layer in past.layers
-                ]
-                self._prefix_cache[tuple(seq)] = (layers, last[r].clone())
-                self._prefix_cache_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in layers)
+                where = valid[r].nonzero()[:, 0]  # the row's cached and new positions, in order
+                self._keep(seq, past, r, where, last[r])
+                for part in parts.get(seq, []):
+                    # tail column of a sequence index i: width - len(seq) + i (left-padded)
+                    end = tail[r, tail.shape[1] - len(seq) + len(part) - 1]
+                    self._keep(part, past, r, where[: len(part)], end)
         while self._prefix_cache and self._prefix_cache_bytes > self.prefix_cache_mb * 2**20:
             self._drop(next(iter(self._prefix_cache)))
+
+    def _keep(
+        self, seq: tuple[int, ...], past: Any, row: int, where: torch.Tensor, last: torch.Tensor
+    ) -> None:
+        """Cache ``seq``: the KV of ``row`` at positions ``where`` and its last hidden state."""
+        layers = [
+            (layer.keys[row][:, where].clone(), layer.values[row][:, where].clone())
+            for layer in past.layers
+        ]
+        self._prefix_cache[seq] = (layers, last.clone())
+        self._prefix_cache_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in layers)
 
     @_locked
     def release(self, prefixes: Sequence[str] | None = None) -> None:
@@ -320,47 +400,36 @@ class LocalLLM(LLM):
             self._prefix_cache.move_to_end(best)
         return best
 
-    def _start(self, seqs: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    def _start(
+        self, seqs: list[list[int]], room: int = 0
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Run a batch of inputs; returns the last hidden state of each row (B, H), the KV
-        cache, the attention mask (B, W) and each row's next position (B, 1).
+        cache (with space for ``room`` more positions, written in place), the attention mask
+        (B, W), each row's next position (B, 1) and the hidden states of the tokens run
+        (B, T, H), left-padded (None when every row was cached whole).
 
         Rows starting with a cached prefix reuse its KV: the cache is laid out as
         [pad][cached prefix] for every row, then the rest of each row is fed left-padded
         ([pad][rest]), with the padding masked and explicit position ids."""
-        from transformers import DynamicCache
-
         hits = [self._lookup(seq) for seq in seqs] if self._prefix_cache else [None] * len(seqs)
-        if not any(hits):
-            ids, mask, pos = self._left_pad(seqs)
-            hidden, past = self._forward(ids, mask, pos, use_cache=True)
-            return hidden[:, -1], past, mask, pos[:, -1:] + 1
         rows = len(seqs)
         cached = [len(h) if h else 0 for h in hits]
         width = max(cached)
-        template = next(self._prefix_cache[h][0] for h in hits if h)
-        data = []
-        for layer in range(len(template)):
-            k0, v0 = template[layer]
-            keys = k0.new_zeros((rows, k0.shape[0], width, k0.shape[2]))
-            values = v0.new_zeros((rows, v0.shape[0], width, v0.shape[2]))
-            for r, h in enumerate(hits):
-                if h:
-                    k, v = self._prefix_cache[h][0][layer]
-                    keys[r, :, width - len(h) :] = k
-                    values[r, :, width - len(h) :] = v
-            data.append((keys, values))
-        past = DynamicCache(ddp_cache_data=data, config=self.config)
+        tails = [seq[n:] for seq, n in zip(seqs, cached, strict=True)]
+        span = max(len(t) for t in tails)
+        entries = [self._prefix_cache[h][0] if h else None for h in hits]
+        past = self._kv_cache(rows, width, width + span + room, entries)
         mask = torch.zeros((rows, width), dtype=torch.long)
         for r, n in enumerate(cached):
             if n:
                 mask[r, width - n :] = 1
         mask = mask.to(self.device)
-        tails = [seq[n:] for seq, n in zip(seqs, cached, strict=True)]
         stored = [self._prefix_cache[h][1] if h else None for h in hits]
-        sample = next(x for x in stored if x is not None)
-        last = sample.new_zeros((rows, sample.shape[0]))
+        last = torch.zeros((rows, self.config.hidden_size), dtype=self.model.dtype)
+        last = last.to(self.device)
         next_pos = torch.tensor([[n] for n in cached], dtype=torch.long, device=self.device)
-        if any(tails):
+        hidden = None
+        if span:
             ids, tail_mask, tail_pos = self._left_pad([t if t else [self.pad_id] for t in tails])
             for r, t in enumerate(tails):
                 if not t:
@@ -375,7 +444,40 @@ class LocalLLM(LLM):
         for r, (t, x) in enumerate(zip(tails, stored, strict=True)):
             if not t and x is not None:
                 last[r] = x
-        return last, past, mask, next_pos
+        return last, past, mask, next_pos, hidden
+
+    def _kv_cache(self, rows: int, width: int, capacity: int, entries: Sequence[Any]) -> Any:
+        """A KV cache of ``rows`` rows holding each row's cached prefix entry (or nothing)
+        right-aligned in its first ``width`` positions. Full-attention layers get room for
+        ``capacity`` positions, filled in place as passes add keys (transformers' dynamic
+        layers concatenate instead: a copy of the whole cache per layer and pass)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.config)
+        if len(cache.layers) != self.config.num_hidden_layers:
+            raise ValueError(f"{self.model_name}: cannot lay out its KV cache")
+        heads = getattr(self.config, "num_key_value_heads", None) or self.config.num_attention_heads
+        dim = getattr(self.config, "head_dim", None) or (
+            self.config.hidden_size // self.config.num_attention_heads
+        )
+        for i, layer in enumerate(cache.layers):
+            exact = type(layer) is DynamicLayer
+            size = capacity if exact else width
+            # the room past ``width`` is written before it is read; the padding must be finite
+            keys = torch.empty((rows, heads, size, dim), dtype=self.model.dtype, device=self.device)
+            values = torch.empty_like(keys)
+            keys[:, :, :width] = 0
+            values[:, :, :width] = 0
+            for r, entry in enumerate(entries):
+                if entry is not None:
+                    k, v = entry[i]
+                    keys[r, :, width - k.shape[1] : width] = k
+                    values[r, :, width - v.shape[1] : width] = v
+            if exact:
+                cache.layers[i] = _PreallocatedLayer(keys, values, width)
+            elif width:
+                layer.update(keys, values)
+        return cache
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """log-softmax of the LM head over ``hidden`` (..., H) in float32."""
@@ -460,7 +562,7 @@ class LocalLLM(LLM):
         rows = len(seqs)
         if max_new_tokens <= 0:
             return [""] * rows
-        last, past, mask, next_pos = self._start(seqs)
+        last, past, mask, next_pos, _ = self._start(seqs, room=max_new_tokens)
         generated: list[list[int]] = [[] for _ in range(rows)]
         texts: list[str | None] = [None] * rows
         generators = None
@@ -554,9 +656,9 @@ class LocalLLM(LLM):
         tokens, each trie node is fed once, at the position of its depth, and a 4D mask lets it
         see the prompt and its own ancestors only. So the prompt's KV is computed once and
         never copied, and a shared start is computed once, whatever the number of candidates."""
-        first, past, mask, next_pos = self._start(seqs)  # first: predicts token 0
-        rows, width = mask.shape
         span = max(1, max(len(t.tokens) for t in tries))
+        first, past, mask, next_pos, _ = self._start(seqs, room=span)  # first: predicts token 0
+        rows, width = mask.shape
         ids = torch.full((rows, span), self.pad_id, dtype=torch.long)
         pos = torch.zeros((rows, span), dtype=torch.long)
         see = torch.zeros((rows, span, width + span), dtype=torch.bool)
@@ -576,22 +678,28 @@ class LocalLLM(LLM):
                 .to(self.device)
             )
         hidden, _ = self._forward(ids.to(self.device), attention, pos.to(self.device), past)
-        out = []
+        # Every state that predicts a scored token, once: row r's prompt end, then its trie
+        # nodes. A state shared by many candidates (the prompt end, ``{"action": "``) gets its
+        # log-normaliser once, and only the scored tokens' logits are read.
+        states, index, targets, owners, base = [], [], [], [], 0
         for r, (cs, trie) in enumerate(zip(cands, tries, strict=True)):
-            # row 0: the prompt's last state (predicts every candidate's first token)
-            states = torch.cat([first[r][None], hidden[r, : len(trie.tokens)]])
-            index, owners, targets = [], [], []
+            states.append(torch.cat([first[r][None], hidden[r, : len(trie.tokens)]]))
             for j, (c, path) in enumerate(zip(cs, trie.paths, strict=True)):
-                index += [0, *(1 + i for i in path)]
-                owners += [j] * len(c)
+                index += [base, *(base + 1 + i for i in path)]
                 targets += c
-            logp = self._logprobs(states[torch.tensor(index, device=self.device)])
-            token_lp = logp.gather(1, torch.tensor(targets, device=self.device)[:, None])[:, 0]
-            totals = torch.zeros(len(cs), dtype=token_lp.dtype, device=self.device)
-            totals.index_add_(0, torch.tensor(owners, device=self.device), token_lp)
-            total = totals.tolist()
-            out.append((total, [t / len(c) for t, c in zip(total, cs, strict=True)]))
-        return out
+                owners += [(r, j)] * len(c)
+            base += 1 + len(trie.tokens)
+        logits = self._logits(torch.cat(states))
+        index_t = torch.tensor(index, device=self.device)
+        chosen = logits[index_t, torch.tensor(targets, device=self.device)]
+        token_lp = (chosen - torch.logsumexp(logits, dim=-1)[index_t]).tolist()
+        totals: list[list[float]] = [[0.0] * len(cs) for cs in cands]
+        for (r, j), lp in zip(owners, token_lp, strict=True):
+            totals[r][j] += lp
+        return [
+            (total, [t / len(c) for t, c in zip(total, cs, strict=True)])
+            for total, cs in zip(totals, cands, strict=True)
+        ]
 
     def choose_texts(
         self,
@@ -716,6 +824,51 @@ class LocalLLM(LLM):
                 if counts[r] > 0:
                     out[i] = float(torch.exp(sums[r] / counts[r]))
         return out
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A full-attention KV cache layer with room allocated up front: a pass writes its keys
+    and values in place and attention reads a view of the filled part (transformers'
+    ``DynamicLayer`` concatenates instead). Past the room it grows (doubling)."""
+
+    is_croppable = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int):  # noqa: D107
+        # no super().__init__(): keys and values are views of the buffers, not attributes
+        self._keys, self._values, self.filled = keys, values, filled
+        self.device, self.is_initialized = keys.device, True
+
+    @property
+    def keys(self) -> torch.Tensor:
+        return self._keys[:, :, : self.filled]
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self._values[:, :, : self.filled]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.filled + key_states.shape[-2]
+        if end > self._keys.shape[-2]:
+            grown = max(end, 2 * self._keys.shape[-2])
+            self._keys, self._values = (
+                torch.cat([x, x.new_zeros((*x.shape[:2], grown - x.shape[2], x.shape[3]))], 2)
+                for x in (self._keys, self._values)
+            )
+        self._keys[:, :, self.filled : end] = key_states
+        self._values[:, :, self.filled : end] = value_states
+        self.filled = end
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.filled
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.filled + query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
 
 
 class _TokenTrie:
