@@ -74,7 +74,7 @@ def _sdpa_gqa(
 ) -> tuple[torch.Tensor, None]:
     """transformers' sdpa attention, but grouped-query attention under a mask is left to the
     kernel (``enable_gqa``): transformers repeats the key/value heads instead, a copy of the
-    whole KV in every layer of a multi-token pass (on a CPU, a third of the time of batched
+    whole KV in every layer of a multi-token pass (on a CPU, a tenth of the time of batched
     agent steps). Single-token passes and the cases it does not cover go to transformers."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -333,7 +333,8 @@ class LocalLLM(LLM):
         for part, whole in outer.items():
             if len(part) > len(whole) - uncached[whole]:  # its end is run in that pass
                 parts.setdefault(whole, []).append(part)
-        run = [seq for seq in todo if seq not in outer or seq not in parts.get(outer[seq], ())]
+        covered = {part for group in parts.values() for part in group}
+        run = [seq for seq in todo if seq not in covered]
         for batch in self._batches([uncached[seq] for seq in run]):
             seqs = [run[i] for i in batch]
             with torch.inference_mode():
@@ -343,7 +344,7 @@ class LocalLLM(LLM):
                 where = valid[r].nonzero()[:, 0]  # the row's cached and new positions, in order
                 self._keep(seq, past, r, where, last[r])
                 for part in parts.get(seq, []):
-                    # tail column of a sequence index i: width - len(seq) + i (left-padded)
+                    # sequence index i sits at column T - len(seq) + i of the left-padded tail
                     end = tail[r, tail.shape[1] - len(seq) + len(part) - 1]
                     self._keep(part, past, r, where[: len(part)], end)
         while self._prefix_cache and self._prefix_cache_bytes > self.prefix_cache_mb * 2**20:
@@ -417,16 +418,16 @@ class LocalLLM(LLM):
         width = max(cached)
         tails = [seq[n:] for seq, n in zip(seqs, cached, strict=True)]
         span = max(len(t) for t in tails)
-        entries = [self._prefix_cache[h][0] if h else None for h in hits]
-        past = self._kv_cache(rows, width, width + span + room, entries)
+        entries = [self._prefix_cache[h] if h else None for h in hits]  # (KV, last state)
+        past = self._kv_cache(rows, width, width + span + room, [e and e[0] for e in entries])
         mask = torch.zeros((rows, width), dtype=torch.long)
         for r, n in enumerate(cached):
             if n:
                 mask[r, width - n :] = 1
         mask = mask.to(self.device)
-        stored = [self._prefix_cache[h][1] if h else None for h in hits]
-        last = torch.zeros((rows, self.config.hidden_size), dtype=self.model.dtype)
-        last = last.to(self.device)
+        last = torch.zeros(
+            (rows, self.config.hidden_size), dtype=self.model.dtype, device=self.device
+        )
         next_pos = torch.tensor([[n] for n in cached], dtype=torch.long, device=self.device)
         hidden = None
         if span:
@@ -441,9 +442,9 @@ class LocalLLM(LLM):
                 [[len(t)] for t in tails], dtype=torch.long, device=self.device
             )
             last = hidden[:, -1].clone()
-        for r, (t, x) in enumerate(zip(tails, stored, strict=True)):
-            if not t and x is not None:
-                last[r] = x
+        for r, (t, entry) in enumerate(zip(tails, entries, strict=True)):
+            if not t and entry is not None:
+                last[r] = entry[1]
         return last, past, mask, next_pos, hidden
 
     def _kv_cache(self, rows: int, width: int, capacity: int, entries: Sequence[Any]) -> Any:
