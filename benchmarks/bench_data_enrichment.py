@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from persona_shoppers.numerics import machine_facts
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -119,7 +121,7 @@ def main() -> None:
             f"  {result['events_per_s']:>12,.0f} events/s  peak {result['peak_gb']:.2f} GB",
             flush=True,
         )
-    report = {"rows": rows}
+    report = {"rows": rows, "machine": machine_facts()}
     by_size = {r["events"]: r for r in rows}
     if 1_000_000 in by_size and 10_000_000 in by_size:
         big = by_size[10_000_000]

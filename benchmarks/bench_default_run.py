@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from persona_shoppers.numerics import machine_facts, numerics_summary  # noqa: E402
 from persona_shoppers.pipeline_registry import STAGES  # noqa: E402
+
+
+def run_numerics(project: Path) -> str:
+    """The numerics the run's base parameters resolve to on this machine."""
+    import yaml
+
+    conf = project / "conf" / "base"
+    llm = yaml.safe_load((conf / "parameters_llm.yml").read_text())["llm"]
+    sft = yaml.safe_load((conf / "parameters_sft.yml").read_text())["sft"]
+    return numerics_summary(llm, sft)
 
 
 def main() -> None:
@@ -74,7 +84,7 @@ def main() -> None:
         "commit": commit,
         "seconds_per_pipeline": times,
         "total_seconds": total,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_facts(numerics=run_numerics(clone)),
     }
     out = ROOT / "benchmarks" / "results" / "default_run.json"
     out.parent.mkdir(parents=True, exist_ok=True)

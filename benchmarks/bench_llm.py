@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
-import torch
-
 from persona_shoppers.llm.local import LocalLLM
+from persona_shoppers.numerics import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -183,12 +181,7 @@ def main() -> None:
     report = {
         "model": args.model,
         "new_tokens": args.new_tokens,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine_facts(dtypes=args.dtypes),
         "results": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

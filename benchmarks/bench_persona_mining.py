@@ -20,6 +20,8 @@ import pandas as pd
 import polars as pl
 import yaml
 
+from persona_shoppers.numerics import machine_facts, resolve_dtype
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,6 +57,7 @@ def main() -> None:
     buyers = nodes.sample_persona_buyers(assignments, histories, params)
 
     llm = build_llm(llm_params)  # the instance mine_personas reuses
+    dtype = resolve_dtype(llm_params.get("dtype", "auto"))
     # load the model before timing
     llm.generate([[{"role": "user", "content": "Hello"}]], max_new_tokens=2)
     start = time.perf_counter()
@@ -67,11 +70,12 @@ def main() -> None:
         "seconds": seconds,
         "personas_per_minute": 60 * len(personas) / seconds,
         "llm": {k: llm_params[k] for k in ("backend", "model", "dtype", "batch_size")},
+        "machine": machine_facts(dtype=dtype),
         "quality": report,
     }
     print(
         f"{len(personas)} text personas in {seconds:.1f} s = {result['personas_per_minute']:.1f} "
-        f"personas/minute ({llm_params['model']}, {llm_params['dtype']},"
+        f"personas/minute ({llm_params['model']}, {dtype},"
         f" batch {llm_params['batch_size']})"
     )
     print(json.dumps(report, indent=2))

@@ -71,7 +71,6 @@ import copy
 import itertools
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -81,6 +80,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
+from persona_shoppers.numerics import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -474,7 +475,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
         folder = Path(args.keep_models or RESULTS) / f"sft_budget_{budget}_seed_{seed}"
         trained.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        llm = LocalLLM(str(folder), dtype="bfloat16")
+        llm = LocalLLM(str(folder), dtype="auto")
         for (page, action), steps in held_out.groupby(["page", "action"]):
             steps = steps.head(args.val_examples)
             probs = action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
@@ -579,12 +580,7 @@ def main() -> None:
         repeats=args.repeats,
         command=" ".join(["python", *sys.argv]),
         wall_seconds=round(time.perf_counter() - started),
-        machine={
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine(),
-        },
+        machine=machine_facts(),
     )
     out = Path(args.out or RESULTS / "bench_sft.json")
     out.parent.mkdir(parents=True, exist_ok=True)

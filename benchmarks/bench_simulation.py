@@ -1,7 +1,7 @@
 """Benchmark the rollout engine: agents in lockstep against one agent at a time.
 
     python benchmarks/bench_simulation.py [--agents 32] [--max-steps 8] [--lockstep 32]
-                                          [--dtype bfloat16] [--model smollm2-135m-instruct]
+                                          [--dtype auto] [--model smollm2-135m-instruct]
 
 The same agents (an evaluation shop of the default sample, goals over its categories, no
 persona) shop with greedy decoding three ways, on the same model and dtype:
@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from persona_shoppers.agent.population import category_leaf
 from persona_shoppers.agent.prompts import intent_goal
 from persona_shoppers.agent.rollout import AgentSpec, RolloutEngine
 from persona_shoppers.llm import build_llm
+from persona_shoppers.numerics import machine_facts, resolve_dtype
 from persona_shoppers.storefront import build_stores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +58,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--lockstep", type=int, default=32)
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--shop", default="shop03")
     args = parser.parse_args()
@@ -120,11 +118,7 @@ def main() -> None:
         "results": results,
         "speedup": speedups,
         "identical_sessions": {name: f"{n}/{args.agents}" for name, n in same.items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_facts(dtype=resolve_dtype(args.dtype)),
     }
     for name, n in same.items():
         print(

@@ -23,6 +23,8 @@ import pandas as pd
 import polars as pl
 import yaml
 
+from persona_shoppers.numerics import machine_facts
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -106,7 +108,7 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=1_000_000)
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
-    out: dict = {}
+    out: dict = {"machine": machine_facts()}
     if not args.skip_training:
         out["training"] = trained = train()
         print(

@@ -15,12 +15,15 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 
+from persona_shoppers import numerics
 from persona_shoppers.hooks import (
+    NumericsHook,
     data_description,
     data_fingerprint,
     llm_model_tag,
     run_tags,
 )
+from persona_shoppers.numerics import Bf16Probe
 from persona_shoppers.settings import CONFIG_LOADER_ARGS, HOOKS, RunTagsHook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +36,15 @@ def _synthetic_params() -> dict:
     ]
 
 
-def test_the_hook_is_registered():
+def test_the_hooks_are_registered():
     assert any(isinstance(hook, RunTagsHook) for hook in HOOKS)
+    assert any(isinstance(hook, NumericsHook) for hook in HOOKS)
+
+
+@pytest.fixture
+def emulated_bf16(monkeypatch):
+    probe = Bf16Probe("cpu", "AVX2", False, "probe", 68.0, 0.9)
+    monkeypatch.setattr(numerics, "bf16_probe", lambda device="cpu": probe)
 
 
 def test_llm_model_tag_names_the_local_model_or_the_endpoint():
@@ -69,7 +79,7 @@ def _identity(x):
     return x
 
 
-def test_run_tags_from_the_catalog(tmp_path: Path):
+def test_run_tags_from_the_catalog(tmp_path: Path, emulated_bf16):
     truth = tmp_path / "planted_truth.json"
     truth.write_text(json.dumps({"generator": {"seed": 3, "n_shops": 2, "buyers_per_shop": 9}}))
     events = tmp_path / "events.parquet"
@@ -91,6 +101,7 @@ def test_run_tags_from_the_catalog(tmp_path: Path):
         "llm_model": "smollm2-135m-instruct",
         "data_fingerprint": data_fingerprint([events]),
         "data": "synthetic seed=3 shops=2 buyers/shop=9",
+        "numerics": "llm=float32 [cpu (AVX2): bf16 0.9 vs float32 68.0 GFLOP/s]",
         "conditions": "base,persona_token",
     }
     other = Pipeline([node(_identity, "params:llm", "out", name="n")])
@@ -111,3 +122,21 @@ def test_run_name_comes_from_the_runtime_parameter(runtime_params: dict, name: s
     )
     loader.config_patterns["mlflow"] = ["mlflow*", "mlflow*/**", "**/mlflow*"]
     assert loader["mlflow"]["tracking"]["run"]["name"] == name
+
+
+def test_llm_and_sft_nodes_log_their_numerics(emulated_bf16, caplog):
+    catalog = DataCatalog()
+    catalog["params:llm"] = MemoryDataset({"backend": "local", "dtype": "auto"})
+    catalog["params:sft"] = MemoryDataset(
+        {"trainer": {"precision": "auto"}, "stage1": {"frozen_dtype": "bfloat16"}}
+    )
+    hook = NumericsHook()
+    with caplog.at_level("INFO", logger="persona_shoppers.hooks"):
+        hook.before_node_run(node(_identity, "params:sft", "a", name="train"), catalog)
+        hook.before_node_run(node(_identity, "params:llm", "b", name="mine"), catalog)
+        hook.before_node_run(node(_identity, "params:alignment", "c", name="other"), catalog)
+    probe = "[cpu (AVX2): bf16 0.9 vs float32 68.0 GFLOP/s]"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"train numerics: sft=32-true frozen=bfloat16 {probe}",
+        f"mine numerics: llm=float32 {probe}",
+    ]

@@ -11,7 +11,11 @@ kedro-mlflow starts one MLflow run per ``kedro run`` in its own ``before_pipelin
   for another generated set, ``raw data`` for anything else (a user's own event log);
 - ``data_fingerprint``: a short hash of the raw tables' files, so runs on the same data group
   together whatever their description;
-- ``conditions``: the simulation conditions, for runs that simulate.
+- ``conditions``: the simulation conditions, for runs that simulate;
+- ``numerics``: the dtypes the LLM and SFT use after ``auto`` is resolved, with the probe's
+  figures (:mod:`persona_shoppers.numerics`).
+
+:class:`NumericsHook` logs that line at the start of every node that runs the LLM or trains it.
 
 The run's name is kedro-mlflow's: ``tracking.run.name`` in ``conf/base/mlflow.yml``
 (``kedro run --params run_name=<name>``), else the pipeline names.
@@ -27,7 +31,9 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from persona_shoppers.numerics import numerics_summary
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +119,9 @@ def run_tags(run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalo
     truth = _local_path(catalog, "planted_truth")
     planted = json.loads(truth.read_text()) if truth else None
     tags["data"] = data_description(planted, _param(catalog, "synthetic_data"))
+    llm, sft = _param(catalog, "llm"), _param(catalog, "sft")
+    if llm is not None or sft is not None:
+        tags["numerics"] = numerics_summary(llm, sft)
     if "params:simulation" in pipeline.inputs():
         conditions = (_param(catalog, "simulation") or {}).get("conditions") or {}
         tags["conditions"] = ",".join(conditions)
@@ -133,3 +142,30 @@ class RunTagsHook:
         tags = run_tags(run_params, pipeline, catalog)
         mlflow.set_tags(tags)
         logger.info("MLflow run tags: %s", tags)
+
+
+# Parameter blocks whose nodes run the LLM or train it.
+NUMERICS_PARAMS = ("llm", "sft")
+
+
+class NumericsHook:
+    """Logs the numerics (:func:`~persona_shoppers.numerics.numerics_summary`) at the start of
+    each node that takes the ``llm`` or ``sft`` parameters."""
+
+    @hook_impl
+    def before_node_run(self, node: Node, catalog: DataCatalog) -> None:
+        blocks = {
+            block
+            for name in node.inputs
+            for block in NUMERICS_PARAMS
+            if name == f"params:{block}" or name.startswith(f"params:{block}.")
+        }
+        if blocks:
+            logger.info(
+                "%s numerics: %s",
+                node.name,
+                numerics_summary(
+                    _param(catalog, "llm") if "llm" in blocks else None,
+                    _param(catalog, "sft") if "sft" in blocks else None,
+                ),
+            )

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from persona_shoppers.hooks import RunTagsHook
+from persona_shoppers.hooks import NumericsHook, RunTagsHook
 from persona_shoppers.input_check import MissingInputsHook
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Tags every MLflow run (pipeline, llm_model, data, ...) after kedro-mlflow has started it.
-HOOKS = (MissingInputsHook(), RunTagsHook())
+HOOKS = (MissingInputsHook(), RunTagsHook(), NumericsHook())
 
 # `${project_root:}` anchors paths (the MLflow SQLite store) to the project, wherever a
 # notebook kernel or a CLI call starts from.

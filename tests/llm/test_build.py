@@ -18,7 +18,7 @@ def test_parameters_file_has_an_llm_block():
     params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_llm.yml").read_text())
     llm = params["llm"]
     assert llm["backend"] == "local" and llm["model"] == "smollm2-135m-instruct"
-    assert llm["dtype"] in ("bfloat16", "float32")
+    assert llm["dtype"] == "auto"
     assert {"base_url", "model", "api_key_env", "timeout_s", "max_retries", "concurrency"} <= set(
         llm["endpoint"]
     )

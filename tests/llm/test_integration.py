@@ -39,6 +39,7 @@ SCHEMA = {
 def test_default_model_converts_once_and_answers(tmp_path, monkeypatch):
     models.KNOWN_MODELS["smollm2-135m-instruct"].locate()  # fails clearly if not installed
     from persona_shoppers.llm.local import LocalLLM
+    from persona_shoppers.numerics import resolve_dtype
 
     folder = models.resolve_model("smollm2-135m-instruct", tmp_path)
     assert folder == tmp_path / "smollm2-135m-instruct"
@@ -53,7 +54,7 @@ def test_default_model_converts_once_and_answers(tmp_path, monkeypatch):
     started = time.perf_counter()
     llm = LocalLLM("smollm2-135m-instruct", hf_cache_dir=tmp_path, batch_size=4)
     assert time.perf_counter() - started < 30  # a plain folder load, no conversion
-    assert llm.cache_key_prefix == "local:smollm2-135m-instruct:bfloat16"
+    assert llm.cache_key_prefix == f"local:smollm2-135m-instruct:{resolve_dtype('auto')}"
 
     prompts = [
         [{"role": "user", "content": "What is the capital of France? Answer in one word."}],

@@ -26,6 +26,7 @@ from persona_shoppers.llm.base import LLM, Choice, JsonResult, LLMError, Message
 from persona_shoppers.llm.cache import CachedLLM, ResponseCache
 from persona_shoppers.llm.json_schema import SchemaError, check_schema, is_valid, validate
 from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, DEFAULT_MODEL, resolve_model
+from persona_shoppers.numerics import AUTO
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _build(config: dict[str, Any], credentials: Mapping[str, Any] | None) -> LLM
 
         llm = LocalLLM(
             model=config.get("model", DEFAULT_MODEL),
-            dtype=config.get("dtype", "bfloat16"),
+            dtype=config.get("dtype", AUTO),
             batch_size=int(config.get("batch_size", 8)),
             device=config.get("device", "cpu"),
             hf_cache_dir=config.get("hf_cache_dir", DEFAULT_HF_CACHE_DIR),

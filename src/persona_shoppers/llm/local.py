@@ -1,8 +1,8 @@
 """The local backend: a Hugging Face causal LM run in-process with PyTorch (CPU or GPU).
 
 What makes it fast on a small CPU:
-- weights in bfloat16 by default (on this 2-core machine about 1.4x the fp32 generation
-  throughput; see ``docs/llm.md`` for measured figures);
+- weights in the dtype the device runs fastest (``dtype: auto``: bfloat16 where it is native,
+  float32 where PyTorch would emulate it; :mod:`persona_shoppers.numerics`);
 - prompts sorted by length and batched (``batch_size``), left-padded for generation with
   explicit position ids, so a prompt's answer does not depend on its batch;
 - the LM head (a 49k x 576 matmul for SmolLM2) is applied only where logits are needed: the
@@ -36,6 +36,7 @@ from persona_shoppers.llm.json_schema import (
     with_instruction,
 )
 from persona_shoppers.llm.models import KNOWN_MODELS, fingerprint, resolve_model
+from persona_shoppers.numerics import AUTO, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -170,21 +171,21 @@ class LocalLLM(LLM):
     """A causal LM from a local folder (or a known name converted once from its package).
 
     Parameters: ``model`` (``"smollm2-135m-instruct"`` or a path to a Hugging Face folder),
-    ``dtype`` (``"bfloat16"`` | ``"float32"`` | ``"float16"``), ``batch_size`` (prompts per
-    forward pass), ``device`` (``"cpu"``, ``"cuda"``, ...), ``hf_cache_dir`` (where known
-    names are converted to), ``token_budget`` (padded tokens per forward pass, bounds memory
-    in ``choose`` / ``perplexity``), ``max_length`` (longest prompt + answer accepted),
+    ``dtype`` (``"auto"`` | ``"bfloat16"`` | ``"float32"`` | ``"float16"``), ``batch_size``
+    (prompts per forward pass), ``device`` (``"cpu"``, ``"cuda"``, ...), ``hf_cache_dir`` (where
+    known names are converted to), ``token_budget`` (padded tokens per forward pass, bounds
+    memory in ``choose`` / ``perplexity``), ``max_length`` (longest prompt + answer accepted),
     ``prefix_cache_mb`` (memory for prompt KV caches reused across the fields of
     ``generate_json`` and the steps of an agent; 0 disables it), ``forward_cost_tokens`` (the
     fixed cost of a forward pass in padded tokens: rows of very different lengths run in
-    separate passes when padding them would cost more; ``inf``: as few passes as possible,
-    e.g. on a GPU where padding is nearly free).
+    separate passes when padding them would cost more; ``inf``: as few passes as possible, e.g.
+    on a GPU where padding is nearly free).
     """
 
     def __init__(
         self,
         model: str | Path = "smollm2-135m-instruct",
-        dtype: str = "bfloat16",
+        dtype: str = AUTO,
         batch_size: int = 8,
         device: str = "cpu",
         hf_cache_dir: str | Path | None = None,
@@ -195,19 +196,21 @@ class LocalLLM(LLM):
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES and dtype != AUTO:
+            raise ValueError(f"dtype must be {AUTO!r} or one of {sorted(DTYPES)}, got {dtype!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.model_name = str(model)
         self.folder = resolve_model(model, hf_cache_dir)
-        self.dtype_name = dtype
+        self.dtype_name = resolve_dtype(dtype, device)
         self.batch_size = int(batch_size)
         self.token_budget = int(token_budget)
         self.forward_cost_tokens = float(forward_cost_tokens)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=DTYPES[dtype])
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.folder, dtype=DTYPES[self.dtype_name]
+        )
         self.model.to(self.device).eval()
         if self.device.type == "cpu":
             _use_sdpa_gqa(self.model)

@@ -12,6 +12,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from persona_shoppers.numerics import resolve_frozen_dtype, resolve_precision
+
 from .data import SFTDataModule
 from .module import PersonaSFTModule, StepMetricHistory
 from .tokens import PersonaTokens
@@ -77,10 +79,17 @@ def train_stage(
     batch_size, packing, flatten, share_prefix, ...), ``trainer`` Lightning ``Trainer`` arguments
     (accelerator, devices, strategy, precision, max_steps, max_epochs, accumulate_grad_batches,
     ...). ``frozen_dtype`` (``backbone: frozen`` only, ignored otherwise): the dtype the frozen
-    weights are held in while they train the persona rows. ``validate_before`` adds a
+    weights are held in while they train the persona rows. ``precision`` and ``frozen_dtype``
+    may be ``auto`` (:mod:`persona_shoppers.numerics`: bf16 only where the device runs it
+    natively). ``validate_before`` adds a
     validation of the starting model (step 0 of the ``val_loss`` curve).
     """
     pl.seed_everything(seed, workers=True)
+    accelerator = trainer.get("accelerator", "auto")
+    if "precision" in trainer:
+        trainer = {**trainer, "precision": resolve_precision(trainer["precision"], accelerator)}
+    if backbone == "frozen":
+        frozen_dtype = resolve_frozen_dtype(frozen_dtype, accelerator)
     module = PersonaSFTModule(
         model,
         persona.first,
@@ -98,10 +107,12 @@ def train_stage(
     checkpoints, ckpt_path = _checkpointing(checkpoint_dir, checkpoint_every_n_steps, resume)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     logger.info(
-        "%s: training %s parameters (backbone %s) on %d examples, validating on %d",
+        "%s: training %s parameters (backbone %s, precision %s%s) on %d examples, validating on %d",
         name,
         f"{trainable:,}",
         backbone,
+        trainer.get("precision", "32-true"),
+        f", frozen weights in {frozen_dtype}" if backbone == "frozen" and frozen_dtype else "",
         len(train_conversations),
         len(val_conversations),
     )
