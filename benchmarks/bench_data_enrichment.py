@@ -80,7 +80,8 @@ def measure(raw: Path) -> dict[str, float]:
             )
             entries[name] = entry
         catalog = DataCatalog.from_config(entries)
-        catalog["params:data_enrichment"] = MemoryDataset(params["data_enrichment"])
+        for key, value in params["data_enrichment"].items():  # the entries the nodes take
+            catalog[f"params:data_enrichment.{key}"] = MemoryDataset(value)
         start = time.perf_counter()
         SequentialRunner().run(pipeline, catalog)
         seconds = time.perf_counter() - start

@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=24)
     args = parser.parse_args()
 
+    from persona_shoppers.datasets import LightningModuleDataset
     from persona_shoppers.features.layout import feature_matrix
-    from persona_shoppers.io import LightningModuleDataset
     from persona_shoppers.llm import build_llm
     from persona_shoppers.pipelines.persona_mining import nodes
 
@@ -54,17 +54,18 @@ def main() -> None:
     )
     histories = pd.read_parquet(DATA / "03_primary/buyer_histories.parquet")
     products = pd.read_parquet(DATA / "01_raw/products.parquet")
-    buyers = nodes.sample_persona_buyers(assignments, histories, params)
+    sample = params["text_personas"]
+    buyers = nodes.sample_persona_buyers(assignments, histories, sample["n_buyers"], sample["seed"])
 
     llm = build_llm(llm_params)  # the instance mine_personas reuses
     dtype = resolve_dtype(llm_params.get("dtype", "auto"))
     # load the model before timing
     llm.generate([[{"role": "user", "content": "Hello"}]], max_new_tokens=2)
     start = time.perf_counter()
-    personas = nodes.mine_personas(buyers, products, params, llm_params)
+    personas = nodes.mine_personas(buyers, products, sample["history_chars"], llm_params)
     seconds = time.perf_counter() - start
     sessions = pl.read_parquet(DATA / "02_intermediate/enriched_sessions.parquet")
-    report, _ = nodes.evaluate_text_personas(personas, sessions, products, params)
+    report, _ = nodes.evaluate_text_personas(personas, sessions, products, sample["seed"])
     result = {
         "buyers": len(personas),
         "seconds": seconds,

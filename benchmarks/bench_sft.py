@@ -384,7 +384,7 @@ def bench(args: argparse.Namespace) -> dict:
 def compare_init(args: argparse.Namespace) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from persona_shoppers.io import LightningModuleDataset
+    from persona_shoppers.datasets import LightningModuleDataset
     from persona_shoppers.llm.models import resolve_model
     from persona_shoppers.sft.data import conversations, sample_split
     from persona_shoppers.sft.tokens import add_persona_tokens
@@ -441,9 +441,9 @@ def compare_budget(args: argparse.Namespace) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from persona_shoppers.agent.evaluation import action_type_distributions
+    from persona_shoppers.datasets import ModelAndTokenizer
     from persona_shoppers.llm.local import LocalLLM
-    from persona_shoppers.pipelines.sft.nodes import train_stage2
-    from persona_shoppers.sft.io import ModelAndTokenizer
+    from persona_shoppers.pipelines.sft.nodes import TRAINING_SETTINGS, train_stage2
     from persona_shoppers.storefront import ACTION_TYPES
 
     params = _params()
@@ -470,7 +470,8 @@ def compare_budget(args: argparse.Namespace) -> dict:
         )
         params["stage2"] = {**params["stage2"], "max_examples": budget}
         started = time.perf_counter()
-        (trained, tokenizer), history = train_stage2(stage1, frame, params)
+        training = {name: params[name] for name in TRAINING_SETTINGS}
+        (trained, tokenizer), history = train_stage2(stage1, frame, params["stage2"], **training)
         seconds = time.perf_counter() - started
         folder = Path(args.keep_models or RESULTS) / f"sft_budget_{budget}_seed_{seed}"
         trained.save_pretrained(folder)

@@ -49,8 +49,8 @@ def _tile(
 def assign_tokens(n_buyers: int) -> dict[str, float]:
     import pickle
 
+    from persona_shoppers.datasets import LightningModuleDataset
     from persona_shoppers.features.embeddings import buyer_channel_means
-    from persona_shoppers.io import LightningModuleDataset
 
     buyers = pd.read_parquet(DATA / "03_primary/buyers.parquet")
     sessions = pl.read_parquet(DATA / "02_intermediate/enriched_sessions.parquet").select(
@@ -86,12 +86,16 @@ def train(params_override: dict | None = None) -> dict:
     params["trainer"]["enable_progress_bar"] = False
     planted = json.loads((DATA / "01_raw/planted_truth.json").read_text())
     start = time.perf_counter()
-    model, history = nodes.train_vq_vae(features, params)
+    model, history = nodes.train_vq_vae(
+        features, params["seed"], params["model"], params["batch_size"], params["trainer"]
+    )
     train_s = time.perf_counter() - start
     t = time.perf_counter()
-    kmeans = nodes.fit_kmeans(features, params)
+    kmeans = nodes.fit_kmeans(features, params["seed"], params["kmeans"])
     kmeans_s = time.perf_counter() - t
-    report, _, _ = nodes.evaluate_codebooks(features, model, kmeans, planted, params)
+    report, _, _ = nodes.evaluate_codebooks(
+        features, model, kmeans, planted, params["metrics"], params["model"]["num_codes"]
+    )
     return {
         "vq_vae_train_s": train_s,
         "epochs": params["trainer"]["max_epochs"],

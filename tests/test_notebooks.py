@@ -38,19 +38,22 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from nbclient import NotebookClient
 
+from persona_shoppers.alignment.metrics import ab_metrics, action_rate_metrics, session_metrics
 from persona_shoppers.features.labels import AUX_HEADS, aux_labels, fit_aux_edges
-from persona_shoppers.personas.tokens import shop_distributions
+from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import simulation
-from persona_shoppers.pipelines.alignment.nodes import (
-    ab_metrics,
-    action_rate_metrics,
-    session_metrics,
-)
 from persona_shoppers.pipelines.persona_mining.nodes import build_persona_cards
 from persona_shoppers.storefront import StoreVariant
 
 from .llm.conftest import tiny_model_dir  # noqa: F401 (a fixture)
-from .pipelines._kedro import KeptDataset, conf_params, enriched_sample, token_assignments
+from .pipelines._kedro import (
+    KeptDataset,
+    conf_params,
+    enriched_sample,
+    param_datasets,
+    storefronts,
+    token_assignments,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -115,12 +118,11 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
             "text_personas": MemoryDataset(_text_personas(assignments)),
             "sft_model": MemoryDataset(model),
             "sft_model_single_stage": MemoryDataset(model),
+            "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
-            "raw_collection_products": MemoryDataset(data.collection_products),
             "planted_truth": MemoryDataset(data.planted_truth),
-            "params:simulation": MemoryDataset(params),
-            "params:llm": MemoryDataset(llm),
+            **param_datasets(simulation=params, llm=llm),
             **{name: KeptDataset() for name in outputs},
         }
     )
@@ -134,10 +136,12 @@ def _alignment_metrics(
     """The alignment pipeline's session-generation, action-rate and A/B numbers on the small
     run (its suite's other tasks need LLM answers to test cases)."""
     params = conf_params("alignment")
+    seed, repeats = params["seed"], params["noise_floor_repeats"]
     sessions = simulated["simulated_sessions"]
+    max_count = params["session"]["max_count"]
     return {
-        **session_metrics(human, sessions, params)[0],
-        **action_rate_metrics(sessions, buyers, assignments, params)[0],
+        **session_metrics(human, sessions, max_count, seed, repeats)[0],
+        **action_rate_metrics(sessions, buyers, assignments, seed, repeats)[0],
         **ab_metrics(simulated["ab_test_results"]),
     }
 
@@ -164,7 +168,7 @@ def _small_datasets(model_dir: Path) -> dict:
         enriched["enriched_sessions"],
         data.products,
         SimpleNamespace(hparams=SimpleNamespace(num_codes=N_TOKENS)),
-        {"top_categories": 3},
+        top_categories=3,
     )
     simulated = _simulate(data, enriched, assignments, model_dir)
     sessions = simulated["simulated_sessions"]

@@ -1,9 +1,8 @@
-"""The raw data contract (BRIEF section 3): columns, types and event vocabulary.
+"""The raw data contract: columns, types and event vocabulary. The synthetic generator and the
+adapters produce frames of this shape and data_enrichment validates them against it; a
+dataset-level problem raises :class:`SchemaError` naming the dataset, the column and the rule.
 
-The synthetic generator and the adapters produce frames of this shape; the data_enrichment
-pipeline validates them against it. Dataset-level problems (a missing column, a column of the
-wrong kind) raise :class:`SchemaError` naming the dataset, the column and the rule; row-level
-problems are quarantined by data_enrichment with a reason per row.
+See docs/bring_your_own_data.md, "The raw contract".
 """
 
 from __future__ import annotations

@@ -1,24 +1,9 @@
-"""Project hooks: tag every MLflow run so that the UI compares runs side by side.
+"""Project hooks: :class:`RunTagsHook` tags every MLflow run (``pipeline``, ``llm_model``,
+``data``, ``data_fingerprint``, ``conditions``, ``numerics``) so that the UI compares runs side
+by side; :class:`NumericsHook` logs the numerics at the start of every node that runs or trains
+the LLM.
 
-kedro-mlflow starts one MLflow run per ``kedro run`` in its own ``before_pipeline_run`` hook.
-:class:`RunTagsHook` runs after it (``trylast``) and sets on that run:
-
-- ``pipeline``: the pipelines run, joined by ``+`` (``__default__`` for a plain ``kedro run``);
-- ``llm_model``: the model of ``conf/base/parameters_llm.yml`` (``llm.model`` for the local
-  backend, ``<endpoint.model> @ <endpoint.base_url>`` for an OpenAI-compatible endpoint);
-- ``data``: ``synthetic default sample`` when the raw layer is the generator's output with the
-  parameters of ``parameters_synthetic_data.yml`` (the committed sample), ``synthetic seed=...``
-  for another generated set, ``raw data`` for anything else (a user's own event log);
-- ``data_fingerprint``: a short hash of the raw tables' files, so runs on the same data group
-  together whatever their description;
-- ``conditions``: the simulation conditions, for runs that simulate;
-- ``numerics``: the dtypes the LLM and SFT use after ``auto`` is resolved, with the probe's
-  figures (:mod:`persona_shoppers.numerics`).
-
-:class:`NumericsHook` logs that line at the start of every node that runs the LLM or trains it.
-
-The run's name is kedro-mlflow's: ``tracking.run.name`` in ``conf/base/mlflow.yml``
-(``kedro run --params run_name=<name>``), else the pipeline names.
+See README.md, "MLflow", and docs/numerics.md, "Where the choice shows".
 """
 
 from __future__ import annotations
@@ -26,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,6 +19,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Node, Pipeline
 
+from persona_shoppers.llm.registry import model_tag as llm_model_tag
 from persona_shoppers.numerics import numerics_summary
 
 logger = logging.getLogger(__name__)
@@ -41,14 +28,6 @@ RAW_TABLES = ("raw_events", "raw_products", "raw_collections", "raw_collection_p
 # Files above this size are fingerprinted by size and their first and last chunks only.
 FULL_HASH_LIMIT = 1 << 30
 CHUNK = 1 << 24
-
-
-def llm_model_tag(llm: dict[str, Any]) -> str:
-    """The model the ``llm`` parameters point at, as one readable string."""
-    if str(llm.get("backend", "local")).lower() == "endpoint":
-        endpoint = llm.get("endpoint") or {}
-        return f"{endpoint.get('model') or llm.get('model')} @ {endpoint.get('base_url')}"
-    return str(llm.get("model", "smollm2-135m-instruct"))
 
 
 def file_fingerprint(path: Path, digest: Any) -> None:
@@ -109,6 +88,11 @@ def _param(catalog: DataCatalog, name: str) -> Any:
     return catalog.load(key) if key in catalog else None
 
 
+def _takes_params(inputs: Iterable[str], block: str) -> bool:
+    """Whether dataset names ``inputs`` hold the ``block`` parameters or an entry of them."""
+    return any(name == f"params:{block}" or name.startswith(f"params:{block}.") for name in inputs)
+
+
 def run_tags(run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> dict:
     """The tags :class:`RunTagsHook` sets, from the run's parameters, pipeline and catalog."""
     names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
@@ -122,7 +106,7 @@ def run_tags(run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalo
     llm, sft = _param(catalog, "llm"), _param(catalog, "sft")
     if llm is not None or sft is not None:
         tags["numerics"] = numerics_summary(llm, sft)
-    if "params:simulation" in pipeline.inputs():
+    if _takes_params(pipeline.inputs(), "simulation"):
         conditions = (_param(catalog, "simulation") or {}).get("conditions") or {}
         tags["conditions"] = ",".join(conditions)
     return tags
@@ -154,12 +138,7 @@ class NumericsHook:
 
     @hook_impl
     def before_node_run(self, node: Node, catalog: DataCatalog) -> None:
-        blocks = {
-            block
-            for name in node.inputs
-            for block in NUMERICS_PARAMS
-            if name == f"params:{block}" or name.startswith(f"params:{block}.")
-        }
+        blocks = {block for block in NUMERICS_PARAMS if _takes_params(node.inputs, block)}
         if blocks:
             logger.info(
                 "%s numerics: %s",

@@ -1,14 +1,8 @@
 """Numerics chosen by measurement: ``auto`` picks bfloat16 only where the device runs it
-natively, float32 elsewhere. See docs/llm.md, "Numerics".
+natively (CUDA's own answer, or a short cached probe on a CPU), float32 elsewhere; an explicit
+dtype or precision in parameters is never overridden.
 
-On CUDA the answer is ``torch.cuda.is_bf16_supported()``. On a CPU a short probe times
-``F.linear`` at the shapes the project's models run (a batch of decoding rows and a block of
-prefill / training rows through a feed-forward weight) in both dtypes; bfloat16 is chosen when
-it is faster. CPUs without native bf16 (AVX2 only, older Xeons) emulate it and lose by an
-order of magnitude. The probe's figures are cached per machine in
-``$XDG_CACHE_HOME/persona_shoppers/numerics.json`` and logged once per process.
-
-An explicit dtype or precision in parameters is never overridden.
+See docs/numerics.md.
 """
 
 from __future__ import annotations
@@ -106,7 +100,7 @@ def _time_linear(rows: int, inputs: int, outputs: int, dtype: Any) -> float:
 
 
 def measure_cpu_bf16() -> Bf16Probe:
-    """Time the probe shapes on this CPU in float32 and bfloat16 (tens of milliseconds)."""
+    """Time the probe shapes on this CPU in float32 and bfloat16."""
     import torch
 
     flops = sum(2 * r * i * o for r, i, o in PROBE_SHAPES)

@@ -4,6 +4,9 @@ from pathlib import Path
 
 from persona_shoppers.hooks import NumericsHook, RunTagsHook
 from persona_shoppers.input_check import MissingInputsHook
+from persona_shoppers.quiet import silence_third_party_noise
+
+silence_third_party_noise()
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -109,38 +109,3 @@ def test_instruction_tasks_end_at_the_deepest_funnel_action():
     assert "7) purchase" in task["goal"]
     assert task_success([{"event_type": "purchase"}], "purchase")
     assert not task_success([{"event_type": "checkout_start"}], "purchase")
-
-
-def test_action_rates_pair_an_agent_with_the_buyer_it_stands_for():
-    """A token_mismatch agent is conditioned on a token absent from its shop; its pair is
-    still its own buyer's (shop, token)."""
-    from persona_shoppers.pipelines.alignment.nodes import action_rate_metrics
-
-    buyers = pd.DataFrame(
-        {
-            "shop_id": ["s1"] * 4,
-            "buyer_id": ["u1", "u2", "u3", "u4"],
-            "atc_sessions": [1, 0, 2, 0],
-            "purchase_sessions": [1, 0, 0, 0],
-            "n_sessions": [2, 2, 2, 1],
-            "stratum": ["A", "D", "C", "D"],
-        }
-    )
-    assignments = buyers[["shop_id", "buyer_id"]].assign(token=[1, 2, 1, 2])
-    simulated = pd.DataFrame(
-        {
-            "shop_id": ["s1", "s1"],
-            "condition": ["token_mismatch", "token_mismatch"],
-            "buyer_token": [1, 2],
-            "persona_token": ["<|persona_99|>", "<|persona_98|>"],
-            "has_add_to_cart": [True, False],
-            "has_purchase": [False, False],
-        }
-    )
-    params = {"seed": 0, "noise_floor_repeats": 2}
-    metrics, _ = action_rate_metrics(simulated, buyers, assignments, params)
-    # token 1: real atc (0.5 + 1) / 2 = 0.75, purchase 0.25; agent 1, 0 -> .75 / .75
-    # token 2: real atc 0, purchase 0; agent 0, 0 -> 1 / 1
-    assert metrics["action_rate/atc_stratum_A/token_mismatch"] == 0.75
-    assert metrics["action_rate/purchase_stratum_A/token_mismatch"] == 0.75
-    assert metrics["action_rate/ara_stratum_D/token_mismatch"] == 1.0

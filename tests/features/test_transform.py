@@ -365,7 +365,7 @@ def test_fit_feature_transformer_node_uses_only_train_split(world):
     splits = all_buyers[["shop_id", "buyer_id", "stratum"]].assign(split=split)
     # Shuffled rows: the node sorts its training rows itself.
     shuffled = all_buyers.sample(frac=1.0, random_state=3)
-    node_fit = fit_feature_transformer(shuffled, splits, all_sessions, all_products, PARAMS)
+    node_fit = fit_feature_transformer(shuffled, splits, all_sessions, all_products, **PARAMS)
 
     train = all_buyers[split == "train"].sort_values(["shop_id", "buyer_id"]).reset_index(drop=True)
     direct = _fit(train, all_sessions, all_products)
@@ -376,7 +376,7 @@ def test_fit_feature_transformer_node_uses_only_train_split(world):
         splits[split == "train"],
         all_sessions,
         all_products,
-        PARAMS,
+        **PARAMS,
     )
     _assert_same_state(node_fit, only_train)
     assert node_fit.embedding_dim == 3 and node_fit.logit_eps == 1e-4

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from persona_shoppers.llm import CachedLLM, build_llm
+from persona_shoppers.llm import CachedLLM, build_llm, registry
 from persona_shoppers.llm.endpoint import EndpointLLM
 from persona_shoppers.llm.local import LocalLLM
+from persona_shoppers.llm.models import DEFAULT_MODEL
+
+from .test_base import PROMPT, RecordingLLM
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +72,7 @@ def test_endpoint_backend_from_config_and_credentials(tmp_path, monkeypatch):
 
 
 def test_bad_configs_are_clear():
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match=r"one of \['endpoint', 'local'\], got 'magic'"):
         build_llm({"backend": "magic"}, reuse=False)
     with pytest.raises(ValueError, match="base_url"):
         build_llm({"backend": "endpoint", "endpoint": {}}, reuse=False)
@@ -93,3 +96,29 @@ def test_api_key_from_kedro_credentials(tmp_path, monkeypatch):
     assert build_llm(config, reuse=False).api_key == "from-kedro"
     monkeypatch.setenv("OPENAI_API_KEY", "env-wins")
     assert build_llm(config, reuse=False).api_key == "env-wins"
+
+
+def test_a_registered_backend_is_built_by_build_llm(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "BACKENDS", dict(registry.BACKENDS))
+    built = []
+
+    @registry.register_backend("recording", model_tag=lambda config: f"rec {config['model']}")
+    def build(config, credentials):
+        built.append((config["model"], credentials))
+        return RecordingLLM()
+
+    config = {"backend": "Recording", "model": "m", "cache_dir": str(tmp_path)}
+    llm = build_llm(config, credentials={"api_key": "k"}, reuse=False)
+    assert isinstance(llm, CachedLLM) and isinstance(llm.llm, RecordingLLM)
+    assert built == [("m", {"api_key": "k"})]
+    assert llm.generate([PROMPT]) == ["hi"] and llm.llm.calls[0][0] == "generate"
+    assert registry.model_tag(config) == "rec m"
+    with pytest.raises(ValueError, match="'recording' is registered twice"):
+        registry.register_backend("recording", model_tag=str)(build)
+    with pytest.raises(ValueError, match=r"one of \['endpoint', 'local', 'recording'\]"):
+        build_llm({"backend": "magic"}, reuse=False)
+
+
+def test_model_tag_of_an_unknown_backend_is_its_model():
+    assert registry.model_tag({"backend": "magic", "model": "x"}) == "x"
+    assert registry.model_tag({}) == DEFAULT_MODEL

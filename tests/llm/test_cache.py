@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, prompt_seeds
+from persona_shoppers.llm.base import LLM, Choice, JsonResult
 from persona_shoppers.llm.cache import CachedLLM, ResponseCache
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
@@ -37,25 +37,24 @@ class CountingLLM(LLM):
     def cache_key_prefix(self) -> str:
         return "counting:v1"
 
-    def generate(self, prompts, max_new_tokens=64, temperature=0.0, stop=None, seed=0):
+    def _generate(self, prompts, max_new_tokens, temperature, stop, seeds):
         self._count("generate", len(prompts))
-        seeds = prompt_seeds(seed, len(prompts))
         return [
             f"{p[-1]['content']}|{max_new_tokens}|{s}" for p, s in zip(prompts, seeds, strict=True)
         ]
 
-    def choose(self, prompts, candidates, normalize=False):
+    def _choose(self, prompts, candidates, normalize):
         self._count("choose", len(prompts))
         return [Choice(len(c) - 1, c[-1], [-1.0] * len(c), [-0.5] * len(c)) for c in candidates]
 
-    def generate_json(self, prompts, schema, max_new_tokens_per_field=64, temperature=0.0, seed=0):
+    def _generate_json(self, prompts, schema, max_new_tokens_per_field, temperature, seed):
         self._count("generate_json", len(prompts))
         return [
             JsonResult({"a": p[-1]["content"]}, self.valid, "{}", 1, None if self.valid else "bad")
             for p in prompts
         ]
 
-    def perplexity(self, texts):
+    def _perplexity(self, texts):
         self._count("perplexity", len(texts))
         return [float(len(t)) if t else math.nan for t in texts]
 
@@ -165,7 +164,7 @@ def test_cached_local_backend_calls_no_model_on_rerun(tiny_llm, prompts, tmp_pat
         },
         "required": ["level", "n"],
     }
-    llm = tiny_llm.cached(tmp_path)
+    llm = CachedLLM(tiny_llm, tmp_path)
     first = llm.generate_json(prompts, schema, max_new_tokens_per_field=4)
     gen = llm.generate(prompts, max_new_tokens=5)
 
@@ -173,7 +172,7 @@ def test_cached_local_backend_calls_no_model_on_rerun(tiny_llm, prompts, tmp_pat
         raise AssertionError("the model was called")
 
     monkeypatch.setattr(tiny_llm, "_forward", forbidden)
-    again = tiny_llm.cached(tmp_path)
+    again = CachedLLM(tiny_llm, tmp_path)
     assert again.generate_json(prompts, schema, max_new_tokens_per_field=4) == first
     assert again.generate(prompts, max_new_tokens=5) == gen
     assert again.stats()["misses"] == {}

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
+from persona_shoppers.llm.constrained import constrained_json
 from persona_shoppers.llm.json_schema import (
     SchemaError,
     check_schema,
-    constrained_json,
     parse_json_answer,
     repair,
     schema_instruction,

@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
-from persona_shoppers.llm.local import _by_length, _PreallocatedLayer, _sdpa_gqa, _TokenTrie
+from persona_shoppers.llm.local.attention import sdpa_gqa
+from persona_shoppers.llm.local.batching import by_length
+from persona_shoppers.llm.local.kv_cache import PreallocatedLayer
+from persona_shoppers.llm.local.trie import TokenTrie
 
 
 def _naive_logprob(llm, prompt, candidate: str) -> float:
@@ -154,7 +157,7 @@ def test_identity(tiny_llm, tiny_model_dir):
 
 
 def test_batches_group_by_length_within_budget():
-    batches = _by_length([5, 100, 7, 98, 6, 3], batch_size=2, token_budget=150)
+    batches = by_length([5, 100, 7, 98, 6, 3], batch_size=2, token_budget=150)
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert batches[0] == [1]  # 2 x 100 > 150
     assert all(len(b) <= 2 for b in batches)
@@ -163,12 +166,12 @@ def test_batches_group_by_length_within_budget():
 def test_batches_trade_padding_against_the_cost_of_a_pass():
     lengths = [5, 100, 7, 98, 6, 3]
     # No fixed cost per pass: as few passes as the bounds allow, longest rows first.
-    assert _by_length(lengths, batch_size=8, token_budget=10_000) == [[1, 3, 2, 4, 0, 5]]
+    assert by_length(lengths, batch_size=8, token_budget=10_000) == [[1, 3, 2, 4, 0, 5]]
     # A pass costs 20 padded tokens: [100, 98] + [7, 6, 5, 3] = 200 + 28 + 2 x 20 = 268 beats
     # one pass (600 + 20) and [100] + [98] + [7, 6, 5, 3] (100 + 98 + 28 + 3 x 20 = 286).
-    assert _by_length(lengths, 8, 10_000, forward_cost=20) == [[1, 3], [2, 4, 0, 5]]
+    assert by_length(lengths, 8, 10_000, forward_cost=20) == [[1, 3], [2, 4, 0, 5]]
     # Free passes: no padding at all.
-    assert _by_length(lengths, 8, 10_000, forward_cost=0) == [[1], [3], [2], [4], [0], [5]]
+    assert by_length(lengths, 8, 10_000, forward_cost=0) == [[1], [3], [2], [4], [0], [5]]
 
 
 def test_prompt_kv_cache_gives_the_same_scores_and_texts(tiny_llm, prompts):
@@ -180,12 +183,12 @@ def test_prompt_kv_cache_gives_the_same_scores_and_texts(tiny_llm, prompts):
     plain_texts = tiny_llm.generate_texts(inputs, 6)
     tiny_llm.prefill(prefixes[:3])
     try:
-        assert len(tiny_llm._prefix_cache) == 3
+        assert len(tiny_llm.prefix_cache) == 3
         cached_scores = tiny_llm.score_texts(inputs, candidates)
         cached_texts = tiny_llm.generate_texts(inputs, 6)
     finally:
         tiny_llm.release()
-    assert not tiny_llm._prefix_cache and tiny_llm._prefix_cache_bytes == 0
+    assert not tiny_llm.prefix_cache and tiny_llm.prefix_cache.bytes == 0
     for (a, _), (b, _) in zip(plain_scores, cached_scores, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
     assert plain_texts == cached_texts
@@ -199,10 +202,10 @@ def test_a_prefix_built_on_a_cached_prefix_scores_like_a_fresh_one(tiny_llm, pro
     tiny_llm.prefill([base])
     try:
         tiny_llm.prefill(longer)  # only the new tokens run, on top of the cached base
-        assert len(tiny_llm._prefix_cache) == 3
-        keys = sorted(tiny_llm._prefix_cache, key=len)
+        assert len(tiny_llm.prefix_cache) == 3
+        keys = sorted(tiny_llm.prefix_cache.entries, key=len)
         for key in keys[1:]:
-            layers, _ = tiny_llm._prefix_cache[key]
+            layers, _ = tiny_llm.prefix_cache[key]
             assert layers[0][0].shape[1] == len(key)  # contiguous KV of the whole prefix
         cached = tiny_llm.score_texts([t + " then" for t in longer], candidates)
     finally:
@@ -217,14 +220,14 @@ def test_prefixes_of_one_call_are_cut_from_the_longest_one(tiny_llm, prompts):
     other = tiny_llm.render(prompts[2])
     for prefix in [*chain, other]:  # one at a time: every prefix runs
         tiny_llm.prefill([prefix])
-    apart = dict(tiny_llm._prefix_cache)
+    apart = dict(tiny_llm.prefix_cache.entries)
     tiny_llm.release()
     passes = []
     forward = tiny_llm._forward
     tiny_llm._forward = lambda ids, *a, **k: passes.append(ids.shape) or forward(ids, *a, **k)
     try:
         tiny_llm.prefill([*chain, other])
-        together = dict(tiny_llm._prefix_cache)
+        together = dict(tiny_llm.prefix_cache.entries)
     finally:
         del tiny_llm._forward
         tiny_llm.release()
@@ -241,7 +244,7 @@ def test_prefixes_of_one_call_are_cut_from_the_longest_one(tiny_llm, prompts):
 
 def test_a_kv_cache_layer_fills_its_room_in_place_then_grows():
     keys, values = torch.zeros(2, 1, 4, 3), torch.zeros(2, 1, 4, 3)
-    layer = _PreallocatedLayer(keys, values, filled=1)
+    layer = PreallocatedLayer(keys, values, filled=1)
     new = torch.ones(2, 1, 2, 3)
     k, _ = layer.update(new, new)
     assert layer.get_seq_length() == 3 and k.shape == (2, 1, 3, 3)
@@ -261,7 +264,7 @@ def test_grouped_query_attention_under_a_mask_matches_transformers():
     query, key, value = torch.randn(2, 6, 5, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
     mask = torch.rand(2, 1, 5, 7) > 0.3
     mask[..., 0] = True  # every query sees a key
-    ours, _ = _sdpa_gqa(module, query, key, value, mask, scaling=0.5)
+    ours, _ = sdpa_gqa(module, query, key, value, mask, scaling=0.5)
     theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.5)
     assert torch.allclose(ours, theirs, atol=1e-6)
 
@@ -270,7 +273,7 @@ def test_prompt_kv_cache_is_bounded(tiny_llm, prompts):
     limit, tiny_llm.prefix_cache_mb = tiny_llm.prefix_cache_mb, 0.01
     try:
         tiny_llm.prefill([tiny_llm.render(p) for p in prompts])
-        assert tiny_llm._prefix_cache_bytes <= 0.01 * 2**20
+        assert tiny_llm.prefix_cache.bytes <= 0.01 * 2**20
     finally:
         tiny_llm.prefix_cache_mb = limit
         tiny_llm.release()
@@ -293,11 +296,11 @@ def test_generate_json_with_and_without_the_prompt_cache(tiny_llm, prompts):
     finally:
         tiny_llm.prefix_cache_mb = limit
     assert [r.raw for r in with_cache] == [r.raw for r in without]
-    assert not tiny_llm._prefix_cache
+    assert not tiny_llm.prefix_cache
 
 
 def test_candidates_sharing_a_start_are_fed_once():
-    trie = _TokenTrie([[5, 6, 7], [5, 6, 8], [5], [9]])
+    trie = TokenTrie([[5, 6, 7], [5, 6, 8], [5], [9]])
     assert trie.tokens == [5, 6, 7, 8, 9]
     assert trie.depths == [0, 1, 2, 2, 0]
     assert trie.paths == [[0, 1, 2], [0, 1, 3], [0], [4]]

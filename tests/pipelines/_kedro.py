@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import yaml
 from kedro.io import MemoryDataset
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
+from persona_shoppers.storefront import Store
+from persona_shoppers.synthetic import SyntheticData
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 class KeptDataset(MemoryDataset):
@@ -20,12 +25,53 @@ class KeptDataset(MemoryDataset):
         pass
 
 
+@cache
+def _base_parameters() -> dict[str, Any]:
+    from kedro.config import OmegaConfigLoader
+
+    from persona_shoppers.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)
+    return loader["parameters"]
+
+
 def conf_params(name: str) -> dict:
-    """The ``name`` block of conf/base/parameters_<name>.yml."""
-    return yaml.safe_load((CONF / f"parameters_{name}.yml").read_text())[name]
+    """The ``name`` block of conf/base's parameters as Kedro resolves them (``${globals:...}``
+    included); a copy the caller may change."""
+    return copy.deepcopy(_base_parameters()[name])
 
 
-def enriched_sample(**config) -> tuple[Any, dict[str, Any]]:
+def param_datasets(**blocks: Any) -> dict[str, MemoryDataset]:
+    """The ``params:`` datasets Kedro makes of top-level parameter blocks: ``params:<block>``
+    and every nested entry (``params:<block>.<key>...``), so nodes find the narrow entries
+    they take."""
+    out: dict[str, MemoryDataset] = {}
+
+    def add(name: str, value: Any) -> None:
+        out[f"params:{name}"] = MemoryDataset(value)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{name}.{key}", item)
+
+    for name, value in blocks.items():
+        add(name, value)
+    return out
+
+
+def storefronts(data: SyntheticData) -> dict[str, Store]:
+    """The ``storefronts`` dataset of a generated sample, as trace_generation's node builds it
+    with conf/base's storefront parameters."""
+    from persona_shoppers.pipelines.trace_generation.nodes import build_storefronts
+
+    return build_storefronts(
+        data.products,
+        data.collections,
+        data.collection_products,
+        conf_params("storefront")["max_observation_tokens"],
+    )
+
+
+def enriched_sample(**config) -> tuple[SyntheticData, dict[str, Any]]:
     """A small generated sample and its data_enrichment outputs (enriched_events,
     enriched_sessions, buyers, buyer_histories), run on an in-memory catalog."""
     from kedro.io import DataCatalog
@@ -41,12 +87,44 @@ def enriched_sample(**config) -> tuple[Any, dict[str, Any]]:
             "raw_events": MemoryDataset(data.events),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
-            "params:data_enrichment": MemoryDataset(conf_params("data_enrichment")),
+            **param_datasets(data_enrichment=conf_params("data_enrichment")),
             **{name: KeptDataset() for name in outputs},
         }
     )
     SequentialRunner().run(data_enrichment.create_pipeline(), catalog)
     return data, {name: catalog.load(name) for name in outputs}
+
+
+def featured_sample(pca_dim: int, **config) -> tuple[SyntheticData, dict[str, Any]]:
+    """:func:`enriched_sample` plus ``buyer_features``, made by feature_engineering's nodes
+    from seeded random product embeddings instead of the sentence model (fast, no model);
+    ``pca_dim`` dimensions per channel, the generator's own held-out shops."""
+    from kedro.io import DataCatalog
+    from kedro.runner import SequentialRunner
+
+    from persona_shoppers.pipelines import feature_engineering
+
+    data, enriched = enriched_sample(**config)
+    vectors = np.random.default_rng(0).normal(size=(len(data.products), 4 * pca_dim))
+    embeddings = data.products[["shop_id", "product_id"]].assign(
+        embedding=list(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    )
+    params = conf_params("feature_engineering")
+    shops = data.planted_truth["shops"]
+    params["eval_shops"] = [s["shop_id"] for s in shops if s["role"] == "eval"]
+    params["embedding_pca_dim"] = pca_dim
+    catalog = DataCatalog(
+        {
+            "buyers": MemoryDataset(enriched["buyers"]),
+            "enriched_sessions": MemoryDataset(enriched["enriched_sessions"]),
+            "product_embeddings": MemoryDataset(embeddings),
+            **param_datasets(feature_engineering=params),
+            "buyer_features": KeptDataset(),
+        }
+    )
+    nodes = ("split_buyers", "fit_feature_transformer", "build_buyer_features")
+    SequentialRunner().run(feature_engineering.create_pipeline().only_nodes(*nodes), catalog)
+    return data, {**enriched, "buyer_features": catalog.load("buyer_features")}
 
 
 def token_assignments(buyers: pd.DataFrame, planted_truth: dict) -> pd.DataFrame:

@@ -205,6 +205,29 @@ def test_a_variant_changes_only_what_it_configures():
     assert cheap == ["s1-p5", "s1-p3", "s1-p1"]
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        StoreVariant("dearer", price_multiplier=1.1),
+        StoreVariant("short", page_size=1),
+        StoreVariant("cheap_first", ranking="price_low_to_high"),
+    ],
+)
+def test_a_derived_variant_store_is_a_store_built_with_the_variant(variant: StoreVariant):
+    actions = [
+        {"action": "search", "query": "running"},
+        {"action": "view", "product": "p3"},
+        {"action": "add_to_cart", "product": "p3"},
+        {"action": "open", "collection": "c1"},
+    ]
+    control = _store()
+    control.search_results("running")  # a memoised control search must not leak into the arm
+    derived = control.with_variant(variant)
+    assert derived.variant == variant and control.variant == StoreVariant()
+    assert _walk(derived, actions) == _walk(_store(variant), actions)
+    assert _walk(control, actions) == _walk(_store(), actions)
+
+
 def test_observations_respect_the_token_cap():
     store = _store(cap=40)
     visit, _ = store.start()

@@ -1,4 +1,4 @@
-"""Adapters from public e-commerce event-log formats to the raw data contract (BRIEF section 3).
+"""Adapters from public e-commerce event-log formats to the raw data contract.
 
 Each ``read_*`` function returns ``{"events", "products", "collections"}`` polars frames that
 conform to :mod:`persona_shoppers.contract`; :func:`write_raw` stores them as

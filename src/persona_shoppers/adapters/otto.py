@@ -1,17 +1,7 @@
-"""OTTO ("OTTO - Multi-Objective Recommender", Kaggle) session logs to the raw contract.
+"""OTTO ("OTTO - Multi-Objective Recommender", Kaggle) session logs (jsonl, or flat parquet
+re-encodings) to the raw contract: clicks, carts and orders; one buyer per session.
 
-Input: jsonl, one session per line::
-
-    {"session": 12899779, "events": [{"aid": 59625, "ts": 1661724000278, "type": "clicks"}]}
-
-The widely shared flat parquet re-encodings (columns session, aid, ts, type, with type as
-text or as the codes 0/1/2 for clicks/carts/orders) are accepted too, by file extension.
-
-Mapping: clicks -> product_view, carts -> add_to_cart, orders -> purchase. OTTO has no user
-id, so buyer_id = session_id = the session number as text. ts is epoch milliseconds in the
-official dump and epoch seconds in some re-encodings: each value is read as seconds when it
-is below 1e11 (1e11 seconds is the year 5138, 1e11 milliseconds is 1973), else as
-milliseconds.
+See the OTTO section of docs/bring_your_own_data.md.
 """
 
 from __future__ import annotations

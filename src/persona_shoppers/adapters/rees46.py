@@ -1,13 +1,7 @@
-"""REES46 ("eCommerce behavior data from multi category store", Kaggle) csv to the raw contract.
+"""REES46 ("eCommerce behavior data from multi category store", Kaggle) csv to the raw contract;
+the monthly files are scanned lazily as one.
 
-Input columns: event_time ("2019-10-01 00:00:00 UTC"), event_type (view, cart,
-remove_from_cart, purchase), product_id, category_id, category_code ("electronics.smartphone",
-may be empty), brand, price, user_id, user_session. The monthly files can be passed together
-(a glob or a list) and are scanned lazily as one.
-
-Mapping: view -> product_view, cart -> add_to_cart, remove_from_cart -> remove_from_cart,
-purchase -> purchase; buyer_id = user_id, session_id = user_session (null when empty, then
-data_enrichment sessionises), quantity = 1 (the format has none), price = the event's price.
+See the REES46 section of docs/bring_your_own_data.md.
 """
 
 from __future__ import annotations

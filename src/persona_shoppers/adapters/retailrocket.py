@@ -1,12 +1,6 @@
 """RetailRocket ("Retailrocket recommender system dataset", Kaggle) events.csv to the raw contract.
 
-Input columns: timestamp (epoch milliseconds; seconds detected by magnitude as for OTTO),
-visitorid, event (view, addtocart, transaction), itemid, transactionid.
-
-Mapping: view -> product_view, addtocart -> add_to_cart, transaction -> purchase;
-buyer_id = visitorid, session_id null (the format has no sessions: data_enrichment
-sessionises with its inactivity gap), product_id = itemid, quantity = 1.
-The item_properties files (hashed property values) are not read.
+See the RetailRocket section of docs/bring_your_own_data.md.
 """
 
 from __future__ import annotations

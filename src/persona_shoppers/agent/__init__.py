@@ -1,14 +1,13 @@
 """The persona-conditioned shopping agent: its prompt format (shared by SFT traces and the
 simulator)."""
 
+from ..personas.token_format import PERSONA_TOKEN, persona_token
 from .prompts import (
-    PERSONA_TOKEN,
     SYSTEM_PROMPT,
     assistant_turn,
     chat,
     intent_goal,
     interest_goal,
-    persona_token,
     user_turn,
 )
 

@@ -1,12 +1,7 @@
-"""How well a model acts as the shopping agent on held-out trace steps.
+"""How well a model acts as the shopping agent on held-out trace steps: next-action-type
+accuracy, JSON validity of free answers and persona-token sensitivity.
 
-- next-action-type accuracy: the model's most likely action type (scored as the start of
-  its JSON answer, ``{"action": "<type>",``, so the argument does not matter) against the type
-  the human's replayed step took;
-- JSON validity: the share of free (greedy) answers that parse as a store action;
-- token sensitivity: the same prompts with different persona tokens; the mean KL divergence
-  between the action-type distributions of two tokens (all ordered pairs), averaged over the
-  prompts. A model that ignores its token scores 0.
+See docs/sft.md, "Evaluation before and after SFT (`sft_evaluation`)".
 """
 
 from __future__ import annotations
@@ -20,12 +15,12 @@ import pandas as pd
 
 from ..llm.base import LLM, prefilled
 from ..metrics.distributions import kl_divergence
+from ..personas.token_format import PERSONA_PATTERN, persona_token
 from ..storefront import ACTION_TYPES, Action, InvalidAction
-from .prompts import persona_token
 from .rollout import type_text
 
 TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
-_PROFILE = re.compile(r"Buyer profile: <\|persona_\d+\|>")
+_PROFILE = re.compile(rf"Buyer profile: {PERSONA_PATTERN.pattern}")
 
 
 def action_type_distributions(llm: LLM, prompts: list[list[dict[str, str]]]) -> np.ndarray:

@@ -1,16 +1,7 @@
-"""Agent populations for a shop, and the simulated session table they produce.
+"""Agent populations for a shop (``shop_sample``, ``matched``, ``ab_sample``; SimPersona 3.2),
+and the simulated session table they produce.
 
-Two populations (SimPersona 3.2):
-
-- ``shop_sample``: per evaluation shop, agents whose persona token is drawn from the shop's
-  p_s(k), whose intent (buy / browse) is drawn from the shop's stratum mix and whose goal
-  category is drawn from the categories the shop's buyers view;
-- ``matched``: one agent per sampled held-out real buyer, with the buyer's own token, stratum
-  and most viewed category, its PAARS text persona, and a mismatched token (another token in
-  use, drawn at random) for the mismatch condition.
-
-The agentic A/B tests draw a population of their own like ``shop_sample`` (``ab_sample``),
-sized for comparing conversion between arms.
+See docs/simulation.md, "Populations (SimPersona 3.2)".
 """
 
 from __future__ import annotations
@@ -26,25 +17,10 @@ import polars as pl
 from ..clickstream import sessions as session_table
 from ..clickstream import validation
 from ..contract import EVENT_SCHEMA
-from .prompts import intent_goal, persona_token
+from ..personas.text_personas import PREFERENCE_FIELDS, PROFILE_FIELDS
+from ..personas.token_format import persona_token
+from .prompts import intent_goal
 from .rollout import AgentRun
-
-_PROFILE_KEYS = (
-    "age_range",
-    "gender",
-    "marital_status",
-    "household",
-    "income",
-    "occupation",
-    "location",
-)
-_PREFERENCE_KEYS = (
-    "price_sensitivity",
-    "value_perception",
-    "review_reliance",
-    "brand_reliance",
-    "shopping_frequency",
-)
 
 
 def category_leaf(category: str) -> str:
@@ -145,7 +121,7 @@ def text_persona_profile(
 ) -> str:
     """A PAARS persona (profile + preferences, without the reasoning) as one compact line."""
     parts = []
-    for source, keys in ((profile, _PROFILE_KEYS), (preferences, _PREFERENCE_KEYS)):
+    for source, keys in ((profile, PROFILE_FIELDS), (preferences, PREFERENCE_FIELDS)):
         for key in keys:
             value = (source or {}).get(key)
             if value not in (None, ""):

@@ -1,34 +1,16 @@
-"""The shopping agent's prompt: one format for SFT traces and for simulation.
+"""The shopping agent's prompt, one format for SFT traces and for simulation: a system message
+(role, action schema, rules), a user message (goal, buyer profile, progress, page) and the
+assistant's JSON action, its reason last.
 
-A step's prompt is a system message (role, action schema, rules) and a user message::
-
-    Goal: You are here to buy ankle boots.
-    Buyer profile: <|persona_93|>
-    Progress:
-    1. searched "ankle boots"
-    2. viewed p0232 (Ashgrove Suede Olive Ankle Boots, $51.99)
-    Page:
-    [product] p0232: Ashgrove Suede Olive Ankle Boots ...
-
-and the assistant answers with one JSON action followed by a short reason, e.g.
-``{"action": "add_to_cart", "product": "p0232", "reason": "It fits; I take it."}``.
-The action comes first so that a simulator can score or constrain it without generating the
-reason.
+See docs/trace_generation.md, "Examples: one per step".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..clickstream.buyers import BUYING_STRATA
 from ..storefront import ACTION_ARGUMENTS, Action
-
-PERSONA_TOKEN = "<|persona_{}|>"
-BUYING_STRATA = ("A", "B", "C")  # SimPersona 2.3: strata A-C get "buy" goals, D (and E) browse
-
-
-def persona_token(k: int) -> str:
-    """The vocabulary token of persona ``k``: ``<|persona_k|>``."""
-    return PERSONA_TOKEN.format(int(k))
 
 
 def _action_forms() -> str:

@@ -1,26 +1,8 @@
-"""Persona-conditioned shopping agents rolled out in the textual store, many in lockstep.
+"""Persona-conditioned shopping agents rolled out in the textual store, many in lockstep: each
+step scores the page's valid actions in one batched ``choose`` call (action type, then
+argument) and writes search queries in one batched ``generate`` call.
 
-At every step each active agent's prompt (system prompt, goal, profile, progress log, page) is
-built, and the agent's action is decided in two batched LLM calls across all agents:
-
-1. ``choose`` scores the valid actions on the page as the assistant's continuation, in two
-   levels as constrained decoding would: the action types allowed on the page
-   (``{"action": "view",``; search is always allowed), and, for a type with several valid
-   arguments, each complete action (``{"action": "view", "product": "p0031",``). An action's
-   probability is P(type | valid types) x P(argument | type, valid arguments): the mass the
-   model puts on ids not on the page stays with its type instead of leaking to the short
-   argument-free actions (scored as whole strings, a view of one of 12 products lost to
-   ``end``). The agent samples from this distribution with its own seeded generator, or takes
-   the best (greedy).
-2. for agents that search, ``generate`` writes the query after the prefilled search prefix,
-   up to the closing quote.
-
-So every action is valid by construction; free text is generated only for queries. A visit
-ends as ``ended`` (the agent chose end), ``purchased``, ``step_limit`` or ``error`` (an action
-the store rejected; an empty query falls back to another action and a long one is cut to
-the store's limit, so none is expected). Up to ``lockstep`` agents are stepped together, and
-an agent that ends hands its place to the next waiting one (continuous batching). Results do
-not depend on how agents are batched: each agent's randomness comes from its own seed and step.
+See docs/simulation.md, "The agent" and "The rollout engine".
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
-"""The alignment suite's individual tasks, asked in the agent's own prompt format (PAARS 4.3).
+"""The alignment suite's individual tasks (query generation, item selection, rank selection;
+PAARS 4.3), asked in the agent's own prompt format: each is one step of the shopping agent.
 
-Every task is one step of the shopping agent (system prompt, goal, buyer profile, page), so the
-untuned model, the text-persona agent and the persona-token SFT model answer exactly the
-question they answer in a simulation:
-
-* query generation: goal "Find this product: <title>." on the home page; the answer is the
-  query of a ``search`` action (the assistant turn is prefilled up to the query);
-* item selection: "You are here to buy one of these products." on a page listing the options;
-  the answer is the ``add_to_cart`` candidate with the highest likelihood;
-* rank selection: the human's query on the store's results page; the answer is a ``view``
-  candidate, drawn from the candidates' likelihoods (seeded) so that a population of answers
-  has a distribution over ranks, not only its mode.
+See docs/alignment.md, "Conditions".
 """
 
 from __future__ import annotations

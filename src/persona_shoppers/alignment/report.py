@@ -1,6 +1,7 @@
 """The alignment report: one markdown page of tables (conditions x metrics, with baselines and
 the human noise floor beside them) and PNG plots, from ``alignment_metrics`` (a flat dict
-``<task>/<metric>/<condition>``) and the per-bin details the metrics node keeps."""
+named by ``persona_shoppers.alignment.naming``) and the per-bin details the metric families
+keep."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+
+from persona_shoppers.alignment.naming import split_metric_name
 
 # Rows that are not agent conditions: shown last, in this order.
 REFERENCES = (
@@ -89,11 +92,6 @@ SECTIONS = (
 )
 
 
-def split_name(name: str) -> tuple[str, str, str]:
-    task, metric, condition = name.split("/", 2)
-    return task, metric, condition
-
-
 def _order(conditions: Sequence[str]) -> list[str]:
     agents = sorted(c for c in conditions if c not in REFERENCES)
     return agents + [c for c in REFERENCES if c in conditions]
@@ -112,7 +110,7 @@ def metric_table(metrics: Mapping[str, float], task: str, max_columns: int = 12)
     ``max_columns`` metrics in name order; wider tasks are split into several tables)."""
     cells: dict[str, dict[str, float]] = {}
     for name, value in metrics.items():
-        t, metric, condition = split_name(name)
+        t, metric, condition = split_metric_name(name)
         if t == task:
             cells.setdefault(metric, {})[condition] = value
     if not cells:

@@ -1,32 +1,7 @@
-"""The buyer-shop table: 16 raw behavioural features (SimPersona 2.1.1 / Table 5) + stratum.
+"""The buyer-shop table: the 16 raw behavioural features (SimPersona 2.1.1 / Table 5, before its
+normalisation) and the funnel stratum A-E of every (shop_id, buyer_id).
 
-Features are raw (before the Table 5 normalisation, which feature_engineering applies). A
-"session with X" is a session holding at least one event of type X.
-
-| # | feature | group | definition |
-|---|---|---|---|
-| 1 | n_sessions | exposure & volume | number of sessions |
-| 2 | active_days | exposure & volume | distinct UTC dates with at least one event |
-| 3 | product_view_sessions | exposure & volume | sessions with a product_view |
-| 4 | atc_sessions | exposure & volume | sessions with an add_to_cart |
-| 5 | checkout_sessions | exposure & volume | sessions with a checkout_start |
-| 6 | purchase_sessions | exposure & volume | sessions with a purchase |
-| 7 | search_sessions | exposure & volume | sessions with a search |
-| 8 | collection_sessions | exposure & volume | sessions with a collection_view |
-| 9 | total_duration_s | engagement | sum of session durations (last - first event), seconds |
-| 10 | total_product_views | engagement | number of product_view events |
-| 11 | atc_rate | funnel rates | atc_sessions / n_sessions |
-| 12 | checkout_rate | funnel rates | checkout_sessions / n_sessions |
-| 13 | browse_only_rate | funnel rates | sessions without add_to_cart, checkout_start, purchase |
-|    |  |  | / n_sessions |
-| 14 | intent_strength | intent strength | (3 atc + 5 co + 8 pur) / (n_sessions + 3 atc + 5 co |
-|    |  |  | + 8 pur) over session counts atc, co, pur (eq. 3) |
-| 15 | avg_cart_value | dollar values | mean cart_value of sessions with add_to_cart (0 if none) |
-| 16 | avg_order_value | dollar values | mean order_value of sessions with purchase (0 if none) |
-
-Stratum (priority cascade): A purchaser if purchase_sessions > 0, else B checkout abandoner if
-checkout_sessions > 0, else C cart builder if atc_sessions > 0, else D window shopper if
-total_product_views > 0, else E bouncer (never viewed a product).
+See docs/data_enrichment.md, "Outputs" (``buyers``).
 """
 
 from __future__ import annotations
@@ -88,6 +63,10 @@ STRATA: dict[str, str] = {
     "D": "window shopper",
     "E": "bouncer",
 }
+# SimPersona 2.3: the strata with a persona (A-D); A-C get "buy" goals, D (and E) browse.
+PERSONA_STRATA: tuple[str, ...] = ("A", "B", "C", "D")
+BUYING_STRATA: tuple[str, ...] = ("A", "B", "C")
+BROWSING_STRATA: tuple[str, ...] = ("D",)
 DEFAULT_INTENT_WEIGHTS: dict[str, float] = {"atc": 3.0, "checkout": 5.0, "purchase": 8.0}
 BUYER_COLUMNS: tuple[str, ...] = (
     *BUYER_KEYS,

@@ -1,28 +1,8 @@
-"""Shopping histories as text, the input of PAARS persona mining (PAARS section 3).
+"""Shopping histories as text, the input of PAARS persona mining (PAARS section 3): per
+(shop_id, buyer_id) the recent days, one line each, then the older purchases, capped at
+``max_chars``.
 
-PAARS mines a persona from "daily sessions for the last 6 months concatenated with the
-purchase history older than 6 months". Per (shop_id, buyer_id) the text is::
-
-    (earlier activity omitted)                       <- only when truncated
-    2026-03-13: browsed collection Trail; viewed Northwind Trail Runner Black, Summit Sock
-    2026-03-14: searched "trail running shoes"; added to cart Northwind Trail Runner Black
-    Older purchases:
-    2025-07-02: purchased Northwind Rain Shell
-
-* Recent window: events with ``reference - recent_days < ts <= reference``; one line per UTC
-  day, oldest first, actions in event order. Consecutive actions with the same verb on one
-  day merge ("viewed A, B"; an object repeated right after itself is listed once).
-  ``page_view`` events carry no content and are left out. Products are named by title
-  (product_id when untitled), collections by title, searches by their quoted query.
-* Older purchases: purchase events with ``ts <= reference - recent_days``, one line per day.
-* Reference time: ``reference_time`` (ISO text) or the latest event ``ts`` in the data;
-  events after it are ignored.
-* Cap: the text is at most ``max_chars`` characters. When it would be longer, the most
-  recent days are kept first, then the most recent older purchases, a first line
-  ``(earlier activity omitted)`` marks the cut, and a single day longer than the budget keeps its
-  date and its latest actions after an ellipsis.
-
-All of it is polars expressions and group_by aggregations; no Python loop per buyer.
+See docs/data_enrichment.md, "Outputs" (``buyer_histories``) and "Scale".
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def sort_events(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` sorted by EVENT_ORDER (null keys first); returned as is when already sorted.
 
     The keys are packed into one Int128 (buyer code, microseconds since the first event,
-    source_row) when their bit widths fit, which sorts several times faster than three keys.
+    source_row) when their bit widths fit, so the sort runs on one integer key, not three.
     """
     if is_event_ordered(frame):
         return frame

@@ -1,16 +1,7 @@
-"""Sessionisation of accepted events and the enriched session table.
+"""Sessionisation of accepted events (only where ``session_id`` is null) and the enriched
+session table.
 
-Session rule (used only where ``session_id`` is null): the events of one (shop_id, buyer_id)
-without a session id are ordered by ``ts`` (ties by ``source_row``); an event starts a new
-session when the gap to the previous such event is **greater than or equal to** the timeout
-(30 minutes by default: a gap of exactly 30 minutes starts a new session, 29m59s does not).
-Generated ids are ``"{buyer_id}-s{n}"``, ``n`` counting from 1 per (shop, buyer) in time
-order, so one buyer in two shops gets separate sessions per shop. Rows that arrive with a
-session id keep it. Sessions are keyed by (shop_id, buyer_id, session_id).
-
-Implementation: events arrive in (shop_id, buyer_id, ts, source_row) order (validation sorts
-once; unsorted input is sorted here), then shift / forward-fill / cumulative-sum arithmetic
-over that order finds the sessions: no group_by, no Python loop, linear passes only.
+See docs/data_enrichment.md, "Session rule", "Outputs" (``enriched_sessions``) and "Scale".
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
-"""The fitted transforms of SimPersona Table 5, persisted so a new buyer is featurised in one pass.
+"""The fitted transforms of SimPersona Table 5 (log, smoothed logit rates, robust z, per-channel
+PCA of product embeddings), fitted on training rows only and persisted so a new buyer is
+featurised in one pass.
 
-| group | features | transform |
-|---|---|---|
-| volume, engagement, dollars | counts, durations, values | log(1 + x) -> robust z |
-| funnel rates | atc, checkout, browse-only | (n + a) / (N + a + b) -> logit -> robust z |
-| intent strength | composite score in [0, 1) | logit with clipping at eps -> robust z |
-| product embeddings | 3 channels x 384 | per-dimension z -> PCA to 128, zeros when absent |
-| evidence masks | 3 bits | as is |
-
-Robust z = (x - median) / IQR, with MAD x 1.4826 when the IQR is 0 (and 1 when both are 0).
-Every statistic is fitted on the rows given to ``fit`` (training shops only).
+See docs/feature_engineering.md, "Transforms (`BuyerFeatureTransformer`)" and
+"Featurising a new buyer in one pass".
 """
 
 from __future__ import annotations

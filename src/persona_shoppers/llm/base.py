@@ -1,9 +1,8 @@
-"""The LLM interface every pipeline calls, and the small records it returns.
+"""The LLM interface every pipeline calls, and the small records it returns (docs/llm.md).
 
 A *prompt* is a list of chat messages ``[{"role": "system" | "user" | "assistant",
-"content": str}]``. Every method is batched: it takes a list of prompts and returns one
-answer per prompt, in the same order. Backends (``LocalLLM``, ``EndpointLLM``) and the
-cache wrapper (``CachedLLM``) all implement :class:`LLM`.
+"content": str}]``. Every method is batched: one answer per prompt, in order. :class:`LLM`'s
+public methods check their arguments and own the defaults; backends implement its private steps.
 """
 
 from __future__ import annotations
@@ -15,10 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from persona_shoppers.llm.json_schema import check_schema
+
 Message = dict[str, str]
 Prompt = list[Message]
 
 ROLES = ("system", "user", "assistant")
+MAX_NEW_TOKENS = 64  # generate
+MAX_NEW_TOKENS_PER_FIELD = 64  # generate_json
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,31 @@ def check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
     return out
 
 
+def check_candidates(candidates: Sequence[Sequence[str]], n: int) -> list[list[str]]:
+    """One non-empty list of candidate texts per prompt (``n`` prompts)."""
+    if isinstance(candidates, str) or len(candidates) != n:
+        raise ValueError("choose: one list of candidates per prompt")
+    out = []
+    for i, cands in enumerate(candidates):
+        if isinstance(cands, str):
+            raise TypeError(f"choose: the candidates of prompt {i} must be a list of texts")
+        if not cands:
+            raise ValueError(f"choose: prompt {i} has no candidates")
+        out.append(list(cands))
+    return out
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Plain texts for ``perplexity``: a list of strings."""
+    if isinstance(texts, str):
+        raise TypeError("perplexity takes a list of texts")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"perplexity: text {i} must be a string, got {type(text).__name__}")
+    return out
+
+
 class LLM(ABC):
     """The interface: four batched methods and an identity.
 
@@ -142,6 +170,9 @@ class LLM(ABC):
     - ``choose``: which of a few candidate continuations the model finds most likely;
     - ``generate_json``: an object following a JSON-Schema subset (see ``json_schema``);
     - ``perplexity``: exp of the mean token negative log-likelihood of plain texts.
+
+    Each public method checks its arguments once, here, and calls the backend's private step
+    (``_generate``, ``_choose``, ``_generate_json``, ``_perplexity``) with checked ones.
     """
 
     @property
@@ -154,11 +185,10 @@ class LLM(ABC):
     def cache_key_prefix(self) -> str:
         """Backend + model identity (+ numerics) that response-cache keys start from."""
 
-    @abstractmethod
     def generate(
         self,
         prompts: Sequence[Prompt],
-        max_new_tokens: int = 64,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
         seed: int | Sequence[int] = 0,
@@ -167,8 +197,10 @@ class LLM(ABC):
 
         ``seed`` seeds sampling: one for all prompts, or one per prompt (a sequence), so that
         agents sharing a prompt still draw their own answers."""
+        prompts = check_prompts(prompts)
+        seeds = prompt_seeds(seed, len(prompts))
+        return self._generate(prompts, max_new_tokens, temperature, list(stop or []), seeds)
 
-    @abstractmethod
     def choose(
         self,
         prompts: Sequence[Prompt],
@@ -179,27 +211,62 @@ class LLM(ABC):
 
         ``normalize`` picks by mean token log-likelihood instead of the total.
         """
+        prompts = check_prompts(prompts)
+        return self._choose(prompts, check_candidates(candidates, len(prompts)), normalize)
 
-    @abstractmethod
     def generate_json(
         self,
         prompts: Sequence[Prompt],
         schema: dict[str, Any],
-        max_new_tokens_per_field: int = 48,
+        max_new_tokens_per_field: int = MAX_NEW_TOKENS_PER_FIELD,
         temperature: float = 0.0,
         seed: int = 0,
+        **options: Any,
     ) -> list[JsonResult]:
-        """One object per prompt following ``schema``; never raises for a bad answer."""
+        """One object per prompt following ``schema``; never raises for a bad answer.
+        ``options`` are the backend's own (e.g. the local ``describe_schema``)."""
+        prompts = check_prompts(prompts)
+        check_schema(schema)
+        return self._generate_json(
+            prompts, schema, max_new_tokens_per_field, temperature, seed, **options
+        )
 
-    @abstractmethod
     def perplexity(self, texts: Sequence[str]) -> list[float]:
         """exp(mean token NLL) of each plain text (no chat template)."""
+        return self._perplexity(check_texts(texts))
 
-    def cached(self, path: Any, **kwargs: Any) -> LLM:
-        """This backend behind a disk cache at ``path`` (see :class:`~.cache.CachedLLM`)."""
-        from persona_shoppers.llm.cache import CachedLLM
+    @abstractmethod
+    def _generate(
+        self,
+        prompts: list[Prompt],
+        max_new_tokens: int,
+        temperature: float,
+        stop: list[str],
+        seeds: list[int],
+    ) -> list[str]:
+        """``generate`` on checked prompts, with one seed per prompt."""
 
-        return CachedLLM(self, path, **kwargs)
+    @abstractmethod
+    def _choose(
+        self, prompts: list[Prompt], candidates: list[list[str]], normalize: bool
+    ) -> list[Choice]:
+        """``choose`` on checked prompts, each with a non-empty list of candidates."""
+
+    @abstractmethod
+    def _generate_json(
+        self,
+        prompts: list[Prompt],
+        schema: dict[str, Any],
+        max_new_tokens_per_field: int,
+        temperature: float,
+        seed: int,
+        **options: Any,
+    ) -> list[JsonResult]:
+        """``generate_json`` on checked prompts and a schema in the supported subset."""
+
+    @abstractmethod
+    def _perplexity(self, texts: list[str]) -> list[float]:
+        """``perplexity`` on a list of strings."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -1,13 +1,9 @@
 """A disk cache of LLM answers, so a rerun (or a resumed, interrupted run) costs nothing.
 
-One SQLite file (stdlib ``sqlite3``, WAL mode so readers and a writer can share it across
-processes), one table ``key -> json``. The key is the sha256 of the backend's identity
-(``cache_key_prefix``: backend, model, numerics), the method, the prompt messages, the
-candidates or schema, and every decoding setting. :class:`CachedLLM` wraps any backend: each
-method looks every item up, sends only the misses to the model (in chunks, batched), and
-stores answers chunk by chunk as they arrive.
-
-Invalid JSON answers (``valid=False``) are not stored by default, so a rerun retries them.
+One SQLite file (WAL mode: readers and a writer share it across processes), one table
+``key -> json``; the key is the sha256 of ``cache_key_prefix`` (backend, model, numerics), the
+method and the item's payload. :class:`CachedLLM` wraps any :class:`~.base.LLM`. See
+docs/llm.md ("The response cache").
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts, prompt_seeds
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt
 
 T = TypeVar("T")
 
@@ -96,7 +92,8 @@ class ResponseCache:
 
 
 class CachedLLM(LLM):
-    """``llm`` with a disk cache in front of each method.
+    """``llm`` with a disk cache in front of each method: the arguments are checked once (by
+    :class:`~.base.LLM`), and ``llm``'s private steps answer the misses.
 
     ``chunk_size`` misses are sent to the model at a time and stored as soon as they are
     answered. ``hits`` / ``misses`` count items (not calls) per method; ``stats()`` returns
@@ -167,25 +164,20 @@ class CachedLLM(LLM):
             self.cache.put_many(store)
         return out  # type: ignore[return-value]
 
-    def generate(
+    def _generate(
         self,
-        prompts: Sequence[Prompt],
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | Sequence[int] = 0,
+        prompts: list[Prompt],
+        max_new_tokens: int,
+        temperature: float,
+        stop: list[str],
+        seeds: list[int],
     ) -> list[str]:
-        prompts = check_prompts(prompts)
-        seeds = prompt_seeds(seed, len(prompts)) if temperature > 0 else [0] * len(prompts)
-        settings = {
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "stop": list(stop or []),
-        }
+        seeds = seeds if temperature > 0 else [0] * len(prompts)  # greedy: seeds do not matter
+        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop}
         return self._run(
             "generate",
             [{"prompt": p, **settings, "seed": s} for p, s in zip(prompts, seeds, strict=True)],
-            lambda rows: self.llm.generate(
+            lambda rows: self.llm._generate(
                 [prompts[i] for i in rows],
                 max_new_tokens,
                 temperature,
@@ -196,69 +188,59 @@ class CachedLLM(LLM):
             decode=str,
         )
 
-    def choose(
-        self,
-        prompts: Sequence[Prompt],
-        candidates: Sequence[Sequence[str]],
-        normalize: bool = False,
+    def _choose(
+        self, prompts: list[Prompt], candidates: list[list[str]], normalize: bool
     ) -> list[Choice]:
-        prompts = check_prompts(prompts)
-        if len(prompts) != len(candidates):
-            raise ValueError("choose: one list of candidates per prompt")
         return self._run(
             "choose",
             [
-                {"prompt": p, "candidates": list(c), "normalize": normalize}
+                {"prompt": p, "candidates": c, "normalize": normalize}
                 for p, c in zip(prompts, candidates, strict=True)
             ],
-            lambda rows: self.llm.choose(
+            lambda rows: self.llm._choose(
                 [prompts[i] for i in rows], [candidates[i] for i in rows], normalize
             ),
             encode=Choice.to_dict,
             decode=Choice.from_dict,
         )
 
-    def generate_json(
+    def _generate_json(
         self,
-        prompts: Sequence[Prompt],
+        prompts: list[Prompt],
         schema: dict[str, Any],
-        max_new_tokens_per_field: int = 64,
-        temperature: float = 0.0,
-        seed: int = 0,
-        **kwargs: Any,
+        max_new_tokens_per_field: int,
+        temperature: float,
+        seed: int,
+        **options: Any,
     ) -> list[JsonResult]:
-        prompts = check_prompts(prompts)
         settings = {
             "schema": schema,
             "max_new_tokens_per_field": max_new_tokens_per_field,
             "temperature": temperature,
             "seed": seed if temperature > 0 else 0,
-            **kwargs,
+            **options,
         }
         return self._run(
             "generate_json",
             [{"prompt": p, **settings} for p in prompts],
-            lambda rows: self.llm.generate_json(
+            lambda rows: self.llm._generate_json(
                 [prompts[i] for i in rows],
                 schema,
-                max_new_tokens_per_field=max_new_tokens_per_field,
-                temperature=temperature,
-                seed=seed,
-                **kwargs,
+                max_new_tokens_per_field,
+                temperature,
+                seed,
+                **options,
             ),
             encode=JsonResult.to_dict,
             decode=JsonResult.from_dict,
             storable=lambda r: r.valid or self.cache_invalid_json,
         )
 
-    def perplexity(self, texts: Sequence[str]) -> list[float]:
-        if isinstance(texts, str):
-            raise TypeError("perplexity takes a list of texts")
-        texts = list(texts)
+    def _perplexity(self, texts: list[str]) -> list[float]:
         return self._run(
             "perplexity",
             [{"text": t} for t in texts],
-            lambda rows: self.llm.perplexity([texts[i] for i in rows]),
+            lambda rows: self.llm._perplexity([texts[i] for i in rows]),
             encode=lambda x: x if x == x else None,  # NaN -> null
             decode=lambda x: float("nan") if x is None else float(x),
         )

@@ -1,25 +1,9 @@
-"""The endpoint backend: any server speaking the OpenAI chat-completions protocol.
+"""The endpoint backend (``backend: endpoint``): any OpenAI-compatible chat-completions server.
 
-vLLM (``vllm serve <model>``), Ollama (``http://localhost:11434/v1``), llama.cpp's server,
-LM Studio or a hosted API: ``base_url`` is the prefix that ``/chat/completions`` is appended
-to (usually ending in ``/v1``). Only the standard library is used (``urllib``).
-
-- requests run ``concurrency`` at a time (a thread pool);
-- timeouts, connection errors, 429 and 5xx answers are retried ``max_retries`` times with
-  exponential backoff (``backoff_s * 2**attempt``, or the server's ``Retry-After``); after
-  the last one an :class:`~persona_shoppers.llm.base.LLMError` says what happened;
-- ``generate_json`` sends ``response_format: {"type": "json_schema", ...}``; a server that
-  rejects it (HTTP 400) is asked again without it (the schema is always described in the
-  prompt too). Each answer is parsed and validated; an invalid one is retried up to
-  ``json_attempts`` times with the error fed back, then returned with ``valid=False`` and
-  the error; never raised, never dropped;
-- ``choose`` is an approximation: chat endpoints do not score arbitrary continuations, so the
-  model is shown the numbered candidates and answers an index (enum-constrained JSON).
-  Where the server returns ``top_logprobs`` the index token's distribution fills
-  ``Choice.logprobs`` (up to 10 candidates); otherwise the chosen one gets 0 and the others
-  ``-inf``;
-- ``perplexity`` needs ``/completions`` with ``echo`` + ``logprobs`` (vLLM has it); other
-  servers raise ``NotImplementedError``.
+vLLM, Ollama, llama.cpp's server, LM Studio or a hosted API, over the standard library
+(``urllib``): requests run ``concurrency`` at a time and are retried with backoff;
+``generate_json`` validates and retries answers; ``choose`` asks for an index (an
+approximation); ``perplexity`` needs ``/completions`` with ``echo``. See docs/llm.md.
 """
 
 from __future__ import annotations
@@ -34,30 +18,25 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
-from persona_shoppers.llm.base import (
-    LLM,
-    Choice,
-    JsonResult,
-    LLMError,
-    Prompt,
-    check_prompts,
-    prompt_seeds,
-)
+from persona_shoppers.llm.base import LLM, Choice, JsonResult, LLMError, Prompt
 from persona_shoppers.llm.json_schema import (
-    check_schema,
     parse_json_answer,
     repair,
     schema_instruction,
     validate,
     with_instruction,
 )
+from persona_shoppers.llm.registry import as_given, parameters, register_backend
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 R = TypeVar("R")
 
 
@@ -93,7 +72,7 @@ class EndpointLLM(LLM):
         base_url: str,
         model: str,
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str = DEFAULT_API_KEY_ENV,
         timeout_s: float = 30.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
@@ -242,23 +221,21 @@ class EndpointLLM(LLM):
 
     # ------------------------------------------------------------------ the interface
 
-    def generate(
+    def _generate(
         self,
-        prompts: Sequence[Prompt],
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | Sequence[int] = 0,
+        prompts: list[Prompt],
+        max_new_tokens: int,
+        temperature: float,
+        stop: list[str],
+        seeds: list[int],
     ) -> list[str]:
-        prompts = check_prompts(prompts)
-
         def one(item: tuple[Prompt, int]) -> str:
             prompt, row_seed = item
             text = self._content(self.chat(prompt, max_new_tokens, temperature, row_seed, stop))
-            cuts = [text.find(s) for s in (stop or []) if s and s in text]
+            cuts = [text.find(s) for s in stop if s and s in text]
             return text[: min(cuts)] if cuts else text
 
-        return self._map(one, list(zip(prompts, prompt_seeds(seed, len(prompts)), strict=True)))
+        return self._map(one, list(zip(prompts, seeds, strict=True)))
 
     def _json_one(
         self,
@@ -310,37 +287,27 @@ class EndpointLLM(LLM):
             value if isinstance(value, dict) else None, False, raw, self.json_attempts, error
         ), choice
 
-    def generate_json(
+    def _generate_json(
         self,
-        prompts: Sequence[Prompt],
+        prompts: list[Prompt],
         schema: dict[str, Any],
-        max_new_tokens_per_field: int = 64,
-        temperature: float = 0.0,
-        seed: int = 0,
+        max_new_tokens_per_field: int,
+        temperature: float,
+        seed: int,
     ) -> list[JsonResult]:
-        prompts = check_prompts(prompts)
-        check_schema(schema)
         max_tokens = max_new_tokens_per_field * len(schema["properties"]) + 32
         return self._map(
             lambda p: self._json_one(p, schema, max_tokens, temperature, seed)[0], prompts
         )
 
-    def choose(
-        self,
-        prompts: Sequence[Prompt],
-        candidates: Sequence[Sequence[str]],
-        normalize: bool = False,
+    def _choose(
+        self, prompts: list[Prompt], candidates: list[list[str]], normalize: bool
     ) -> list[Choice]:
-        """Approximation: the model answers the index of the best candidate (see module doc).
+        """Approximation: the model answers the index of the best candidate (see docs/llm.md).
         ``normalize`` has no effect here."""
-        prompts = check_prompts(prompts)
-        if len(prompts) != len(candidates):
-            raise ValueError("choose: one list of candidates per prompt")
 
-        def one(item: tuple[int, Prompt, Sequence[str]]) -> Choice:
+        def one(item: tuple[int, Prompt, list[str]]) -> Choice:
             i, prompt, cands = item
-            if not cands:
-                raise ValueError(f"choose: prompt {i} has no candidates")
             n = len(cands)
             listing = "\n".join(f"{k}: {c}" for k, c in enumerate(cands))
             asked = with_instruction(
@@ -388,11 +355,9 @@ class EndpointLLM(LLM):
                 return values if any(math.isfinite(v) for v in values) else None
         return None
 
-    def perplexity(self, texts: Sequence[str]) -> list[float]:
+    def _perplexity(self, texts: list[str]) -> list[float]:
         """Via ``/completions`` with ``echo: true, logprobs: 1`` (vLLM and some others).
         Raises ``NotImplementedError`` where the server has no such endpoint."""
-        if isinstance(texts, str):
-            raise TypeError("perplexity takes a list of texts")
         if self.echo_supported is False:
             raise NotImplementedError(self._no_echo("(not supported, seen earlier)"))
 
@@ -429,7 +394,7 @@ class EndpointLLM(LLM):
             self.echo_supported = True
             return math.exp(-sum(values) / len(values))
 
-        return self._map(one, list(texts))
+        return self._map(one, texts)
 
     def _no_echo(self, why: str) -> str:
         return (
@@ -437,3 +402,70 @@ class EndpointLLM(LLM):
             f"(vLLM's OpenAI server has it); this server cannot: {why}. Score perplexity with a "
             "LocalLLM instead (llm.backend: local)."
         )
+
+
+def kedro_credentials(name: str = "llm_endpoint", conf_source: str | Path = "conf") -> dict:
+    """The ``name`` entry of Kedro's credentials (``conf/local/credentials.yml``), or {}."""
+    try:
+        from kedro.config import OmegaConfigLoader
+
+        with warnings.catch_warnings():  # omegaconf deprecations raised inside kedro
+            warnings.simplefilter("ignore")
+            loader = OmegaConfigLoader(
+                conf_source=str(conf_source), base_env="base", default_run_env="local"
+            )
+            entry = loader["credentials"].get(name) or {}
+    except Exception as exc:  # no conf folder, no kedro, unreadable yaml: no credentials
+        logger.debug("no Kedro credentials %r: %s", name, exc)
+        return {}
+    return dict(entry) if isinstance(entry, Mapping) else {}
+
+
+def _api_key(config: Mapping[str, Any], credentials: Mapping[str, Any] | None) -> str | None:
+    """The API key, searched in the order docs/llm.md gives ("Configuration")."""
+    endpoint = config.get("endpoint") or {}
+    for source in (config, endpoint, credentials or {}):
+        if source.get("api_key"):
+            return str(source["api_key"])
+    env = endpoint.get("api_key_env", DEFAULT_API_KEY_ENV)
+    if env and os.environ.get(env):
+        return None  # EndpointLLM reads the environment variable itself
+    name = endpoint.get("credentials", "llm_endpoint")
+    if name:
+        found = kedro_credentials(name, config.get("conf_source", "conf")).get("api_key")
+        return str(found) if found else None
+    return None
+
+
+def _model_tag(config: Mapping[str, Any]) -> str:
+    endpoint = config.get("endpoint") or {}
+    return f"{endpoint.get('model') or config.get('model')} @ {endpoint.get('base_url')}"
+
+
+# The ``llm.endpoint`` parameters read as they are given; EndpointLLM's defaults apply to the rest.
+PARAMETERS = {
+    "api_key_env": as_given,
+    "timeout_s": float,
+    "max_retries": int,
+    "backoff_s": float,
+    "concurrency": int,
+    "json_attempts": int,
+    "strict_schema": bool,
+    "extra_body": as_given,
+}
+
+
+@register_backend("endpoint", model_tag=_model_tag)
+def build_endpoint(
+    config: Mapping[str, Any], credentials: Mapping[str, Any] | None = None
+) -> EndpointLLM:
+    """An :class:`EndpointLLM` from the ``llm`` parameters' ``endpoint`` block."""
+    endpoint = dict(config.get("endpoint") or {})
+    if not endpoint.get("base_url"):
+        raise ValueError("llm.endpoint.base_url is required for backend: endpoint")
+    return EndpointLLM(
+        base_url=endpoint["base_url"],
+        model=endpoint.get("model") or config.get("model") or "default",
+        api_key=_api_key(config, credentials),
+        **parameters(endpoint, PARAMETERS),
+    )

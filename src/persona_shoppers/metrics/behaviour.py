@@ -1,15 +1,8 @@
-"""Behavioural alignment metrics: PAARS group/individual metrics and SimPersona action rates.
+"""Behavioural alignment metrics: PAARS group and individual metrics (KL over count variables
+and ranks, item-selection accuracy, A/B agreement), SimPersona action rates, behavioural
+separation and calibration, and a noise floor.
 
-* PAARS (sections 4.1-4.3, 5, appendix B): discrete KL(P_human || Q_agent) over count
-  variables (searches / views / purchases per session) and over selected-item ranks, 4-way
-  item-selection accuracy, and A/B-test direction agreement and magnitude ratio.
-* SimPersona section 3.2: ATC alignment, purchase alignment and ARA per (shop, token) pair,
-  per funnel stratum and stratified, for correct, all-mismatch and random-mismatch pairings.
-* SimPersona section 3.3: behavioural separation across auxiliary-head bins (Cohen's d,
-  Welch t, Kruskal-Wallis, permutation test); section 3.4: goal-claim calibration.
-* A noise floor: any metric between two random halves of the human sample.
-
-Definitions and how to read them: ``docs/alignment_metrics.md``.
+See docs/alignment_metrics.md.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from persona_shoppers.clickstream.buyers import BROWSING_STRATA, BUYING_STRATA
+
 __all__ = [
     "agreement_with_truth",
     "calinski_harabasz",
@@ -28,8 +30,8 @@ __all__ = [
     "within_cluster_cosine",
 ]
 
-HIGH_FUNNEL_STRATA: tuple[str, ...] = ("A", "B", "C")
-WINDOW_SHOPPER_STRATA: tuple[str, ...] = ("D",)
+HIGH_FUNNEL_STRATA: tuple[str, ...] = BUYING_STRATA
+WINDOW_SHOPPER_STRATA: tuple[str, ...] = BROWSING_STRATA
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from .data import (
     tokenize_example,
     tokenize_examples,
 )
-from .io import HuggingFaceModelDataset, ModelAndTokenizer, save_model_folder
 from .module import PersonaSFTModule, StepMetricHistory
 from .tokens import PersonaTokens, add_persona_tokens, find_persona_tokens, persona_token
 from .training import train_stage
@@ -21,8 +20,6 @@ from .training import train_stage
 __all__ = [
     "IGNORE",
     "Example",
-    "HuggingFaceModelDataset",
-    "ModelAndTokenizer",
     "PersonaSFTModule",
     "PersonaTokens",
     "SFTDataModule",
@@ -31,7 +28,6 @@ __all__ = [
     "add_persona_tokens",
     "find_persona_tokens",
     "persona_token",
-    "save_model_folder",
     "tokenize_example",
     "tokenize_examples",
     "train_stage",

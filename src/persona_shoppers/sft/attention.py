@@ -1,24 +1,8 @@
-"""Padding-free batches on CPU: a batch runs as one sequence of segments.
+"""Padding-free batches on CPU: a batch runs as one row of segments (the shared prefix once,
+then each example), each example attending to the prefix and causally to itself, through
+PyTorch's CPU flash-attention kernels (attention implementation ``persona_sft_segments``).
 
-:func:`flatten_batch` turns a batch of rows (right-padded, one or more examples per row) into
-one row: the shared prefix once (the tokens every example of the batch starts with, see
-:func:`~persona_shoppers.sft.data.shared_prefix_length`; none when 0), then each example's
-other tokens, back to back, without padding. Position ids keep counting from the prefix, so
-every token has the position it has in its own example. In :func:`segment_attention` the
-prefix attends causally to itself, and an example's tokens attend to the whole prefix and
-causally to their own earlier tokens: the attention of each example run on its own, with no
-padding to compute and the prefix computed once per batch instead of once per example.
-
-The attention of a segment uses PyTorch's CPU flash-attention kernels
-(``aten::_scaled_dot_product_flash_attention_for_cpu`` and its backward), called directly
-because they also give the log-sum-exp of each query's scores: an example's attention over
-the prefix and over its own tokens are computed apart, both with the fast kernel (the second
-causal, so the blocks above the diagonal are skipped), and merged with their log-sum-exps. In
-the backward, each part's gradient is computed from the merged output and log-sum-exp, which
-makes their sum exactly the gradient of the whole (the decomposition of ring attention). It
-is registered with transformers as the attention implementation ``persona_sft_segments``
-(:func:`use_segment_attention`), so any model that dispatches attention through
-transformers' ``AttentionInterface`` (Llama, Qwen2/3, Mistral, ...) runs it unchanged.
+See docs/sft.md, "Batches and attention".
 """
 
 from __future__ import annotations
@@ -77,10 +61,9 @@ def _flash_backward(
     )
 
 
-# Below this many query x key pairs an example's backward is faster in plain batched matmuls
-# (:func:`_matmul_backward`) than in the flash kernel, whose backward has a large cost per
-# call (measured on the default model's head sizes: 2-4x faster for 100-170 tokens, even
-# around 300-430, slower from about 500).
+# Up to this many query x key pairs an example's backward runs in plain batched matmuls
+# (:func:`_matmul_backward`) rather than the flash kernel, whose backward has a large cost per
+# call (docs/sft.md, "Batches and attention").
 MATMUL_BACKWARD_PAIRS = 200_000
 
 

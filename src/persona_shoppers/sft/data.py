@@ -1,37 +1,8 @@
-"""SFT examples: chat messages -> token ids with assistant-only labels, batches, a DataModule.
+"""SFT examples: chat messages -> token ids with assistant-only labels, batches (length-grouped
+or packed; padded rows or one flattened row) and a DataModule whose batch order survives a
+resume.
 
-An example is a list of chat messages ending with the assistant turn. It is rendered with the
-tokenizer's chat template; the labelled tokens are the assistant turn's content and the
-template's end-of-turn token (everything from the end of the generation prompt up to the end
-of the rendered text, trailing whitespace excluded). ``labels[t]`` is the token position ``t``
-must predict (``input_ids[t + 1]``) or ``IGNORE`` (-100), so the loss needs no shifting and an
-example's last position never predicts the next example's first token when rows are packed.
-
-Rows are right-padded and carry explicit ``position_ids`` that restart at 0 for each example;
-there is no attention mask. Where positions restart, transformers attends within each example
-only (block-diagonal causal attention), so a packed row of several examples computes exactly
-what the examples compute one by one. Padding continues the last example's positions: it
-comes after every real token, and causal attention never looks ahead, so it needs no mask;
-unpacked batches then run plain causal attention (the fast kernel).
-
-Flattened batches (``flatten``, the default): a batch also carries each row's real length, and
-the module runs it as one row without padding, each example a segment that attends within
-itself (:mod:`persona_shoppers.sft.attention`, CPU). With ``share_prefix`` the batch carries
-``shared_prefix``, the number of tokens every one of its examples starts with (the system
-prompt and the start of the user turn: about a third of an example here); a flattened batch
-holds them once, and every example attends to them. Both give the loss of the examples run
-one by one (tested); where flattening is not possible (another device, gradient
-checkpointing) the padded rows above run instead.
-
-Batching (:class:`SFTDataModule`):
-- length-grouped (default): a seeded shuffle cut into groups of ``group_size`` batches, each
-  group sorted by length and cut into batches of ``batch_size`` examples;
-- packed (``packing``): examples in a seeded order are placed first-fit into rows of at most
-  ``pack_length`` tokens; a batch is ``batch_size`` such rows.
-The list of batches is fixed; their order is reshuffled every epoch from ``seed`` and the
-epoch (:class:`EpochShuffleSampler`), and the loader's position goes into checkpoints
-(:class:`ResumableLoader`), so a resumed run trains on exactly the batches an uninterrupted
-run would.
+See docs/sft.md, "Input: the traces" and "Batches and attention".
 """
 
 from __future__ import annotations

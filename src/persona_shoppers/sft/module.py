@@ -1,36 +1,9 @@
-"""The SFT LightningModule: a causal LM trained on assistant tokens, with persona-token rows
-that can train on their own (SimPersona 2.3, appendix G).
+"""The SFT LightningModule: a causal LM trained on its assistant tokens, with persona-token rows
+that can train on their own (SimPersona 2.3, appendix G). ``backbone`` chooses what trains:
+``frozen`` (stage 1: the persona rows only), ``lora`` or ``full`` (stage 2).
 
-``backbone`` chooses what trains:
-
-- ``frozen`` (stage 1, persona grounding): only the K persona rows. They live in a separate
-  parameter (``persona_rows``, and ``persona_output_rows`` when the output embedding is not
-  tied) that replaces the vocabulary rows in the forward pass; every other weight has
-  ``requires_grad=False`` and is in no optimizer, so it stays bit-identical. With tied
-  embeddings the same rows are the LM head's persona columns, as in the tied model.
-- ``lora`` (stage 2, adapters): LoRA adapters (peft) and the persona rows.
-- ``full`` (stage 2, or the single-stage ablation): every parameter.
-
-The loss is the mean cross-entropy over labelled (assistant) positions. The LM head runs only
-at those positions: the decoder gives hidden states, the labelled ones are gathered, then
-projected to the vocabulary (a 49k-wide matmul per labelled token instead of per token).
-A flattened batch (one with ``lengths``, see :mod:`persona_shoppers.sft.data`) runs as one
-row without padding, its shared prefix once, each example attending within itself
-(:mod:`persona_shoppers.sft.attention`); the loss and gradients are those of the padded rows
-(tested). On a device without the CPU kernels, for a model whose attention it does not cover
-(sliding windows, ...), and in training with gradient checkpointing (the recomputed
-attention would not see the segments), the padded rows run instead.
-:meth:`PersonaSFTModule.export` gives back a plain Hugging Face model with the persona rows
-and LoRA weights merged in.
-
-Stage 1 can also keep the frozen weights in bfloat16 while it trains (``frozen_dtype``): no
-cast of every weight at every step and no float32 activations between the matmuls. The
-float32 weights are kept aside and put back by :meth:`~PersonaSFTModule.export`, so the
-exported model's other weights stay bit-identical; the persona rows train in float32.
-
-Checkpoints hold the trainable parameters only (plus optimizer and scheduler states), so a
-stage-1 checkpoint is K rows, not the model; resuming rebuilds the module from the same
-starting model and loads them.
+See docs/sft.md, "The two stages", "Speed", "Batches and attention" and
+"Checkpoints and resume".
 """
 
 from __future__ import annotations
@@ -259,7 +232,7 @@ class PersonaSFTModule(pl.LightningModule):
         arguments = {"lr": self.hparams.lr, "betas": tuple(self.hparams.betas)}
         optimizer = None
         if self.hparams.fused and self._may_fuse():
-            try:  # one kernel for every parameter: several times faster than foreach on CPU
+            try:  # one kernel for every parameter (docs/sft.md, "Speed")
                 optimizer = torch.optim.AdamW(groups, fused=True, **arguments)
             except (RuntimeError, ValueError):  # no fused AdamW for this device or dtype
                 optimizer = None

@@ -1,40 +1,23 @@
-"""Persona tokens in the vocabulary: ``<|persona_0|>`` ... ``<|persona_{K-1}|>`` (SimPersona 2.3).
+"""Persona tokens in the vocabulary: ``<|persona_0|>`` ... ``<|persona_{K-1}|>`` (SimPersona 2.3),
+added as special tokens, with their embedding rows initialised (``mean`` or ``codebook``).
 
-:func:`add_persona_tokens` adds the K tokens to a tokenizer as special tokens (each is one id),
-grows the model's embeddings to match (tied input/output embeddings stay one tensor) and
-initialises the new rows:
-
-- ``mean``: the mean of the existing rows plus Gaussian noise of ``noise_std`` times each
-  dimension's spread (Hewitt's recipe: new tokens start where the model expects a word);
-- ``codebook``: the VQ-VAE codebook (K x d) centred, mapped by a fixed seeded isometry
-  (a random d x H matrix with orthonormal rows; for d > H a random orthogonal projection)
-  into the embedding space, then scaled per dimension so the new rows have the mean and
-  per-dimension spread of the existing rows. Distances between persona tokens, in units of
-  each dimension's spread, are the distances between their codes up to one common scale.
-
-Untied output rows are initialised the same way from the output matrix.
+See docs/sft.md, "Initialising the persona rows".
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from persona_shoppers.personas.token_format import is_persona_token, persona_token
+
 logger = logging.getLogger(__name__)
 
-PERSONA_TOKEN = "<|persona_{}|>"
-PERSONA_PATTERN = re.compile(r"<\|persona_\d+\|>")
 INIT_METHODS = ("mean", "codebook")
-
-
-def persona_token(k: int) -> str:
-    """The vocabulary token of persona ``k``: ``<|persona_k|>``."""
-    return PERSONA_TOKEN.format(int(k))
 
 
 @dataclass(frozen=True)
@@ -56,7 +39,7 @@ def find_persona_tokens(tokenizer: Any, count: int | None = None) -> PersonaToke
     """The persona tokens of a tokenizer that has them (``count`` of them, default: all
     ``<|persona_k|>`` tokens it has); their ids must be contiguous."""
     if count is None:
-        count = sum(bool(PERSONA_PATTERN.fullmatch(t)) for t in tokenizer.get_added_vocab())
+        count = sum(is_persona_token(t) for t in tokenizer.get_added_vocab())
     if count < 1:
         raise ValueError("the tokenizer has no persona tokens")
     ids = tokenizer.convert_tokens_to_ids([persona_token(k) for k in range(count)])

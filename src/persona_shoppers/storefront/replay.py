@@ -1,12 +1,7 @@
-"""Replay a human session in the store, step by step, as the actions an agent would take.
+"""Replay a human session in the store, step by step, as the actions an agent would take: one
+store action per human event; an event the store rejects is skipped with a reason.
 
-Each human event maps to one store action: ``search`` -> search(query), ``product_view`` ->
-view(product) (picked from the page's listing when it is there, else a direct view),
-``collection_view`` -> open(collection), ``add_to_cart``, ``remove_from_cart``,
-``checkout_start`` -> checkout, ``purchase`` -> purchase (the consecutive purchase events of
-one order are one action), then ``end`` unless the session ended with a purchase. The landing
-``page_view`` is the visit's start. An event the store rejects is not replayed and gets a
-reason; the replay goes on from the same page, so every recorded step is a valid action.
+See docs/trace_generation.md, "Replay".
 """
 
 from __future__ import annotations

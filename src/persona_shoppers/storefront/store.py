@@ -1,21 +1,13 @@
-"""The textual storefront: one store per shop, pages as compact text, actions as JSON.
+"""The textual storefront: one immutable store per shop, pages as compact text, actions as JSON;
+each shopper's state is a :class:`Visit` that :meth:`Store.step` advances, returning
+raw-contract events.
 
-A :class:`Store` is immutable; everything about one shopper's visit lives in a
-:class:`Visit` that :meth:`Store.step` advances in place. So many agents step through the
-same store at once, each with its own visit, and the same actions always give the same
-pages and events (the store has no randomness: replay is exact).
-
-Pages: home (collections), search results, collection, product, cart, checkout and the order
-confirmation. Every valid step returns raw-contract events (``page_view``, ``search``,
-``product_view``, ``collection_view``, ``add_to_cart``, ``remove_from_cart``,
-``checkout_start``, ``purchase``) so simulated visits aggregate exactly like human ones.
-Showing the cart and going back are navigation only and log no event (human logs have none).
-An invalid action never raises: it returns an error observation and leaves the visit as it
-was, except for the step and error counts.
+See docs/storefront.md.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -150,6 +142,14 @@ class Store:
         self.collection_display_id = _short_ids(shop_id, self.collections)
         self._searches: dict[str, tuple[list[str], int]] = {}
         self._collection_by_display = {s: c for c, s in self.collection_display_id.items()}
+
+    def with_variant(self, variant: StoreVariant) -> Store:
+        """This store under another variant (an A/B arm). The catalog, search index and ids
+        are shared: a variant changes only ranking, prices and page size."""
+        store = copy.copy(self)
+        store.variant = variant
+        store._searches = {}  # memoised results depend on the variant
+        return store
 
     # ------------------------------------------------------------------ lookups
     def resolve_product(self, reference: str) -> str | None:

@@ -1,12 +1,7 @@
-"""Generate a multi-shop clickstream in the raw contract, with its planted truth.
+"""Generate a multi-shop clickstream in the raw contract, with its planted truth, from a seeded
+:class:`SyntheticConfig`.
 
-    data = generate(SyntheticConfig(n_shops=12, buyers_per_shop=2000))
-    data.events  # polars frame, the raw contract's events
-    data.planted_truth["ab_tests"]  # what each A/B change does to the human population
-
-Everything is seeded: the same config gives identical output. Catalogs, populations, session
-scripts and timestamps draw from separate seeded streams per shop, so changing one knob does
-not reshuffle the others, and an A/B treatment replays exactly the control's random numbers.
+See docs/synthetic_data.md.
 """
 
 from __future__ import annotations
@@ -23,7 +18,9 @@ from tqdm.auto import tqdm
 
 from ..contract import EVENT_SCHEMA, conform
 from ..storefront import ProductSearch, StoreVariant
-from .behaviour import (
+from .buyer_types import DEFAULT_BUYER_TYPES, BuyerType
+from .catalog import ShopCatalog, build_catalog, shop_specs
+from .shopping import (
     EVENT_CODES,
     Population,
     SessionOutcome,
@@ -34,8 +31,6 @@ from .behaviour import (
     play,
     session_starts,
 )
-from .buyer_types import DEFAULT_BUYER_TYPES, BuyerType
-from .catalog import ShopCatalog, build_catalog, shop_specs
 
 logger = logging.getLogger(__name__)
 

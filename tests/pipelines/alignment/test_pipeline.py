@@ -12,12 +12,21 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from persona_shoppers.alignment.report import REFERENCES, split_name
-from persona_shoppers.personas.tokens import shop_distributions
+from persona_shoppers.alignment.naming import split_metric_name
+from persona_shoppers.alignment.report import REFERENCES
+from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import alignment, simulation
 from persona_shoppers.storefront import StoreVariant
 
-from .._kedro import KeptDataset, conf_params, enriched_sample, text_personas, token_assignments
+from .._kedro import (
+    KeptDataset,
+    conf_params,
+    enriched_sample,
+    param_datasets,
+    storefronts,
+    text_personas,
+    token_assignments,
+)
 
 OUTPUTS = (
     "query_generation_cases",
@@ -87,14 +96,13 @@ def run(tiny_model_dir: Path):
             "text_personas": MemoryDataset(text_personas(assignments, 30)),
             "sft_model": model,
             "sft_model_single_stage": model,
+            "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
             "raw_collection_products": MemoryDataset(data.collection_products),
             "planted_truth": MemoryDataset(data.planted_truth),
             **{name: MemoryDataset(table) for name, table in enriched.items()},
-            "params:simulation": MemoryDataset(sim),
-            "params:alignment": MemoryDataset(params),
-            "params:llm": MemoryDataset(llm),
+            **param_datasets(simulation=sim, alignment=params, llm=llm),
             **{name: KeptDataset() for name in OUTPUTS},
         }
     )
@@ -143,7 +151,7 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
     metrics = out["alignment_metrics"]
     by_task: dict[str, set[str]] = {}
     for name in metrics:
-        task, _, condition = split_name(name)
+        task, _, condition = split_metric_name(name)
         by_task.setdefault(task, set()).add(condition)
     individual = set(params["individual_tasks"]["conditions"])
     assert individual | {"title_as_query", "human_noise_floor"} <= by_task["query_generation"]
@@ -174,9 +182,9 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
     undefined = {
         k
         for k in set(metrics) - finite
-        if split_name(k)[0] not in ("separation", "ab_test", "instruction_following")
+        if split_metric_name(k)[0] not in ("separation", "ab_test", "instruction_following")
     }
-    assert all(split_name(k)[1].endswith("_ttr") for k in undefined), undefined
+    assert all(split_metric_name(k)[1].endswith("_ttr") for k in undefined), undefined
 
 
 def test_report_has_every_task_table_and_plot(run):

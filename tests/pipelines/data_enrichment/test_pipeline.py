@@ -10,7 +10,7 @@ from persona_shoppers.clickstream import BEHAVIOURAL_FEATURES, SESSION_COLUMNS
 from persona_shoppers.pipelines.data_enrichment import create_pipeline
 
 from ...clickstream._frames import collections, products, raw_events
-from .._kedro import KeptDataset, conf_params
+from .._kedro import KeptDataset, conf_params, param_datasets
 
 T0 = datetime(2026, 3, 14, 10, tzinfo=UTC)
 
@@ -53,7 +53,7 @@ def test_pipeline_runs_end_to_end(params):
             "raw_events": MemoryDataset(raw),
             "raw_products": MemoryDataset(products()),
             "raw_collections": MemoryDataset(collections()),
-            "params:data_enrichment": MemoryDataset(params),
+            **param_datasets(data_enrichment=params),
             **{
                 name: KeptDataset()
                 for name in (

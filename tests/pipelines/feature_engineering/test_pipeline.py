@@ -14,7 +14,7 @@ from persona_shoppers.features.transform import BuyerFeatureTransformer
 from persona_shoppers.pipelines import data_enrichment, feature_engineering
 from persona_shoppers.synthetic import SyntheticConfig, generate
 
-from .._kedro import KeptDataset, conf_params
+from .._kedro import KeptDataset, conf_params, param_datasets
 
 PCA_DIM = 16
 OUTPUTS = ("product_embeddings", "buyer_splits", "feature_transformer", "buyer_features")
@@ -35,7 +35,7 @@ def enriched():
             "raw_events": MemoryDataset(data.events),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
-            "params:data_enrichment": MemoryDataset(conf_params("data_enrichment")),
+            **param_datasets(data_enrichment=conf_params("data_enrichment")),
             "enriched_sessions": KeptDataset(),
             "buyers": KeptDataset(),
         }
@@ -68,7 +68,7 @@ def outputs(enriched, params):
             "raw_products": MemoryDataset(enriched["raw_products"]),
             "buyers": MemoryDataset(enriched["buyers"]),
             "enriched_sessions": MemoryDataset(enriched["enriched_sessions"]),
-            "params:feature_engineering": MemoryDataset(params),
+            **param_datasets(feature_engineering=params),
             **{name: KeptDataset() for name in OUTPUTS},
         }
     )

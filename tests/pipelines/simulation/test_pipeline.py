@@ -12,7 +12,7 @@ from kedro.runner import SequentialRunner
 
 from persona_shoppers.agent.rollout import OUTCOMES
 from persona_shoppers.clickstream import SESSION_COLUMNS
-from persona_shoppers.personas.tokens import shop_distributions
+from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import simulation
 from persona_shoppers.storefront import StoreVariant
 
@@ -20,6 +20,8 @@ from .._kedro import (
     KeptDataset,
     conf_params,
     enriched_sample,
+    param_datasets,
+    storefronts,
     text_personas,
     token_assignments,
 )
@@ -61,12 +63,11 @@ def run(tiny_model_dir: Path):
             "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
             "sft_model_single_stage": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
+            "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
-            "raw_collection_products": MemoryDataset(data.collection_products),
             "planted_truth": MemoryDataset(data.planted_truth),
-            "params:simulation": MemoryDataset(params),
-            "params:llm": MemoryDataset(llm),
+            **param_datasets(simulation=params, llm=llm),
             **{name: KeptDataset() for name in OUTPUTS},
         }
     )

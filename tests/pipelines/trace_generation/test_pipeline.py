@@ -4,6 +4,7 @@ in-memory catalog (synthetic data -> data_enrichment -> trace_generation)."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,20 @@ from persona_shoppers.pipelines import trace_generation
 from persona_shoppers.pipelines.trace_generation import nodes
 from persona_shoppers.storefront import Action, build_stores
 
-from .._kedro import KeptDataset, conf_params, enriched_sample, token_assignments
+from .._kedro import (
+    KeptDataset,
+    conf_params,
+    enriched_sample,
+    param_datasets,
+    storefronts,
+    token_assignments,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 OUTPUTS = (
     "enriched_events",
     "enriched_sessions",
+    "storefronts",
     "trace_sessions",
     "sft_traces_stage1",
     "sft_traces_stage2",
@@ -49,9 +58,10 @@ def run():
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
             "raw_collection_products": MemoryDataset(data.collection_products),
-            "params:trace_generation": MemoryDataset(conf_params("trace_generation")),
-            "params:llm": MemoryDataset(
-                {**conf_params("llm"), "hf_cache_dir": str(ROOT / "data" / "06_models" / "hf")}
+            **param_datasets(
+                storefront=conf_params("storefront"),
+                trace_generation=conf_params("trace_generation"),
+                llm={**conf_params("llm"), "hf_cache_dir": str(ROOT / "data" / "06_models" / "hf")},
             ),
             **{name: KeptDataset() for name in OUTPUTS[2:]},
         }
@@ -71,13 +81,28 @@ def test_every_token_in_use_is_sampled_from_training_shops_only(run):
     assert set(sessions["split"]) == {"train", "validation"}
 
 
+def test_storefronts_cover_every_shop_and_survive_pickling(run):
+    """The catalog persists ``storefronts`` as a pickle; a restored store serves the same
+    pages."""
+    data, _, out = run
+    stores = out["storefronts"]
+    assert sorted(stores) == sorted(data.products["shop_id"].unique())
+    restored = pickle.loads(pickle.dumps(stores))
+    cap = conf_params("storefront")["max_observation_tokens"]
+    for shop, store in stores.items():
+        assert restored[shop].max_observation_tokens == store.max_observation_tokens == cap
+        query = store.products["title"].iloc[0]
+        assert restored[shop].search_results(query) == store.search_results(query)
+        assert restored[shop].search_results(query)  # the title finds its product
+
+
 def test_every_trace_re_executes_in_the_store_without_an_invalid_action(run):
     data, _, out = run
     stores = build_stores(
         data.products,
         data.collections,
         data.collection_products,
-        max_observation_tokens=conf_params("trace_generation")["max_observation_tokens"],
+        max_observation_tokens=conf_params("storefront")["max_observation_tokens"],
     )
     for stage in ("sft_traces_stage1", "sft_traces_stage2"):
         traces = out[stage]
@@ -130,15 +155,16 @@ def test_replay_covers_the_human_events_and_reports_lengths(run):
 def test_same_input_gives_the_same_traces(run):
     data, assignments, out = run
     params = conf_params("trace_generation")
-    sessions = nodes.sample_trace_sessions(out["enriched_sessions"], assignments, params)
+    sessions = nodes.sample_trace_sessions(
+        out["enriched_sessions"],
+        assignments,
+        params["seed"],
+        params["sessions_per_token"],
+        params["validation_fraction"],
+    )
     pd.testing.assert_frame_equal(sessions, out["trace_sessions"])
     stage1, _, report = nodes.replay_trace_sessions(
-        sessions,
-        out["enriched_events"],
-        data.products,
-        data.collections,
-        data.collection_products,
-        params,
+        sessions, out["enriched_events"], storefronts(data), params["max_progress_steps"]
     )
     pd.testing.assert_frame_equal(stage1, out["sft_traces_stage1"])
     assert report == out["trace_replay_report"]

@@ -1,24 +1,38 @@
 """The alignment pipeline: the PAARS suite, SimPersona's action-rate alignment, separation
-tests and instruction-following benchmark, the ablations, A/B agreement, the report."""
+tests and instruction-following benchmark, the ablations, A/B agreement (one node per metric
+family, then their merge), the report."""
 
 from kedro.pipeline import Pipeline, node
+
+from persona_shoppers.alignment.metrics import (
+    ab_metrics,
+    ablation_metrics,
+    action_rate_metrics,
+    instruction_metrics,
+    item_selection_metrics,
+    rank_selection_metrics,
+    separation_metrics,
+)
 
 from .nodes import (
     answer_individual_tasks,
     build_alignment_cases,
     build_alignment_report,
-    compute_alignment_metrics,
+    measure_query_generation,
+    measure_sessions,
+    merge_alignment_metrics,
     run_instruction_following,
     score_query_perplexity,
 )
 
-_STORE = ["raw_products", "raw_collections", "raw_collection_products"]
 _CASES = [
     "query_generation_cases",
     "item_selection_cases",
     "rank_selection_cases",
     "instruction_tasks",
 ]
+_SEED = "params:alignment.seed"
+_NOISE_FLOOR_REPEATS = "params:alignment.noise_floor_repeats"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -26,7 +40,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 build_alignment_cases,
-                ["enriched_events", "text_personas", *_STORE, "params:alignment"],
+                [
+                    "enriched_events",
+                    "text_personas",
+                    "raw_products",
+                    "storefronts",
+                    "params:alignment",
+                ],
                 _CASES,
                 name="build_alignment_cases",
             ),
@@ -46,7 +66,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "buyer_histories",
                     "persona_assignments",
                     "sft_model",
-                    *_STORE,
+                    "raw_products",
+                    "storefronts",
                     "params:alignment",
                     "params:llm",
                 ],
@@ -59,7 +80,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "instruction_tasks",
                     "persona_assignments",
                     "sft_model",
-                    *_STORE,
+                    "storefronts",
                     "params:alignment",
                     "params:llm",
                 ],
@@ -67,25 +88,118 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="run_instruction_following",
             ),
             node(
-                compute_alignment_metrics,
-                [
-                    "query_generation_cases",
-                    "query_perplexities",
-                    "item_selection_cases",
-                    "rank_selection_cases",
-                    "individual_task_answers",
-                    "instruction_runs",
-                    "enriched_sessions",
-                    "enriched_events",
-                    "simulated_sessions",
-                    "buyers",
-                    "persona_assignments",
-                    "persona_cards",
-                    "ab_test_results",
-                    "params:alignment",
+                measure_query_generation,
+                {
+                    "query_cases": "query_generation_cases",
+                    "query_perplexities": "query_perplexities",
+                    "individual_answers": "individual_task_answers",
+                    "embedding_model": "params:alignment.embedding_model",
+                    "embedding_cache_dir": "params:alignment.embedding_cache_dir",
+                    "kde": "params:alignment.kde",
+                    "seed": _SEED,
+                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                },
+                ["query_generation_metrics", "query_generation_details"],
+                name="measure_query_generation",
+            ),
+            node(
+                item_selection_metrics,
+                {
+                    "item_cases": "item_selection_cases",
+                    "answers": "individual_task_answers",
+                    "events": "enriched_events",
+                    "seed": _SEED,
+                },
+                "item_selection_metrics",
+                name="measure_item_selection",
+            ),
+            node(
+                rank_selection_metrics,
+                {
+                    "rank_cases": "rank_selection_cases",
+                    "answers": "individual_task_answers",
+                    "seed": _SEED,
+                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                },
+                ["rank_selection_metrics", "rank_selection_details"],
+                name="measure_rank_selection",
+            ),
+            node(
+                measure_sessions,
+                {
+                    "enriched_sessions": "enriched_sessions",
+                    "simulated_sessions": "simulated_sessions",
+                    "session": "params:alignment.session",
+                    "seed": _SEED,
+                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                },
+                ["session_metrics", "session_details"],
+                name="measure_sessions",
+            ),
+            node(
+                action_rate_metrics,
+                {
+                    "simulated": "simulated_sessions",
+                    "buyers": "buyers",
+                    "assignments": "persona_assignments",
+                    "seed": _SEED,
+                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                },
+                ["action_rate_metrics", "action_rate_details"],
+                name="measure_action_rates",
+            ),
+            node(
+                separation_metrics,
+                {
+                    "simulated": "simulated_sessions",
+                    "persona_cards": "persona_cards",
+                    "permutation_draws": "params:alignment.permutation_draws",
+                    "seed": _SEED,
+                },
+                "separation_metrics",
+                name="measure_separation",
+            ),
+            node(
+                instruction_metrics,
+                "instruction_runs",
+                "instruction_following_metrics",
+                name="measure_instruction_following",
+            ),
+            node(
+                ablation_metrics,
+                {
+                    "simulated": "simulated_sessions",
+                    "ablations": "params:alignment.ablations",
+                    "population": "params:alignment.ablation_population",
+                },
+                "ablation_metrics",
+                name="measure_ablations",
+            ),
+            node(
+                ab_metrics,
+                "ab_test_results",
+                "ab_test_metrics",
+                name="measure_ab_tests",
+            ),
+            node(
+                merge_alignment_metrics,
+                [  # each family's metrics (in memory), then the details the report plots
+                    "query_generation_metrics",
+                    "item_selection_metrics",
+                    "rank_selection_metrics",
+                    "session_metrics",
+                    "action_rate_metrics",
+                    "separation_metrics",
+                    "instruction_following_metrics",
+                    "ablation_metrics",
+                    "ab_test_metrics",
+                    "query_generation_details",
+                    "rank_selection_details",
+                    "session_details",
+                    "action_rate_details",
                 ],
                 ["alignment_metrics", "alignment_details", "alignment_mlflow_metrics"],
-                name="compute_alignment_metrics",
+                name="merge_alignment_metrics",
             ),
             node(
                 build_alignment_report,

@@ -9,33 +9,33 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.clickstream import buyers, history, sessions, validation
-from persona_shoppers.contract import PRODUCT_EVENT_TYPES
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_PRICE_REQUIRED_FOR = ("add_to_cart", "purchase")
 
 
 def validate_events(
     raw_events: pl.DataFrame,
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
-    params: dict[str, Any],
+    product_required_for: list[str],
+    price_required_for: list[str],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Check raw events against the contract; return (accepted events, event_quarantine)."""
     result = validation.validate_events(
         raw_events,
         validation.to_polars(raw_products),
         validation.to_polars(raw_collections),
-        product_required_for=params.get("product_required_for", PRODUCT_EVENT_TYPES),
-        price_required_for=params.get("price_required_for", DEFAULT_PRICE_REQUIRED_FOR),
+        product_required_for=product_required_for,
+        price_required_for=price_required_for,
     )
     return result.accepted, result.quarantine
 
 
-def sessionise_events(validated_events: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+def sessionise_events(
+    validated_events: pl.DataFrame, session_timeout_minutes: float
+) -> pl.DataFrame:
     """Fill missing session ids by the inactivity rule: the enriched_events table."""
-    return sessions.sessionise(validated_events, float(params.get("session_timeout_minutes", 30)))
+    return sessions.sessionise(validated_events, float(session_timeout_minutes))
 
 
 def build_sessions(enriched_events: pl.DataFrame) -> pl.DataFrame:
@@ -44,16 +44,20 @@ def build_sessions(enriched_events: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_buyers(
-    enriched_events: pl.DataFrame, enriched_sessions: pl.DataFrame, params: dict[str, Any]
+    enriched_events: pl.DataFrame,
+    enriched_sessions: pl.DataFrame,
+    intent_weights: dict[str, float] | None,
 ) -> pd.DataFrame:
     """The buyer-shop table: 16 raw behavioural features and the funnel stratum (pandas)."""
-    table = buyers.build_buyers(enriched_events, enriched_sessions, params.get("intent_weights"))
+    table = buyers.build_buyers(enriched_events, enriched_sessions, intent_weights)
     return table.to_pandas()
 
 
-def build_histories(enriched_events: pl.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def build_histories(
+    enriched_events: pl.DataFrame, history_options: dict[str, Any] | None
+) -> pd.DataFrame:
     """Per-buyer shopping history text for PAARS persona mining (pandas)."""
-    options = params.get("history") or {}
+    options = history_options or {}
     table = history.build_histories(
         enriched_events,
         recent_days=float(options.get("recent_days", 182)),

@@ -12,13 +12,19 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 validate_events,
-                inputs=["raw_events", "raw_products", "raw_collections", "params:data_enrichment"],
+                inputs=[
+                    "raw_events",
+                    "raw_products",
+                    "raw_collections",
+                    "params:data_enrichment.product_required_for",
+                    "params:data_enrichment.price_required_for",
+                ],
                 outputs=["validated_events", "event_quarantine"],
                 name="validate_events",
             ),
             node(
                 sessionise_events,
-                inputs=["validated_events", "params:data_enrichment"],
+                inputs=["validated_events", "params:data_enrichment.session_timeout_minutes"],
                 outputs="enriched_events",
                 name="sessionise_events",
             ),
@@ -30,13 +36,17 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 build_buyers,
-                inputs=["enriched_events", "enriched_sessions", "params:data_enrichment"],
+                inputs=[
+                    "enriched_events",
+                    "enriched_sessions",
+                    "params:data_enrichment.intent_weights",
+                ],
                 outputs="buyers",
                 name="build_buyers",
             ),
             node(
                 build_histories,
-                inputs=["enriched_events", "params:data_enrichment"],
+                inputs=["enriched_events", "params:data_enrichment.history"],
                 outputs="buyer_histories",
                 name="build_histories",
             ),

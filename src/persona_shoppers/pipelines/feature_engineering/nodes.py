@@ -31,33 +31,36 @@ BEHAVIOUR_GATE_FEATURES = (
 )
 
 
-def embed_products(raw_products: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def embed_products(
+    raw_products: pd.DataFrame,
+    embedding_model: str,
+    embedding_cache_dir: str | None,
+    embedding_batch_size: int,
+) -> pd.DataFrame:
     """Embed every product title once (cached on disk per model)."""
-    embedder = TextEmbedder(
-        params["embedding_model"], params.get("embedding_cache_dir"), params["embedding_batch_size"]
-    )
+    embedder = TextEmbedder(embedding_model, embedding_cache_dir, embedding_batch_size)
     table = product_embedding_table(raw_products, embedder)
     logger.info("embedded %d products (%d-d)", len(table), len(table["embedding"].iloc[0]))
     return table
 
 
-def split_buyers(buyers: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def split_buyers(
+    buyers: pd.DataFrame,
+    eval_shops: list[str] | None,
+    n_eval_shops: int,
+    sampling: dict[str, Any],
+    seed: int,
+) -> pd.DataFrame:
     """Shop roles (train / eval) and the stratified training sample with its validation split."""
-    roles = shop_roles(
-        buyers["shop_id"].unique().tolist(),
-        params["eval_shops"],
-        params["n_eval_shops"],
-        params["seed"],
-    )
-    sample = params["sampling"]
+    roles = shop_roles(buyers["shop_id"].unique().tolist(), eval_shops, n_eval_shops, seed)
     splits = assign_splits(
         buyers,
         roles,
-        per_shop=sample["per_shop"],
-        per_stratum=sample["per_stratum"],
-        drop_strata=tuple(sample["drop_strata"]),
-        val_share=sample["val_share"],
-        seed=params["seed"],
+        per_shop=sampling["per_shop"],
+        per_stratum=sampling["per_stratum"],
+        drop_strata=tuple(sampling["drop_strata"]),
+        val_share=sampling["val_share"],
+        seed=seed,
     )
     logger.info("buyer splits: %s", splits["split"].value_counts().to_dict())
     return splits
@@ -68,7 +71,11 @@ def fit_feature_transformer(
     buyer_splits: pd.DataFrame,
     enriched_sessions: pl.DataFrame,
     product_embeddings: pd.DataFrame,
-    params: dict[str, Any],
+    embedding_pca_dim: int,
+    laplace_alpha: float,
+    laplace_beta: float,
+    logit_eps: float,
+    seed: int,
 ) -> BuyerFeatureTransformer:
     """Fit scalers, channel z-scores, PCAs and auxiliary-bin edges on training rows only."""
     train_keys = buyer_splits.loc[buyer_splits["split"] == "train", ["shop_id", "buyer_id"]]
@@ -76,11 +83,11 @@ def fit_feature_transformer(
         ["shop_id", "buyer_id"]
     )
     transformer = BuyerFeatureTransformer(
-        embedding_dim=params["embedding_pca_dim"],
-        laplace_alpha=params["laplace_alpha"],
-        laplace_beta=params["laplace_beta"],
-        logit_eps=params["logit_eps"],
-        seed=params["seed"],
+        embedding_dim=embedding_pca_dim,
+        laplace_alpha=laplace_alpha,
+        laplace_beta=laplace_beta,
+        logit_eps=logit_eps,
+        seed=seed,
     )
     transformer.fit(train, buyer_channel_means(enriched_sessions, train, product_embeddings))
     logger.info("PCA explained variance per channel: %s", transformer.explained_variance)
@@ -93,7 +100,7 @@ def build_buyer_features(
     enriched_sessions: pl.DataFrame,
     product_embeddings: pd.DataFrame,
     feature_transformer: BuyerFeatureTransformer,
-    params: dict[str, Any],
+    positives: dict[str, int],
 ) -> pd.DataFrame:
     """Every buyer's 403-d vector with ids, split, stratum, auxiliary bins, funnel signature and,
     for training rows, the row numbers of its contrastive positives among training rows."""
@@ -117,17 +124,17 @@ def build_buyer_features(
     behaviour = vectors[train_rows][
         :, [BEHAVIOURAL_FEATURES.index(c) for c in BEHAVIOUR_GATE_FEATURES]
     ]
-    positives = contrastive_positives(
+    positive_rows = contrastive_positives(
         out["signature"].to_numpy()[train_rows],
         product_part,
         behaviour,
-        top_m=params["positives"]["top_m"],
-        top_f=params["positives"]["top_f"],
+        top_m=positives["top_m"],
+        top_f=positives["top_f"],
     )
     out["train_row"] = -1
     out.loc[is_train, "train_row"] = np.arange(len(train_rows))
     positive_lists = [[] for _ in range(len(out))]
-    for row, pos in zip(train_rows, positives, strict=True):
+    for row, pos in zip(train_rows, positive_rows, strict=True):
         positive_lists[row] = pos[pos >= 0].tolist()
     out["positives"] = positive_lists
     features = pd.DataFrame(vectors, columns=layout.column_names(list(BEHAVIOURAL_FEATURES)))

@@ -14,15 +14,15 @@ import polars as pl
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import feature_matrix
 from persona_shoppers.llm import build_llm
-from persona_shoppers.models.vq_vae import BehaviourVQVAE
-from persona_shoppers.personas.text import buyer_evidence, faithfulness, mine_text_personas
-from persona_shoppers.personas.tokens import (
+from persona_shoppers.personas.cards import (
     STRATA,
     cards_markdown,
     persona_cards,
     population_recovery,
     shop_distributions,
 )
+from persona_shoppers.personas.text_personas import buyer_evidence, faithfulness, mine_text_personas
+from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def build_persona_cards(
     enriched_sessions: pl.DataFrame,
     raw_products: pd.DataFrame,
     vq_vae_model: BehaviourVQVAE,
-    params: dict[str, Any],
+    top_categories: int,
 ) -> tuple[list[dict], str]:
     """What each token means, from training-shop buyers: json cards and a markdown table."""
     members = _members(persona_assignments, buyers, buyer_features)
@@ -78,7 +78,7 @@ def build_persona_cards(
         .len("n")
         .to_pandas()
     )
-    cards = persona_cards(members, views, vq_vae_model.hparams.num_codes, params["top_categories"])
+    cards = persona_cards(members, views, vq_vae_model.hparams.num_codes, top_categories)
     return cards, cards_markdown(cards)
 
 
@@ -87,7 +87,7 @@ def evaluate_population_recovery(
     buyers: pd.DataFrame,
     buyer_features: pd.DataFrame,
     vq_vae_model: BehaviourVQVAE,
-    params: dict[str, Any],
+    js_threshold: float,
 ) -> tuple[dict, dict, dict]:
     """Appendix B on held-out shops, two ways: token profiles and centroids from all shops (the
     paper's protocol) and from training shops only (strictly held out)."""
@@ -96,9 +96,9 @@ def evaluate_population_recovery(
     target = members[members["shop_role"] == "eval"]
     k = vq_vae_model.hparams.num_codes
     report = {
-        "paper_protocol": population_recovery(members, target, k, params["js_threshold"]),
+        "paper_protocol": population_recovery(members, target, k, js_threshold),
         "training_shops_only": population_recovery(
-            members[members["shop_role"] == "train"], target, k, params["js_threshold"]
+            members[members["shop_role"] == "train"], target, k, js_threshold
         ),
     }
     metrics = {}
@@ -116,7 +116,7 @@ def evaluate_population_recovery(
             result["js_median"],
             result["js_below_threshold"],
             len(result["shops"]),
-            params["js_threshold"],
+            js_threshold,
         )
     return report, metrics, _recovery_plots(report["paper_protocol"])
 
@@ -173,24 +173,23 @@ def _recovery_plots(result: dict) -> dict:
 
 
 def sample_persona_buyers(
-    persona_assignments: pd.DataFrame, buyer_histories: pd.DataFrame, params: dict[str, Any]
+    persona_assignments: pd.DataFrame, buyer_histories: pd.DataFrame, n_buyers: int, seed: int
 ) -> pd.DataFrame:
     """Held-out buyers (strata A-D) to mine text personas for: the same number per shop, seeded."""
-    sample = params["text_personas"]
     pool = persona_assignments[
         (persona_assignments["shop_role"] == "eval") & persona_assignments["stratum"].isin(STRATA)
     ].merge(buyer_histories[[*_IDS, "history_text"]], on=_IDS)
     shops = sorted(pool["shop_id"].unique())
-    per_shop = -(-sample["n_buyers"] // max(len(shops), 1))
-    shuffled = pool.sample(frac=1.0, random_state=sample["seed"])
+    per_shop = -(-n_buyers // max(len(shops), 1))
+    shuffled = pool.sample(frac=1.0, random_state=seed)
     chosen = shuffled[shuffled.groupby("shop_id").cumcount() < per_shop]
-    return chosen.sort_values(_IDS).head(sample["n_buyers"]).reset_index(drop=True)
+    return chosen.sort_values(_IDS).head(n_buyers).reset_index(drop=True)
 
 
 def mine_personas(
     persona_buyers: pd.DataFrame,
     raw_products: pd.DataFrame,
-    params: dict[str, Any],
+    history_chars: int,
     llm_params: dict[str, Any],
 ) -> pd.DataFrame:
     """PAARS two-step prompting (profile, then preferences) for the sampled buyers."""
@@ -200,9 +199,7 @@ def mine_personas(
         .apply(lambda c: sorted(c.dropna().unique()))
         .to_dict()
     )
-    personas = mine_text_personas(
-        llm, persona_buyers, categories, params["text_personas"]["history_chars"]
-    )
+    personas = mine_text_personas(llm, persona_buyers, categories, history_chars)
     failed = int((personas["status"] == "failed").sum())
     log = logger.warning if failed else logger.info
     log("text personas: %d mined, %d failed after retries", len(personas) - failed, failed)
@@ -213,7 +210,7 @@ def evaluate_text_personas(
     text_personas: pd.DataFrame,
     enriched_sessions: pl.DataFrame,
     raw_products: pd.DataFrame,
-    params: dict[str, Any],
+    seed: int,
 ) -> tuple[dict, dict]:
     """Schema-valid rate, failures, and faithfulness against personas shuffled within shops."""
     keys = pl.from_pandas(text_personas[_IDS])
@@ -234,11 +231,7 @@ def evaluate_text_personas(
         .value_counts()
         .to_dict(),
     }
-    report.update(
-        faithfulness(
-            text_personas, buyer_evidence(views, raw_products), params["text_personas"]["seed"]
-        )
-    )
+    report.update(faithfulness(text_personas, buyer_evidence(views, raw_products), seed))
     logger.info("text personas: %s", report)
     metrics = {
         k: {"value": float(v), "step": 0}

@@ -17,34 +17,51 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from persona_shoppers.agent.evaluation import evaluate_agent
+from persona_shoppers.datasets import ModelAndTokenizer
 from persona_shoppers.llm import build_llm
 from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, resolve_model
-from persona_shoppers.models.vq_vae import BehaviourVQVAE
 from persona_shoppers.sft.data import conversations, sample_split
-from persona_shoppers.sft.io import ModelAndTokenizer
 from persona_shoppers.sft.tokens import add_persona_tokens, find_persona_tokens
 from persona_shoppers.sft.training import train_stage
+from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
 logger = logging.getLogger(__name__)
 
 Conversations = list[list[dict]]
 
+# The ``sft`` settings every training stage shares: the training nodes' ``**training``.
+TRAINING_SETTINGS = (
+    "seed",
+    "data",
+    "trainer",
+    "checkpoint",
+    "history_every_n_steps",
+    "validate_before",
+)
 
-def _base_model_folder(params: dict[str, Any], llm_params: dict[str, Any]) -> Path:
-    name = params.get("model")
-    if name is None:
+
+def _base_model_folder(
+    model: str | None, hf_cache_dir: str | None, llm_params: dict[str, Any]
+) -> Path:
+    """The folder of the model SFT starts from: ``sft.model``, else the ``llm`` model."""
+    if model is None:
         if llm_params.get("backend", "local") != "local":
             raise ValueError(
                 "sft.model is null and the llm backend is not local: set sft.model to a local "
                 "model name or Hugging Face folder to fine-tune"
             )
-        name = llm_params["model"]
-    cache = params.get("hf_cache_dir") or llm_params.get("hf_cache_dir") or DEFAULT_HF_CACHE_DIR
-    return resolve_model(name, cache)
+        model = llm_params["model"]
+    cache = hf_cache_dir or llm_params.get("hf_cache_dir") or DEFAULT_HF_CACHE_DIR
+    return resolve_model(model, cache)
 
 
 def add_persona_tokens_to_model(
-    vq_vae_model: BehaviourVQVAE, params: dict[str, Any], llm_params: dict[str, Any]
+    vq_vae_model: BehaviourVQVAE,
+    model: str | None,
+    hf_cache_dir: str | None,
+    persona_tokens: dict[str, Any],
+    seed: int,
+    llm_params: dict[str, Any],
 ) -> ModelAndTokenizer:
     """The base LM (``sft.model``, default the ``llm`` model) with K persona tokens added to
     its tokenizer and embeddings, K = the VQ-VAE's number of codes; the new rows are
@@ -52,22 +69,21 @@ def add_persona_tokens_to_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _base_model_folder(params, llm_params)
+    folder = _base_model_folder(model, hf_cache_dir, llm_params)
     logger.info("SFT base model: %s", folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     codebook = vq_vae_model.codebook.embedding.detach().cpu()
-    tokens = params["persona_tokens"]
     add_persona_tokens(
-        model,
+        base,
         tokenizer,
         count=codebook.shape[0],
-        init=tokens["init"],
+        init=persona_tokens["init"],
         codebook=codebook,
-        noise_std=tokens.get("noise_std", 0.02),
-        seed=params["seed"],
+        noise_std=persona_tokens.get("noise_std", 0.02),
+        seed=seed,
     )
-    return ModelAndTokenizer(model, tokenizer)
+    return ModelAndTokenizer(base, tokenizer)
 
 
 def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Conversations, ...]:
@@ -93,11 +109,19 @@ def _train(
     train: Conversations,
     val: Conversations,
     stage: dict[str, Any],
-    params: dict[str, Any],
     name: str,
+    *,
+    seed: int,
+    data: dict[str, Any],
+    trainer: dict[str, Any],
+    checkpoint: dict[str, Any] | None,
+    history_every_n_steps: int,
+    validate_before: bool,
 ) -> tuple[ModelAndTokenizer, dict]:
+    """Train ``start`` on one stage's examples with the settings every stage shares
+    (:data:`TRAINING_SETTINGS`; a stage's own ``data`` and ``trainer`` keys win)."""
     model, tokenizer = start
-    checkpoint = params.get("checkpoint") or {}
+    checkpoint = checkpoint or {}
     folder = checkpoint.get("dir")
     trained, history = train_stage(
         model,
@@ -110,59 +134,71 @@ def _train(
         lora=stage.get("lora"),
         gradient_checkpointing=stage.get("gradient_checkpointing", False),
         frozen_dtype=stage.get("frozen_dtype"),
-        data={**params["data"], **(stage.get("data") or {})},
-        trainer={**params["trainer"], **(stage.get("trainer") or {})},
-        seed=params["seed"],
+        data={**data, **(stage.get("data") or {})},
+        trainer={**trainer, **(stage.get("trainer") or {})},
+        seed=seed,
         checkpoint_dir=Path(folder) / name if folder else None,
         checkpoint_every_n_steps=checkpoint.get("every_n_train_steps"),
         resume=bool(checkpoint.get("resume", False)),
-        history_every_n_steps=params.get("history_every_n_steps", 1),
-        validate_before=params.get("validate_before", False),
+        history_every_n_steps=history_every_n_steps,
+        validate_before=validate_before,
         name=name,
     )
     return ModelAndTokenizer(trained, tokenizer), history
 
 
 def train_stage1(
-    sft_initial_model: ModelAndTokenizer, sft_traces_stage1: pd.DataFrame, params: dict[str, Any]
+    sft_initial_model: ModelAndTokenizer,
+    sft_traces_stage1: pd.DataFrame,
+    stage1: dict[str, Any],
+    **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """Stage 1, persona grounding: the backbone is frozen, only the persona rows train, on
-    intent-neutral traces. Returns the model and its metric history (MLflow)."""
-    stage = params["stage1"]
-    train, val = _sample(sft_traces_stage1, stage, params["seed"])
-    return _train(sft_initial_model, train, val, stage, params, "stage1")
+    intent-neutral traces. ``training``: :data:`TRAINING_SETTINGS`. Returns the model and its
+    metric history (MLflow)."""
+    train, val = _sample(sft_traces_stage1, stage1, training["seed"])
+    return _train(sft_initial_model, train, val, stage1, "stage1", **training)
 
 
 def train_stage2(
-    sft_model_stage1: ModelAndTokenizer, sft_traces_stage2: pd.DataFrame, params: dict[str, Any]
+    sft_model_stage1: ModelAndTokenizer,
+    sft_traces_stage2: pd.DataFrame,
+    stage2: dict[str, Any],
+    **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """Stage 2, action-oriented fine-tuning of the stage-1 model on intent-carrying traces:
     every parameter (``backbone: full``) or LoRA adapters and the persona rows (``lora``)."""
-    stage = params["stage2"]
-    train, val = _sample(sft_traces_stage2, stage, params["seed"])
-    return _train(sft_model_stage1, train, val, stage, params, "stage2")
+    train, val = _sample(sft_traces_stage2, stage2, training["seed"])
+    return _train(sft_model_stage1, train, val, stage2, "stage2", **training)
 
 
 def train_single_stage(
     sft_initial_model: ModelAndTokenizer,
     sft_traces_stage1: pd.DataFrame,
     sft_traces_stage2: pd.DataFrame,
-    params: dict[str, Any],
+    stage1: dict[str, Any],
+    stage2: dict[str, Any],
+    single_stage: dict[str, Any] | None,
+    **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """The single-stage ablation (SimPersona appendix F): every parameter trains from the
     initial model in one run over the same examples as both stages together (so the same
     number of optimizer steps), with ``single_stage`` settings over stage 2's."""
-    stage = {**params["stage2"], "backbone": "full", **(params.get("single_stage") or {})}
-    train1, val1 = _sample(sft_traces_stage1, params["stage1"], params["seed"])
-    train2, val2 = _sample(sft_traces_stage2, params["stage2"], params["seed"])
-    return _train(sft_initial_model, train1 + train2, val1 + val2, stage, params, "single_stage")
+    stage = {**stage2, "backbone": "full", **(single_stage or {})}
+    train1, val1 = _sample(sft_traces_stage1, stage1, training["seed"])
+    train2, val2 = _sample(sft_traces_stage2, stage2, training["seed"])
+    return _train(
+        sft_initial_model, train1 + train2, val1 + val2, stage, "single_stage", **training
+    )
 
 
 def evaluate_sft(
     sft_traces_stage2: pd.DataFrame,
     sft_model: ModelAndTokenizer,
     sft_model_single_stage: ModelAndTokenizer,
-    params: dict[str, Any],
+    evaluation: dict[str, Any],
+    model: str | None,
+    hf_cache_dir: str | None,
     llm_params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The agent before and after SFT on held-out trace steps (``split == "validation"``):
@@ -170,15 +206,14 @@ def evaluate_sft(
     action-type distributions of different persona tokens on the same prompts) of the zero-shot
     base model, the two-stage model and the single-stage ablation. Returns the report and its
     MLflow metrics."""
-    options = params["evaluation"]
     held_out = sft_traces_stage2[sft_traces_stage2["split"] == "validation"]
     if held_out.empty:
         raise ValueError("evaluate_sft: sft_traces_stage2 has no validation steps")
-    rng = np.random.default_rng(options["seed"])
+    rng = np.random.default_rng(evaluation["seed"])
     in_use = np.sort(held_out["token"].unique())
-    tokens = sorted(rng.choice(in_use, min(options["sensitivity_tokens"], len(in_use)), False))
+    tokens = sorted(rng.choice(in_use, min(evaluation["sensitivity_tokens"], len(in_use)), False))
     models = {
-        "zero_shot": _base_model_folder(params, llm_params),
+        "zero_shot": _base_model_folder(model, hf_cache_dir, llm_params),
         "two_stage": sft_model.folder,
         "single_stage": sft_model_single_stage.folder,
     }
@@ -192,10 +227,10 @@ def evaluate_sft(
             llm,
             held_out,
             [int(t) for t in tokens],
-            options["examples"],
-            options["sensitivity_prompts"],
-            options["max_new_tokens"],
-            options["seed"],
+            evaluation["examples"],
+            evaluation["sensitivity_prompts"],
+            evaluation["max_new_tokens"],
+            evaluation["seed"],
         )
         logger.info("SFT evaluation, %s: %s", name, report[name])
     metrics = {

@@ -4,6 +4,7 @@ ablation."""
 from kedro.pipeline import Pipeline, node
 
 from .nodes import (
+    TRAINING_SETTINGS,
     add_persona_tokens_to_model,
     evaluate_sft,
     train_single_stage,
@@ -11,31 +12,58 @@ from .nodes import (
     train_stage2,
 )
 
+_TRAINING = {name: f"params:sft.{name}" for name in TRAINING_SETTINGS}
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
                 add_persona_tokens_to_model,
-                ["vq_vae_model", "params:sft", "params:llm"],
+                [
+                    "vq_vae_model",
+                    "params:sft.model",
+                    "params:sft.hf_cache_dir",
+                    "params:sft.persona_tokens",
+                    "params:sft.seed",
+                    "params:llm",
+                ],
                 "sft_initial_model",
                 name="add_persona_tokens",
             ),
             node(
                 train_stage1,
-                ["sft_initial_model", "sft_traces_stage1", "params:sft"],
+                {
+                    "sft_initial_model": "sft_initial_model",
+                    "sft_traces_stage1": "sft_traces_stage1",
+                    "stage1": "params:sft.stage1",
+                    **_TRAINING,
+                },
                 ["sft_model_stage1", "sft_stage1_history"],
                 name="train_sft_stage1",
             ),
             node(
                 train_stage2,
-                ["sft_model_stage1", "sft_traces_stage2", "params:sft"],
+                {
+                    "sft_model_stage1": "sft_model_stage1",
+                    "sft_traces_stage2": "sft_traces_stage2",
+                    "stage2": "params:sft.stage2",
+                    **_TRAINING,
+                },
                 ["sft_model", "sft_stage2_history"],
                 name="train_sft_stage2",
             ),
             node(
                 train_single_stage,
-                ["sft_initial_model", "sft_traces_stage1", "sft_traces_stage2", "params:sft"],
+                {
+                    "sft_initial_model": "sft_initial_model",
+                    "sft_traces_stage1": "sft_traces_stage1",
+                    "sft_traces_stage2": "sft_traces_stage2",
+                    "stage1": "params:sft.stage1",
+                    "stage2": "params:sft.stage2",
+                    "single_stage": "params:sft.single_stage",
+                    **_TRAINING,
+                },
                 ["sft_model_single_stage", "sft_single_stage_history"],
                 name="train_sft_single_stage",
             ),
@@ -45,7 +73,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "sft_traces_stage2",
                     "sft_model",
                     "sft_model_single_stage",
-                    "params:sft",
+                    "params:sft.evaluation",
+                    "params:sft.model",
+                    "params:sft.hf_cache_dir",
                     "params:llm",
                 ],
                 ["sft_evaluation", "sft_evaluation_mlflow_metrics"],

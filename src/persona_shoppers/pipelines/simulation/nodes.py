@@ -26,7 +26,8 @@ from persona_shoppers.agent.population import (
 from persona_shoppers.agent.prompts import interest_goal
 from persona_shoppers.agent.rollout import OUTCOMES, AgentSpec, RolloutEngine
 from persona_shoppers.metrics.behaviour import ab_agreement
-from persona_shoppers.storefront import StoreVariant, build_stores
+from persona_shoppers.personas.token_format import is_persona_token
+from persona_shoppers.storefront import Store, StoreVariant
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,13 @@ def build_simulation_agents(
     persona_assignments: pd.DataFrame,
     enriched_events: pl.DataFrame,
     text_personas: pd.DataFrame,
-    params: dict[str, Any],
+    seed: int,
+    populations: dict[str, int],
 ) -> pd.DataFrame:
     """Both populations of every evaluation shop (see ``persona_shoppers.agent.population``).
 
     The matched population is the held-out buyers that have a PAARS text persona, up to
     ``matched_per_shop`` per shop, so that every condition runs on the same buyers."""
-    seed = params["seed"]
     eval_mix = shop_persona_distributions[shop_persona_distributions["shop_role"] == "eval"]
     shops = sorted(eval_mix["shop_id"].unique())
     if not shops:
@@ -59,8 +60,8 @@ def build_simulation_agents(
         [
             shop_sample_agents(eval_mix, strata, categories, n, seed, population)
             for population, n in (
-                ("shop_sample", params["populations"]["shop_sample_per_shop"]),
-                ("ab_sample", params["populations"].get("ab_sample_per_shop", 0)),
+                ("shop_sample", populations["shop_sample_per_shop"]),
+                ("ab_sample", populations.get("ab_sample_per_shop", 0)),
             )
             if n
         ],
@@ -70,7 +71,7 @@ def build_simulation_agents(
     chosen = (
         ok.sort_values(["shop_id", "buyer_id"])
         .groupby("shop_id")
-        .head(params["populations"]["matched_per_shop"])
+        .head(populations["matched_per_shop"])
     )
     buyers = chosen[["shop_id", "buyer_id"]].merge(
         persona_assignments[["shop_id", "buyer_id", "token", "stratum"]], on=["shop_id", "buyer_id"]
@@ -101,12 +102,7 @@ def build_simulation_agents(
     return agents
 
 
-def _llm(kind: str, models: dict[str, Any], llm_params: dict[str, Any], params: dict[str, Any]):
-    return condition_llm(kind, models, llm_params, cache=params.get("llm_cache", False))
-
-
-def _engine(llm: Any, stores: dict, params: dict[str, Any]) -> RolloutEngine:
-    rollout = params["rollout"]
+def _engine(llm: Any, stores: dict[str, Store], rollout: dict[str, Any]) -> RolloutEngine:
     return RolloutEngine(
         llm,
         stores,
@@ -174,9 +170,7 @@ def _rollout(
         labels["goal"] = goals
         labels["condition"] = arm.condition
         labels["variant"] = arm.variant
-        labels["persona_token"] = [
-            a.profile if a.profile and a.profile.startswith("<|persona_") else None for a in mine
-        ]
+        labels["persona_token"] = [a.profile if is_persona_token(a.profile) else None for a in mine]
         tables.append(labels)
     started = time.perf_counter()
     runs = engine.run(specs)
@@ -200,25 +194,20 @@ def simulate_conditions(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
     sft_model_single_stage: Any,
+    storefronts: dict[str, Store],
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
-    raw_collection_products: pd.DataFrame,
-    params: dict[str, Any],
+    conditions: dict[str, dict[str, Any]],
+    rollout: dict[str, Any],
+    llm_cache: bool,
     llm_params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Roll out every condition on its populations in the control stores.
 
     Returns ``simulated_sessions``, the outcome counts per condition and population, and
     their MLflow metrics."""
-    stores = build_stores(
-        raw_products,
-        raw_collections,
-        raw_collection_products,
-        shops=sorted(simulation_agents["shop_id"].unique()),
-        max_observation_tokens=params["rollout"]["max_observation_tokens"],
-    )
     by_model: dict[str, list] = {}
-    for condition, spec in params["conditions"].items():
+    for condition, spec in conditions.items():
         for population in spec["populations"]:
             agents = simulation_agents[simulation_agents["population"] == population]
             by_model.setdefault(spec["model"], []).append(Arm(condition, spec, agents))
@@ -226,7 +215,9 @@ def simulate_conditions(
     tables = [
         _rollout(
             arms,
-            _engine(_llm(model, models, llm_params, params), stores, params),
+            _engine(
+                condition_llm(model, models, llm_params, cache=llm_cache), storefronts, rollout
+            ),
             raw_products,
             raw_collections,
         )
@@ -278,24 +269,30 @@ def _undefined(simulated: float, reference: float, control: float, test: str) ->
     return None
 
 
-def _reference_effects(planted_truth: dict[str, Any] | None, params: dict[str, Any]) -> dict:
+def _reference_effects(
+    planted_truth: dict[str, Any] | None, reference_effects: dict[str, Any] | None
+) -> dict:
     """name -> {metric: relative effect}: user-supplied historical results win over the
     generator's planted effects on its evaluation shops."""
     found = {
         t["name"]: t["pooled"]["eval"]["effect"] for t in (planted_truth or {}).get("ab_tests", [])
     }
-    found.update(params.get("reference_effects") or {})
+    found.update(reference_effects or {})
     return found
 
 
 def run_ab_tests(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
+    storefronts: dict[str, Store],
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
-    raw_collection_products: pd.DataFrame,
     planted_truth: dict[str, Any],
-    params: dict[str, Any],
+    ab_tests: dict[str, Any],
+    conditions: dict[str, dict[str, Any]],
+    rollout: dict[str, Any],
+    llm_cache: bool,
+    reference_effects: dict[str, Any] | None,
     llm_params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Agentic A/B tests: the same population shops the control and each treatment store.
@@ -305,42 +302,34 @@ def run_ab_tests(
     control only in its variant. Returns ``ab_test_results`` (per test and metric: arms,
     simulated and reference effect, direction agreement, magnitude ratio) and the sessions of
     every arm (``variant`` says which)."""
-    ab = params["ab_tests"]
-    condition = ab["condition"]
-    spec = params["conditions"][condition]
-    population = ab["population"]
+    condition = ab_tests["condition"]
+    spec = conditions[condition]
+    population = ab_tests["population"]
     agents = simulation_agents[simulation_agents["population"] == population]
     if agents.empty:
         raise ValueError(f"run_ab_tests: simulation_agents has no {population!r} agent")
-    names = [t["name"] for t in ab["tests"]]
+    names = [t["name"] for t in ab_tests["tests"]]
     if "control" in names or len(set(names)) != len(names):
         raise ValueError(f"run_ab_tests: test names must be unique and not 'control': {names}")
     variants = {"control": StoreVariant()} | {
-        t["name"]: StoreVariant().with_changes(t["name"], **t["changes"]) for t in ab["tests"]
+        t["name"]: StoreVariant().with_changes(t["name"], **t["changes"]) for t in ab_tests["tests"]
     }
     stores = {
-        f"{name}/{shop}": store
+        f"{name}/{shop}": storefronts[shop].with_variant(variant)
         for name, variant in variants.items()
-        for shop, store in build_stores(
-            raw_products,
-            raw_collections,
-            raw_collection_products,
-            shops=sorted(agents["shop_id"].unique()),
-            variant=variant,
-            max_observation_tokens=params["rollout"]["max_observation_tokens"],
-        ).items()
+        for shop in sorted(agents["shop_id"].unique())
     }
-    llm = _llm(spec["model"], {"sft": sft_model}, llm_params, params)
+    llm = condition_llm(spec["model"], {"sft": sft_model}, llm_params, cache=llm_cache)
     sessions = _rollout(
         [Arm(condition, spec, agents, name) for name in variants],
-        _engine(llm, stores, params),
+        _engine(llm, stores, rollout),
         raw_products,
         raw_collections,
     )
     control = sessions[sessions["variant"] == "control"]
-    references = _reference_effects(planted_truth, params)
+    references = _reference_effects(planted_truth, reference_effects)
     rows = []
-    for test in ab["tests"]:
+    for test in ab_tests["tests"]:
         treated = sessions[sessions["variant"] == test["name"]]
         arms = _arm_metrics(control), _arm_metrics(treated)
         reference = references.get(test["name"], {})

@@ -5,8 +5,6 @@ from kedro.pipeline import Pipeline, node
 
 from .nodes import build_simulation_agents, run_ab_tests, simulate_conditions
 
-_STORE = ["raw_products", "raw_collections", "raw_collection_products"]
-
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
@@ -18,7 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "persona_assignments",
                     "enriched_events",
                     "text_personas",
-                    "params:simulation",
+                    "params:simulation.seed",
+                    "params:simulation.populations",
                 ],
                 "simulation_agents",
                 name="build_simulation_agents",
@@ -29,8 +28,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "simulation_agents",
                     "sft_model",
                     "sft_model_single_stage",
-                    *_STORE,
-                    "params:simulation",
+                    "storefronts",
+                    "raw_products",
+                    "raw_collections",
+                    "params:simulation.conditions",
+                    "params:simulation.rollout",
+                    "params:simulation.llm_cache",
                     "params:llm",
                 ],
                 ["simulated_sessions", "simulation_outcomes", "simulation_mlflow_metrics"],
@@ -41,9 +44,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "simulation_agents",
                     "sft_model",
-                    *_STORE,
+                    "storefronts",
+                    "raw_products",
+                    "raw_collections",
                     "planted_truth",
-                    "params:simulation",
+                    "params:simulation.ab_tests",
+                    "params:simulation.conditions",
+                    "params:simulation.rollout",
+                    "params:simulation.llm_cache",
+                    "params:simulation.reference_effects",
                     "params:llm",
                 ],
                 ["ab_test_results", "ab_test_sessions"],

@@ -23,7 +23,7 @@ from persona_shoppers.agent import (
     user_turn,
 )
 from persona_shoppers.agent.population import buyer_top_categories, category_leaf
-from persona_shoppers.storefront import build_stores
+from persona_shoppers.storefront import Store, build_stores
 from persona_shoppers.storefront.replay import recheck_trace, replay_session
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,30 @@ _SESSION_KEYS = ["shop_id", "buyer_id", "session_id"]
 _EVENT_COLUMNS = ["event_type", "product_id", "collection_id", "query", "category"]
 
 
+def build_storefronts(
+    raw_products: pd.DataFrame,
+    raw_collections: pd.DataFrame,
+    raw_collection_products: pd.DataFrame,
+    max_observation_tokens: int,
+) -> dict[str, Store]:
+    """Every shop's store (control variant): the ``storefronts`` dataset that trace replay,
+    simulation and alignment share (docs/storefront.md)."""
+    stores = build_stores(
+        raw_products,
+        raw_collections,
+        raw_collection_products,
+        max_observation_tokens=max_observation_tokens,
+    )
+    logger.info("built %d storefronts", len(stores))
+    return stores
+
+
 def sample_trace_sessions(
-    enriched_sessions: pl.DataFrame, persona_assignments: pd.DataFrame, params: dict[str, Any]
+    enriched_sessions: pl.DataFrame,
+    persona_assignments: pd.DataFrame,
+    seed: int,
+    sessions_per_token: int,
+    validation_fraction: float,
 ) -> pd.DataFrame:
     """Sessions of training-shop buyers to replay, stratified by persona token.
 
@@ -41,7 +63,7 @@ def sample_trace_sessions(
     (drawn at random, seeded, from its buyers' sessions); a share ``validation_fraction`` of
     the sampled sessions is held out for SFT evaluation.
     """
-    rng = np.random.default_rng(params["seed"])
+    rng = np.random.default_rng(seed)
     buyers = persona_assignments.loc[
         persona_assignments["shop_role"] == "train", ["shop_id", "buyer_id", "token", "stratum"]
     ]
@@ -60,12 +82,12 @@ def sample_trace_sessions(
     sampled = (
         sessions.sort_values(["token", "draw"], kind="stable")
         .groupby("token", sort=True)
-        .head(params["sessions_per_token"])
+        .head(sessions_per_token)
         .drop(columns="draw")
         .sort_values(_SESSION_KEYS, kind="stable")
         .reset_index(drop=True)
     )
-    validation = rng.random(len(sampled)) < params["validation_fraction"]
+    validation = rng.random(len(sampled)) < validation_fraction
     sampled["split"] = np.where(validation, "validation", "train")
     logger.info(
         "sampled %d sessions (%d validation) covering %d persona tokens of %d training-shop buyers",
@@ -95,10 +117,8 @@ def _session_category(events: pd.DataFrame, buyer_category: str | None) -> str:
 def replay_trace_sessions(
     trace_sessions: pd.DataFrame,
     enriched_events: pl.DataFrame,
-    raw_products: pd.DataFrame,
-    raw_collections: pd.DataFrame,
-    raw_collection_products: pd.DataFrame,
-    params: dict[str, Any],
+    storefronts: dict[str, Store],
+    max_progress_steps: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Replay every sampled session; one chat example per step for each SFT stage.
 
@@ -115,13 +135,6 @@ def replay_trace_sessions(
     events = events.join(keys, on=_SESSION_KEYS, how="semi").select(
         *_SESSION_KEYS, *_EVENT_COLUMNS, "collection_title"
     )
-    stores = build_stores(
-        raw_products,
-        raw_collections,
-        raw_collection_products,
-        shops=sorted(trace_sessions["shop_id"].unique()),
-        max_observation_tokens=params["max_observation_tokens"],
-    )
     meta = trace_sessions.set_index("session_id")
     rows: list[dict[str, Any]] = []
     skipped: Counter = Counter()
@@ -130,7 +143,7 @@ def replay_trace_sessions(
     grouped = events.to_pandas().groupby("session_id", sort=False)
     for session_id, session_events in tqdm(grouped, desc="replaying sessions", unit="session"):
         info = meta.loc[session_id]
-        store = stores[info["shop_id"]]
+        store = storefronts[info["shop_id"]]
         replay = replay_session(store, session_events.to_dict("records"))
         n_events += replay.n_events
         n_replayed += replay.n_replayed
@@ -160,10 +173,10 @@ def replay_trace_sessions(
                 }
             )
     steps = pd.DataFrame(rows)
-    stage1 = _examples(steps, 1, params["max_progress_steps"])
-    stage2 = _examples(steps, 2, params["max_progress_steps"])
+    stage1 = _examples(steps, 1, max_progress_steps)
+    stage2 = _examples(steps, 2, max_progress_steps)
     for stage in (stage1, stage2):
-        check_traces(stage, stores)
+        check_traces(stage, storefronts)
     report = _replay_report(trace_sessions, n_events, n_replayed, skipped, outcomes, steps)
     logger.info(
         "replayed %.2f%% of %d human events into %d steps; skipped: %s",
@@ -175,7 +188,7 @@ def replay_trace_sessions(
     return stage1, stage2, report
 
 
-def check_traces(traces: pd.DataFrame, stores: dict[str, Any]) -> None:
+def check_traces(traces: pd.DataFrame, stores: dict[str, Store]) -> None:
     """Re-execute every trace in its store; raise if any step is not what the store does."""
     problems = []
     for (shop_id, session_id), session in traces.groupby(["shop_id", "session_id"], sort=False):

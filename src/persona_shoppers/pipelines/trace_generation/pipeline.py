@@ -1,17 +1,40 @@
 """The trace_generation pipeline: real sessions of training shops replayed in the textual
-storefront as SFT examples (SimPersona 2.1.2)."""
+storefront as SFT examples (SimPersona 2.1.2). It also builds the ``storefronts`` that the
+simulation and alignment pipelines shop in."""
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import measure_trace_lengths, replay_trace_sessions, sample_trace_sessions
+from .nodes import (
+    build_storefronts,
+    measure_trace_lengths,
+    replay_trace_sessions,
+    sample_trace_sessions,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
+                build_storefronts,
+                [
+                    "raw_products",
+                    "raw_collections",
+                    "raw_collection_products",
+                    "params:storefront.max_observation_tokens",
+                ],
+                "storefronts",
+                name="build_storefronts",
+            ),
+            node(
                 sample_trace_sessions,
-                ["enriched_sessions", "persona_assignments", "params:trace_generation"],
+                [
+                    "enriched_sessions",
+                    "persona_assignments",
+                    "params:trace_generation.seed",
+                    "params:trace_generation.sessions_per_token",
+                    "params:trace_generation.validation_fraction",
+                ],
                 "trace_sessions",
                 name="sample_trace_sessions",
             ),
@@ -20,10 +43,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "trace_sessions",
                     "enriched_events",
-                    "raw_products",
-                    "raw_collections",
-                    "raw_collection_products",
-                    "params:trace_generation",
+                    "storefronts",
+                    "params:trace_generation.max_progress_steps",
                 ],
                 ["sft_traces_stage1", "sft_traces_stage2", "trace_replay_report"],
                 name="replay_trace_sessions",

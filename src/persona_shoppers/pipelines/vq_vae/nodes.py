@@ -16,10 +16,10 @@ from sklearn.decomposition import PCA
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import FeatureLayout, feature_matrix
 from persona_shoppers.metrics.clustering import cluster_report
-from persona_shoppers.models.history import EpochMetricHistory
-from persona_shoppers.models.vq_losses import compute_class_weights
-from persona_shoppers.models.vq_vae import BehaviourVQVAE, BuyerVectorDataModule
 from persona_shoppers.synthetic import planted_buyer_types
+from persona_shoppers.vq_vae.callbacks import EpochMetricHistory
+from persona_shoppers.vq_vae.losses import compute_class_weights
+from persona_shoppers.vq_vae.model import BehaviourVQVAE, BuyerVectorDataModule
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,17 @@ def _positives(train: pd.DataFrame, top_f: int) -> np.ndarray:
 
 
 def train_vq_vae(
-    buyer_features: pd.DataFrame, params: dict[str, Any]
+    buyer_features: pd.DataFrame,
+    seed: int,
+    model_options: dict[str, Any],
+    batch_size: int,
+    trainer_options: dict[str, Any],
 ) -> tuple[BehaviourVQVAE, dict]:
     """Train on the training split, validate on the validation split; returns the model and its
-    per-epoch metric history (every loss term, active codes, perplexity, dead-code resets)."""
-    pl.seed_everything(params["seed"], workers=True)
+    per-epoch metric history (every loss term, active codes, perplexity, dead-code resets).
+    ``model_options`` are BehaviourVQVAE's arguments, ``trainer_options`` the Lightning
+    Trainer's."""
+    pl.seed_everything(seed, workers=True)
     train = buyer_features[buyer_features["split"] == "train"].sort_values("train_row")
     val = buyer_features[buyer_features["split"] == "val"]
     n_scalars = sum(c.startswith("x_") for c in buyer_features.columns)
@@ -52,8 +58,8 @@ def train_vq_vae(
         n_scalars=layout.n_scalars,
         embedding_dim=layout.embedding_dim,
         class_weights=compute_class_weights(train_labels).tolist(),
-        init_seed=params["seed"],
-        **params["model"],
+        init_seed=seed,
+        **model_options,
     )
     top_f = max(1, int(train["positives"].map(len).max()))
     data = BuyerVectorDataModule(
@@ -62,12 +68,12 @@ def train_vq_vae(
         train_labels=train_labels,
         val_labels=_labels(val) if len(val) else None,
         train_positives=_positives(train, top_f),
-        batch_size=params["batch_size"],
-        seed=params["seed"],
+        batch_size=batch_size,
+        seed=seed,
     )
     history = EpochMetricHistory()
     trainer = pl.Trainer(
-        **params["trainer"],
+        **trainer_options,
         callbacks=[history],
         logger=False,
         enable_checkpointing=False,
@@ -78,10 +84,13 @@ def train_vq_vae(
     return model.eval(), history.history
 
 
-def fit_kmeans(buyer_features: pd.DataFrame, params: dict[str, Any]) -> MiniBatchKMeans:
-    """MiniBatchKMeans with K codes on the same training rows (the Table 1 baseline)."""
+def fit_kmeans(
+    buyer_features: pd.DataFrame, seed: int, kmeans_options: dict[str, Any]
+) -> MiniBatchKMeans:
+    """MiniBatchKMeans with K codes on the same training rows (the Table 1 baseline);
+    ``kmeans_options`` are its arguments."""
     train = buyer_features[buyer_features["split"] == "train"]
-    kmeans = MiniBatchKMeans(random_state=params["seed"], **params["kmeans"])
+    kmeans = MiniBatchKMeans(random_state=seed, **kmeans_options)
     return kmeans.fit(feature_matrix(train))
 
 
@@ -98,13 +107,14 @@ def evaluate_codebooks(
     vq_vae_model: BehaviourVQVAE,
     kmeans_model: MiniBatchKMeans,
     planted_truth: dict,
-    params: dict[str, Any],
+    thresholds: dict[str, float],
+    num_codes: int,
 ) -> tuple[dict, dict, dict]:
     """SimPersona Table 1 for both methods on training buyers, the same on held-out shops,
     agreement with the planted buyer types on held-out shops, and plots.
 
+    ``thresholds`` are those Table 1 leaves open (docs/metrics.md); ``num_codes`` is K.
     Returns (clustering_metrics json, flat MLflow metrics, figures)."""
-    thresholds = params["metrics"]
     codes = _assignments(buyer_features, vq_vae_model, kmeans_model)
     truth = None
     if planted_truth.get("buyer_type"):
@@ -115,7 +125,6 @@ def evaluate_codebooks(
             .to_numpy()
         )
     x = feature_matrix(buyer_features)
-    k = params["model"]["num_codes"]
     report: dict[str, dict] = {}
     for scope, mask in (
         ("train", (buyer_features["split"] == "train").to_numpy()),
@@ -132,7 +141,7 @@ def evaluate_codebooks(
                 buyer_features["stratum"].to_numpy()[mask],
                 {h: buyer_features[f"{h}_bin"].to_numpy()[mask] for h in AUX_HEADS},
                 truth=truth[mask] if truth is not None and scope == "eval" else None,
-                k=k,
+                k=num_codes,
                 mixing_min_share=thresholds["mixing_min_share"],
                 mixing_min_size=thresholds["mixing_min_size"],
                 incoherence_min_share=thresholds["incoherence_min_share"],
@@ -146,7 +155,7 @@ def evaluate_codebooks(
         for name, value in values.items()
         if np.isfinite(value)
     }
-    return report, mlflow_metrics, _plots(buyer_features, x, codes, vq_vae_model, k)
+    return report, mlflow_metrics, _plots(buyer_features, x, codes, vq_vae_model, num_codes)
 
 
 def _plots(

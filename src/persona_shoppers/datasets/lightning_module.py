@@ -1,4 +1,4 @@
-"""Kedro datasets the project adds: Lightning modules saved with their hyper-parameters."""
+"""A Kedro dataset for Lightning modules saved with their hyper-parameters."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class LightningModuleDataset(AbstractDataset[Any, Any]):
 
     ```yaml
     vq_vae_model:
-      type: persona_shoppers.io.LightningModuleDataset
+      type: persona_shoppers.datasets.LightningModuleDataset
       filepath: data/06_models/vq_vae.pt
     ```
     """

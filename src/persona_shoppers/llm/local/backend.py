@@ -1,17 +1,8 @@
-"""The local backend: a Hugging Face causal LM run in-process with PyTorch (CPU or GPU).
+"""The local backend's model: a Hugging Face causal LM run in-process with PyTorch (CPU or GPU).
 
-What makes it fast on a small CPU:
-- weights in the dtype the device runs fastest (``dtype: auto``: bfloat16 where it is native,
-  float32 where PyTorch would emulate it; :mod:`persona_shoppers.numerics`);
-- prompts sorted by length and batched (``batch_size``), left-padded for generation with
-  explicit position ids, so a prompt's answer does not depend on its batch;
-- the LM head (a 49k x 576 matmul for SmolLM2) is applied only where logits are needed: the
-  last position while generating, the candidate tokens in ``choose``, the scored tokens in
-  ``perplexity``; never to all prompt positions;
-- ``choose`` runs each prompt once and reuses its KV cache for all its candidates.
-
-It never changes ``torch``'s global thread count: set ``torch.set_num_threads`` (or
-``OMP_NUM_THREADS``) in the caller if needed.
+Prompts are sorted by length and batched, left-padded with explicit position ids (an answer
+does not depend on its batch), and the LM head runs only where logits are needed. It never
+changes torch's global thread count. See docs/llm.md ("Local").
 """
 
 from __future__ import annotations
@@ -20,22 +11,34 @@ import functools
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from transformers.cache_utils import DynamicLayer
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt, check_prompts, prompt_seeds
-from persona_shoppers.llm.json_schema import (
-    check_schema,
-    constrained_json,
-    schema_instruction,
-    with_instruction,
+from persona_shoppers.llm.base import (
+    LLM,
+    MAX_NEW_TOKENS,
+    Choice,
+    JsonResult,
+    Prompt,
+    prompt_seeds,
 )
-from persona_shoppers.llm.models import KNOWN_MODELS, fingerprint, resolve_model
+from persona_shoppers.llm.constrained import constrained_json
+from persona_shoppers.llm.json_schema import schema_instruction, with_instruction
+from persona_shoppers.llm.local.attention import use_sdpa_gqa
+from persona_shoppers.llm.local.batching import by_length
+from persona_shoppers.llm.local.kv_cache import preallocated_cache
+from persona_shoppers.llm.local.prefix_cache import PrefixCache
+from persona_shoppers.llm.local.trie import TokenTrie
+from persona_shoppers.llm.models import (
+    DEFAULT_HF_CACHE_DIR,
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    fingerprint,
+    resolve_model,
+)
 from persona_shoppers.numerics import AUTO, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -59,112 +62,18 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-GQA_SDPA = "persona_sdpa_gqa"
-
-
-def _sdpa_gqa(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    is_causal: bool | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """transformers' sdpa attention, but grouped-query attention under a mask is left to the
-    kernel (``enable_gqa``): transformers repeats the key/value heads instead, a copy of the
-    whole KV in every layer of a multi-token pass (on a CPU, a tenth of the time of batched
-    agent steps). Single-token passes and the cases it does not cover go to transformers."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    grouped = getattr(module, "num_key_value_groups", 1) > 1
-    if query.shape[2] == 1 or not grouped or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
-        )
-    # no mask: transformers only omits it when every query sees every earlier key
-    causal = attention_mask is None and (
-        is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    )
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=attention_mask,
-        dropout_p=dropout,
-        scale=scaling,
-        is_causal=causal,
-        enable_gqa=True,
-    )
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _use_sdpa_gqa(model: Any) -> None:
-    """Run ``model``'s sdpa attention through :func:`_sdpa_gqa` (CPU only: on a GPU a mask
-    with ``enable_gqa`` can push sdpa off its fused kernels)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    if model.config._attn_implementation != "sdpa":
-        return
-    AttentionInterface.register(GQA_SDPA, _sdpa_gqa)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(GQA_SDPA, sdpa_mask)
-    model.set_attn_implementation(GQA_SDPA)
+def _best(scores: Sequence[tuple[list[float], list[float]]], normalize: bool) -> list[int]:
+    """The index of each prompt's best candidate by (total, mean) log-likelihood scores."""
+    picks = []
+    for total, mean in scores:
+        values = mean if normalize else total
+        picks.append(max(range(len(values)), key=values.__getitem__))
+    return picks
 
 
 def _row_seed(seed: int, text: str) -> int:
     """A per-prompt seed, so a sampled answer depends on (prompt, seed) only, not the batch."""
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:7], "big")
-
-
-def _by_length(
-    lengths: Sequence[int],
-    batch_size: int,
-    token_budget: int,
-    forward_cost: float = float("inf"),
-) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), each with at most
-    ``batch_size`` rows and ``token_budget`` padded tokens (but at least one row).
-
-    Within those bounds the split minimises padded tokens + ``forward_cost`` per batch (the
-    fixed cost of a forward pass, in padded-token equivalents): on a CPU, padding a short row
-    to a long one costs as much as real tokens, so rows of very different lengths go to
-    separate passes; an infinite cost (the default) makes as few batches as the bounds allow.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    widths = [max(lengths[i], 1) for i in order]
-    n = len(order)
-    # best[i]: the cheapest split of the first i rows, as (padded tokens, batches); a batch
-    # [j, i) is as wide as its row j (the longest).
-    best: list[tuple[float, int] | None] = [(0.0, 0)] + [None] * n
-    start = [0] * (n + 1)
-    for i in range(1, n + 1):
-        for j in range(max(0, i - batch_size), i):
-            rows = i - j
-            if best[j] is None or (rows > 1 and widths[j] * rows > token_budget):
-                continue
-            split = (best[j][0] + widths[j] * rows, best[j][1] + 1)
-            if best[i] is None or _split_cost(split, forward_cost) < _split_cost(
-                best[i], forward_cost
-            ):
-                best[i], start[i] = split, j
-    batches = []
-    i = n
-    while i > 0:
-        batches.append(order[start[i] : i])
-        i = start[i]
-    return batches[::-1]
-
-
-def _split_cost(split: tuple[float, int], forward_cost: float) -> tuple[float, float]:
-    """A split's (padded tokens, batches) as a comparable cost: padded tokens + its forward
-    passes x their cost, or with an infinite cost fewest passes first, then fewest tokens."""
-    padded, batches = split
-    if forward_cost == float("inf"):
-        return (batches, padded)
-    return (padded + forward_cost * batches, 0.0)
 
 
 class LocalLLM(LLM):
@@ -184,11 +93,11 @@ class LocalLLM(LLM):
 
     def __init__(
         self,
-        model: str | Path = "smollm2-135m-instruct",
+        model: str | Path = DEFAULT_MODEL,
         dtype: str = AUTO,
         batch_size: int = 8,
         device: str = "cpu",
-        hf_cache_dir: str | Path | None = None,
+        hf_cache_dir: str | Path | None = DEFAULT_HF_CACHE_DIR,
         token_budget: int = 16384,
         max_length: int | None = None,
         prefix_cache_mb: float = 512,
@@ -213,7 +122,7 @@ class LocalLLM(LLM):
         )
         self.model.to(self.device).eval()
         if self.device.type == "cpu":
-            _use_sdpa_gqa(self.model)
+            use_sdpa_gqa(self.model)
         self.config = self.model.config
         self.base = self.model.base_model
         self.lm_head = self.model.get_output_embeddings()
@@ -239,8 +148,7 @@ class LocalLLM(LLM):
         self._allowed_masks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.RLock()
         self.prefix_cache_mb = float(prefix_cache_mb)
-        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._prefix_cache_bytes = 0
+        self.prefix_cache = PrefixCache()
         known = self.model_name in KNOWN_MODELS
         self._identity = (
             self.model_name if known else f"{self.folder.resolve()}@{fingerprint(self.folder)}"
@@ -305,10 +213,10 @@ class LocalLLM(LLM):
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=past,
+            cache=past,
             use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache
 
     # ------------------------------------------------------------------ prompt KV cache
 
@@ -322,22 +230,7 @@ class LocalLLM(LLM):
         them."""
         if self.prefix_cache_mb <= 0:
             return
-        todo = list(dict.fromkeys(tuple(self.encode(p)) for p in prefixes))
-        todo = sorted(seq for seq in todo if seq and seq not in self._prefix_cache)
-        # A prefix that starts a longer one of the same call is cut from that one's pass (an
-        # agent's prompt up to its page and its whole prompt: one pass, not two). Sorted, a
-        # sequence comes right before the first of those it starts.
-        outer = {a: b for a, b in zip(todo, todo[1:], strict=False) if b[: len(a)] == a}
-        for seq in reversed(todo):  # longest chains first: map each prefix to its outermost
-            if outer.get(seq) in outer:
-                outer[seq] = outer[outer[seq]]
-        uncached = dict(zip(todo, self._uncached_lengths(todo), strict=True))
-        parts: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-        for part, whole in outer.items():
-            if len(part) > len(whole) - uncached[whole]:  # its end is run in that pass
-                parts.setdefault(whole, []).append(part)
-        covered = {part for group in parts.values() for part in group}
-        run = [seq for seq in todo if seq not in covered]
+        run, parts, uncached = self.prefix_cache.plan([tuple(self.encode(p)) for p in prefixes])
         for batch in self._batches([uncached[seq] for seq in run]):
             seqs = [run[i] for i in batch]
             with torch.inference_mode():
@@ -345,64 +238,31 @@ class LocalLLM(LLM):
             valid = mask.bool()
             for r, seq in enumerate(seqs):
                 where = valid[r].nonzero()[:, 0]  # the row's cached and new positions, in order
-                self._keep(seq, past, r, where, last[r])
+                self.prefix_cache.keep(seq, past, r, where, last[r])
                 for part in parts.get(seq, []):
                     # sequence index i sits at column T - len(seq) + i of the left-padded tail
                     end = tail[r, tail.shape[1] - len(seq) + len(part) - 1]
-                    self._keep(part, past, r, where[: len(part)], end)
-        while self._prefix_cache and self._prefix_cache_bytes > self.prefix_cache_mb * 2**20:
-            self._drop(next(iter(self._prefix_cache)))
-
-    def _keep(
-        self, seq: tuple[int, ...], past: Any, row: int, where: torch.Tensor, last: torch.Tensor
-    ) -> None:
-        """Cache ``seq``: the KV of ``row`` at positions ``where`` and its last hidden state."""
-        layers = [
-            (layer.keys[row][:, where].clone(), layer.values[row][:, where].clone())
-            for layer in past.layers
-        ]
-        self._prefix_cache[seq] = (layers, last.clone())
-        self._prefix_cache_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in layers)
+                    self.prefix_cache.keep(part, past, r, where[: len(part)], end)
+        self.prefix_cache.trim(self.prefix_cache_mb * 2**20)
 
     @_locked
     def release(self, prefixes: Sequence[str] | None = None) -> None:
         """Forget cached prefixes (all of them by default)."""
         keys = (
-            list(self._prefix_cache)
+            list(self.prefix_cache.entries)
             if prefixes is None
             else [tuple(self.encode(p)) for p in prefixes]
         )
         for key in keys:
-            self._drop(key)
-
-    def _drop(self, key: tuple[int, ...]) -> None:
-        entry = self._prefix_cache.pop(key, None)
-        if entry is not None:
-            self._prefix_cache_bytes -= sum(k.numel() * k.element_size() * 2 for k, _ in entry[0])
-
-    def _uncached_lengths(self, seqs: Sequence[Sequence[int]]) -> list[int]:
-        """The tokens of each input a forward pass would run: those after its cached prefix."""
-        if not self._prefix_cache:
-            return [len(s) for s in seqs]
-        return [len(s) - len(self._lookup(s) or ()) for s in seqs]
+            self.prefix_cache.drop(key)
 
     def _batches(self, lengths: Sequence[int], passes: int = 1) -> list[list[int]]:
         """Rows grouped for forward passes: ``batch_size`` and ``token_budget`` bound a batch,
         and within them padding is traded against ``forward_cost_tokens`` per pass (a batch
         makes ``passes`` of them)."""
-        return _by_length(
+        return by_length(
             lengths, self.batch_size, max(self.token_budget, 1), self.forward_cost_tokens * passes
         )
-
-    def _lookup(self, seq: Sequence[int]) -> tuple[int, ...] | None:
-        best = None
-        for key in self._prefix_cache:
-            longer = best is None or len(key) > len(best)
-            if longer and len(key) <= len(seq) and tuple(seq[: len(key)]) == key:
-                best = key
-        if best is not None:
-            self._prefix_cache.move_to_end(best)
-        return best
 
     def _start(
         self, seqs: list[list[int]], room: int = 0
@@ -415,14 +275,23 @@ class LocalLLM(LLM):
         Rows starting with a cached prefix reuse its KV: the cache is laid out as
         [pad][cached prefix] for every row, then the rest of each row is fed left-padded
         ([pad][rest]), with the padding masked and explicit position ids."""
-        hits = [self._lookup(seq) for seq in seqs] if self._prefix_cache else [None] * len(seqs)
+        cache = self.prefix_cache
+        hits = [cache.lookup(seq) for seq in seqs] if cache else [None] * len(seqs)
         rows = len(seqs)
         cached = [len(h) if h else 0 for h in hits]
         width = max(cached)
         tails = [seq[n:] for seq, n in zip(seqs, cached, strict=True)]
         span = max(len(t) for t in tails)
-        entries = [self._prefix_cache[h] if h else None for h in hits]  # (KV, last state)
-        past = self._kv_cache(rows, width, width + span + room, [e and e[0] for e in entries])
+        entries = [cache[h] if h else None for h in hits]  # (KV, last state)
+        past = preallocated_cache(
+            self.config,
+            rows,
+            width,
+            width + span + room,
+            [e and e[0] for e in entries],
+            self.model.dtype,
+            self.device,
+        )
         mask = torch.zeros((rows, width), dtype=torch.long)
         for r, n in enumerate(cached):
             if n:
@@ -449,39 +318,6 @@ class LocalLLM(LLM):
             if not t and entry is not None:
                 last[r] = entry[1]
         return last, past, mask, next_pos, hidden
-
-    def _kv_cache(self, rows: int, width: int, capacity: int, entries: Sequence[Any]) -> Any:
-        """A KV cache of ``rows`` rows holding each row's cached prefix entry (or nothing)
-        right-aligned in its first ``width`` positions. Full-attention layers get room for
-        ``capacity`` positions, filled in place as passes add keys (transformers' dynamic
-        layers concatenate instead: a copy of the whole cache per layer and pass)."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.config)
-        if len(cache.layers) != self.config.num_hidden_layers:
-            raise ValueError(f"{self.model_name}: cannot lay out its KV cache")
-        heads = getattr(self.config, "num_key_value_heads", None) or self.config.num_attention_heads
-        dim = getattr(self.config, "head_dim", None) or (
-            self.config.hidden_size // self.config.num_attention_heads
-        )
-        for i, layer in enumerate(cache.layers):
-            exact = type(layer) is DynamicLayer
-            size = capacity if exact else width
-            # the room past ``width`` is written before it is read; the padding must be finite
-            keys = torch.empty((rows, heads, size, dim), dtype=self.model.dtype, device=self.device)
-            values = torch.empty_like(keys)
-            keys[:, :, :width] = 0
-            values[:, :, :width] = 0
-            for r, entry in enumerate(entries):
-                if entry is not None:
-                    k, v = entry[i]
-                    keys[r, :, width - k.shape[1] : width] = k
-                    values[r, :, width - v.shape[1] : width] = v
-            if exact:
-                cache.layers[i] = _PreallocatedLayer(keys, values, width)
-            elif width:
-                layer.update(keys, values)
-        return cache
 
     def _logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """log-softmax of the LM head over ``hidden`` (..., H) in float32."""
@@ -519,7 +355,7 @@ class LocalLLM(LLM):
     def generate_texts(
         self,
         prefixes: Sequence[str],
-        max_new_tokens: int = 64,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         stop: Sequence[str] | None = None,
         temperature: float = 0.0,
         seed: int | Sequence[int] = 0,
@@ -538,7 +374,7 @@ class LocalLLM(LLM):
         ]
         out: list[str] = [""] * len(prefixes)
         # Each batch also makes up to max_new_tokens one-token passes: few, full batches.
-        lengths = self._uncached_lengths(seqs)
+        lengths = self.prefix_cache.uncached_lengths(seqs)
         for batch in self._batches(lengths, passes=1 + max_new_tokens):
             texts = self._generate_batch(
                 [seqs[i] for i in batch],
@@ -582,7 +418,7 @@ class LocalLLM(LLM):
                 tokens = logits.argmax(dim=-1)
             else:
                 # Inverse-CDF sampling with one uniform per row from the row's own generator
-                # (torch.multinomial with a generator is ~100x slower over a 49k vocabulary).
+                # (torch.multinomial with a generator is much slower: docs/llm.md).
                 cdf = torch.softmax(logits / temperature, dim=-1).cumsum(dim=-1)
                 u = torch.cat([torch.rand(1, generator=g) for g in generators]).to(cdf)
                 tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None])[:, 0]
@@ -638,10 +474,9 @@ class LocalLLM(LLM):
             cand_ids.append(ids)
         out: list[tuple[list[float], list[float]]] = [([], [])] * len(prefixes)
         # Fed after each prompt: every candidate but its last token, merged into a trie.
-        tries = [_TokenTrie([c[:-1] for c in cs]) for cs in cand_ids]
-        lengths = [
-            n + len(t.tokens) for n, t in zip(self._uncached_lengths(seqs), tries, strict=True)
-        ]
+        tries = [TokenTrie([c[:-1] for c in cs]) for cs in cand_ids]
+        uncached = self.prefix_cache.uncached_lengths(seqs)
+        lengths = [n + len(t.tokens) for n, t in zip(uncached, tries, strict=True)]
         for batch in self._batches(lengths):
             scores = self._score_batch(
                 [seqs[i] for i in batch], [cand_ids[i] for i in batch], [tries[i] for i in batch]
@@ -651,7 +486,7 @@ class LocalLLM(LLM):
         return out
 
     def _score_batch(
-        self, seqs: list[list[int]], cands: list[list[list[int]]], tries: list[_TokenTrie]
+        self, seqs: list[list[int]], cands: list[list[list[int]]], tries: list[TokenTrie]
     ) -> list[tuple[list[float], list[float]]]:
         """Score every candidate of every prompt in one forward pass over the prompts' KV.
 
@@ -711,62 +546,45 @@ class LocalLLM(LLM):
         candidates: Sequence[Sequence[str]],
         normalize: bool = False,
     ) -> list[int]:
-        scores = self.score_texts(prefixes, candidates)
-        picks = []
-        for total, mean in scores:
-            values = mean if normalize else total
-            picks.append(max(range(len(values)), key=values.__getitem__))
-        return picks
+        return _best(self.score_texts(prefixes, candidates), normalize)
 
     # ------------------------------------------------------------------ the interface
 
-    def generate(
+    def _generate(
         self,
-        prompts: Sequence[Prompt],
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        seed: int | Sequence[int] = 0,
+        prompts: list[Prompt],
+        max_new_tokens: int,
+        temperature: float,
+        stop: list[str],
+        seeds: list[int],
     ) -> list[str]:
-        prompts = check_prompts(prompts)
         return self.generate_texts(
-            [self.render(p) for p in prompts], max_new_tokens, stop, temperature, seed
+            [self.render(p) for p in prompts], max_new_tokens, stop, temperature, seeds
         )
 
-    def choose(
-        self,
-        prompts: Sequence[Prompt],
-        candidates: Sequence[Sequence[str]],
-        normalize: bool = False,
+    def _choose(
+        self, prompts: list[Prompt], candidates: list[list[str]], normalize: bool
     ) -> list[Choice]:
-        prompts = check_prompts(prompts)
-        if len(prompts) != len(candidates):
-            raise ValueError("choose: one list of candidates per prompt")
         scores = self.score_texts([self.render(p) for p in prompts], candidates)
-        out = []
-        for cands, (total, mean) in zip(candidates, scores, strict=True):
-            values = mean if normalize else total
-            k = max(range(len(values)), key=values.__getitem__)
-            out.append(Choice(index=k, text=cands[k], logprobs=total, mean_logprobs=mean))
-        return out
+        picks = _best(scores, normalize)
+        return [
+            Choice(index=k, text=cands[k], logprobs=total, mean_logprobs=mean)
+            for cands, (total, mean), k in zip(candidates, scores, picks, strict=True)
+        ]
 
     @_locked
-    def generate_json(
+    def _generate_json(
         self,
-        prompts: Sequence[Prompt],
+        prompts: list[Prompt],
         schema: dict[str, Any],
-        max_new_tokens_per_field: int = 64,
-        temperature: float = 0.0,
-        seed: int = 0,
+        max_new_tokens_per_field: int,
+        temperature: float,
+        seed: int,
         describe_schema: bool = True,
     ) -> list[JsonResult]:
-        """Schema-valid by construction (see :func:`json_schema.constrained_json`).
-
-        ``describe_schema`` appends a short description of the keys and allowed values to the
-        last user message, which helps small models pick sensible values.
-        """
-        prompts = check_prompts(prompts)
-        check_schema(schema)
+        """Schema-valid by construction (see :func:`~persona_shoppers.llm.constrained.
+        constrained_json`). ``describe_schema`` appends a short description of the keys and
+        allowed values to the last user message, which helps small models."""
         if describe_schema:
             instruction = schema_instruction(schema)
             prompts = [with_instruction(p, instruction) for p in prompts]
@@ -791,12 +609,10 @@ class LocalLLM(LLM):
 
     @_locked
     @torch.inference_mode()
-    def perplexity(self, texts: Sequence[str]) -> list[float]:
+    def _perplexity(self, texts: list[str]) -> list[float]:
         """exp(mean NLL) over every token of each text, the first one conditioned on the
         start-of-text token (``<|endoftext|>`` where the vocabulary has it, else BOS/EOS).
         An empty text gives NaN."""
-        if isinstance(texts, str):
-            raise TypeError("perplexity takes a list of texts")
         seqs = []
         for i, text in enumerate(texts):
             seq = ([self.text_start_id] if self.text_start_id is not None else []) + self.encode(
@@ -828,82 +644,3 @@ class LocalLLM(LLM):
                 if counts[r] > 0:
                     out[i] = float(torch.exp(sums[r] / counts[r]))
         return out
-
-
-class _PreallocatedLayer(DynamicLayer):
-    """A full-attention KV cache layer with room allocated up front: a pass writes its keys
-    and values in place and attention reads a view of the filled part (transformers'
-    ``DynamicLayer`` concatenates instead). Past the room it grows (doubling)."""
-
-    is_croppable = False
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int):  # noqa: D107
-        # no super().__init__(): keys and values are views of the buffers, not attributes
-        self._keys, self._values, self.filled = keys, values, filled
-        self.device, self.is_initialized = keys.device, True
-
-    @property
-    def keys(self) -> torch.Tensor:
-        return self._keys[:, :, : self.filled]
-
-    @property
-    def values(self) -> torch.Tensor:
-        return self._values[:, :, : self.filled]
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.filled + key_states.shape[-2]
-        if end > self._keys.shape[-2]:
-            grown = max(end, 2 * self._keys.shape[-2])
-            self._keys, self._values = (
-                torch.cat([x, x.new_zeros((*x.shape[:2], grown - x.shape[2], x.shape[3]))], 2)
-                for x in (self._keys, self._values)
-            )
-        self._keys[:, :, self.filled : end] = key_states
-        self._values[:, :, self.filled : end] = value_states
-        self.filled = end
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.filled
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.filled + query_length, 0
-
-    def get_max_length(self) -> int:
-        return -1
-
-
-class _TokenTrie:
-    """Token sequences merged on their common starts: ``tokens[k]`` is node k's token,
-    ``depths[k]`` its depth (0: first token), parents before children; ``paths[j]`` the nodes
-    of sequence j, in order."""
-
-    def __init__(self, sequences: Sequence[Sequence[int]]):
-        self.tokens: list[int] = []
-        self.depths: list[int] = []
-        self.parents: list[int] = []
-        self.paths: list[list[int]] = []
-        children: dict[tuple[int, int], int] = {}
-        for sequence in sequences:
-            node, path = -1, []
-            for token in sequence:
-                key = (node, token)
-                if key not in children:
-                    children[key] = len(self.tokens)
-                    self.tokens.append(token)
-                    self.depths.append(len(path))
-                    self.parents.append(node)
-                node = children[key]
-                path.append(node)
-            self.paths.append(path)
-
-    def ancestry(self) -> torch.Tensor:
-        """(nodes, nodes) bool: row k is True at node k and its ancestors."""
-        n = len(self.tokens)
-        seen = torch.eye(n, dtype=torch.bool)
-        for k, parent in enumerate(self.parents):
-            if parent >= 0:
-                seen[k] |= seen[parent]
-        return seen

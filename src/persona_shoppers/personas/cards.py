@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from persona_shoppers.clickstream.buyers import BEHAVIOURAL_FEATURES
+from persona_shoppers.clickstream.buyers import BEHAVIOURAL_FEATURES, PERSONA_STRATA
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.metrics.distributions import (
     centroids_from_assignments,
@@ -22,8 +22,9 @@ from persona_shoppers.metrics.distributions import (
     r_squared,
     token_distribution,
 )
+from persona_shoppers.personas.token_format import persona_token
 
-STRATA = ("A", "B", "C", "D")
+STRATA = PERSONA_STRATA
 BIN_NAMES = ("low", "medium", "high")
 
 
@@ -55,7 +56,7 @@ def persona_cards(
     )
     top_by_token = top.groupby("token")["category"].apply(list).to_dict()
     for token in range(k):
-        card: dict = {"token": token, "persona": f"<|persona_{token}|>", "n_buyers": 0}
+        card: dict = {"token": token, "persona": persona_token(token), "n_buyers": 0}
         if token in by_token.groups:
             group = by_token.get_group(token)
             card["n_buyers"] = len(group)

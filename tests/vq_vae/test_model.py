@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from persona_shoppers.models import (
+from persona_shoppers.vq_vae import (
     AUX_HEADS,
     BehaviourVQVAE,
     BuyerVectorDataModule,
@@ -129,7 +129,7 @@ def test_losses_combine_with_paper_weights():
         "has_positive": torch.tensor([True, True, False, True]),
     }
     out = model.compute_losses(batch)
-    aux = out["aux_engage"] + out["aux_explore"] + out["aux_purchase"]
+    aux = out["aux_engagement"] + out["aux_exploration"] + out["aux_purchase"]
     expected = 0.3 * out["recon"] + 0.75 * out["commit"] + 0.15 * out["contrastive"] + 0.5 * aux
     assert torch.allclose(out["loss"], expected)
     assert out["contrastive"] > 0
@@ -212,7 +212,7 @@ def test_short_fit_separates_clusters_and_lowers_loss():
     assert len(set(majority)) == 4  # each cluster has its own code
     assert len(np.unique(codes)) >= 4
     metrics = trainer.callback_metrics
-    for key in ("recon", "commit", "contrastive", "aux_engage", "aux_explore", "aux_purchase"):
+    for key in ("recon", "commit", "contrastive", "aux_engagement", "aux_exploration", "aux_purchase"):
         assert f"train/{key}" in metrics and f"val/{key}" in metrics
     assert metrics["train/active_codes"] >= 4
     assert 1.0 <= float(metrics["train/perplexity"]) <= 16.0

@@ -1,26 +1,8 @@
-"""Behaviour-aware VQ-VAE (SimPersona sec. 2.2, app. C-E) as a Lightning module + datamodule.
+"""Behaviour-aware VQ-VAE (SimPersona sec. 2.2, app. C-E) as a Lightning module
+(``BehaviourVQVAE``: MLP encoder, EMA codebook, mirrored decoder, the loss of eq. 2) and its
+datamodule (``BuyerVectorDataModule``: buyer vectors, labels and contrastive positives).
 
-``BehaviourVQVAE`` maps a 403-d buyer vector (see :class:`FeatureLayout`) through an MLP encoder to
-``z_e in R^96``, quantises it to the nearest of K=256 EMA-updated codes (straight-through), decodes
-with a mirrored MLP and trains on
-
-    L = lambda_r L_recon + beta L_commit + lambda_c L_contrastive
-        + lambda_a (L_engage + L_explore + L_purchase)
-
-(eq. 2). ``BuyerVectorDataModule`` serves batches ``dict(x, labels, positive_x, has_positive)``
-where each anchor's positive is drawn from its precomputed contrastive peers.
-
-Choices the paper leaves open (also documented where they are implemented):
-
-* Encoder: ``Linear -> ReLU -> Dropout`` for each hidden size, then a plain ``Linear`` to the
-  latent (no ReLU on ``z_e``, so cosine similarities in InfoNCE can be negative); the decoder
-  mirrors it with a plain ``Linear`` output.
-* The decoder's 3 mask outputs are logits when ``mask_loss="bce"`` (default).
-* Commitment: mean over batch and latent dims. Weighted CE: mean over rows.
-* EMA: eq. 7 literally for hit codes; unhit codes unchanged (see :class:`EMACodebook`).
-* k-means++ init runs in ``on_fit_start`` (after the model is on its device, before the sanity
-  validation) over ``datamodule.all_train_x()`` encoded in eval mode (no dropout), seeded by
-  ``init_seed``; skipped when the codebook is already initialised (e.g. restored checkpoint).
+See docs/vq_vae.md, "Model (`persona_shoppers.vq_vae.BehaviourVQVAE`)".
 """
 
 from __future__ import annotations
@@ -35,9 +17,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import CHANNELS, FeatureLayout
 
-from .vq_losses import (
+from .losses import (
     EMACodebook,
     commitment_loss,
     group_reconstruction_loss,
@@ -46,8 +29,6 @@ from .vq_losses import (
 )
 
 __all__ = ["AUX_HEADS", "BehaviourVQVAE", "BuyerVectorDataModule", "VQOutput"]
-
-AUX_HEADS: tuple[str, ...] = ("engage", "explore", "purchase")
 
 
 class VQOutput(NamedTuple):
@@ -186,7 +167,7 @@ class BehaviourVQVAE(pl.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            x = torch.as_tensor(x, dtype=torch.float32)
+            x = torch.as_tensor(_writable(x), dtype=torch.float32)
             out = []
             with torch.no_grad():
                 for start in range(0, x.shape[0], batch_size):
@@ -407,10 +388,16 @@ class _BuyerBatches(Dataset):
         }
 
 
+def _writable(x: Any) -> Any:
+    """``x``, copied if it is a read-only numpy array (Arrow-backed frames give those;
+    PyTorch warns about tensors over them)."""
+    return x.copy() if isinstance(x, np.ndarray) and not x.flags.writeable else x
+
+
 def _labels_tensor(labels: np.ndarray | None, n: int, n_heads: int) -> Tensor:
     if labels is None:
         return torch.full((n, n_heads), -1, dtype=torch.long)
-    t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    t = torch.as_tensor(_writable(np.asarray(labels)), dtype=torch.long)
     if t.shape != (n, n_heads):
         raise ValueError(f"labels must have shape {(n, n_heads)}, got {tuple(t.shape)}")
     return t
@@ -432,7 +419,7 @@ class BuyerVectorDataModule(pl.LightningDataModule):
 
     Args:
         train_x, val_x: ``(N, d)`` float arrays (``val_x`` optional).
-        train_labels, val_labels: ``(N, 3)`` int arrays (engage, explore, purchase), -1 =
+        train_labels, val_labels: ``(N, 3)`` int arrays (in ``AUX_HEADS`` order), -1 =
             unlabelled; None: all unlabelled.
         train_positives: ``(N, F)`` int array of row ids into ``train_x``, -1 padded; each batch
             samples one per anchor uniformly among its valid ids. val_positives: same for val.

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from persona_shoppers.models.vq_vae import BehaviourVQVAE
+from persona_shoppers.datasets import HuggingFaceModelDataset
 from persona_shoppers.pipelines.sft import create_pipeline
-from persona_shoppers.sft.io import HuggingFaceModelDataset
+from persona_shoppers.pipelines.sft.nodes import evaluate_sft
 from persona_shoppers.sft.tokens import find_persona_tokens, is_tied
+from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
-from ._traces import synthetic_traces
+from ...sft._traces import synthetic_traces
+from .._kedro import KeptDataset, conf_params, param_datasets
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "base"
 OUTPUTS = (
     "sft_model_stage1",
     "sft_stage1_history",
@@ -29,16 +29,9 @@ OUTPUTS = (
 )
 
 
-class KeptDataset(MemoryDataset):
-    """A MemoryDataset the runner cannot release, so the test can read every output."""
-
-    def _release(self) -> None:
-        pass
-
-
 @pytest.fixture
 def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
-    params = yaml.safe_load((CONF / "parameters_sft.yml").read_text())["sft"]
+    params = conf_params("sft")
     params["model"] = str(tiny_base_dir)
     params["data"]["batch_size"] = 4
     params["trainer"]["enable_progress_bar"] = False
@@ -60,8 +53,7 @@ def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_p
     catalog = DataCatalog(
         {
             "vq_vae_model": MemoryDataset(vq_vae),
-            "params:sft": MemoryDataset(params),
-            "params:llm": MemoryDataset({"backend": "local", "model": "unused"}),
+            **param_datasets(sft=params, llm={"backend": "local", "model": "unused"}),
             **{name: MemoryDataset(frame) for name, frame in traces.items()},
             **{name: KeptDataset() for name in OUTPUTS},  # deep copies, as in a run
         }
@@ -104,15 +96,23 @@ def test_node_names():
     }
 
 
-def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
-    from persona_shoppers.pipelines.sft.nodes import evaluate_sft
+def test_every_node_that_trains_or_runs_the_llm_takes_sft_or_llm_parameters():
+    """persona_shoppers.hooks.NumericsHook logs the numerics of nodes whose inputs name the
+    ``sft`` or ``llm`` parameters."""
+    for node in create_pipeline().nodes:
+        blocks = {name.removeprefix("params:").split(".")[0] for name in node.inputs}
+        assert blocks & {"sft", "llm"}, node.name
 
+
+def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
     traces = synthetic_traces(sessions=8, steps=3, stage=2, num_tokens=16, validation_share=0.5)
     saved = HuggingFaceModelDataset(str(tiny_base_dir)).load()
     assert saved.folder == tiny_base_dir
     params["evaluation"].update(examples=6, sensitivity_prompts=2, sensitivity_tokens=3)
     llm = {"backend": "local", "model": "unused", "dtype": "float32", "cache": False}
-    report, metrics = evaluate_sft(traces, saved, saved, params, llm)
+    report, metrics = evaluate_sft(
+        traces, saved, saved, params["evaluation"], params["model"], params["hf_cache_dir"], llm
+    )
     assert len(report["tokens"]) == 3
     for name in ("zero_shot", "two_stage", "single_stage"):
         assert report[name]["examples"] == 6

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from persona_shoppers.clickstream.buyers import BEHAVIOURAL_FEATURES
-from persona_shoppers.personas.tokens import (
+from persona_shoppers.personas.cards import (
     cards_markdown,
     persona_cards,
     population_recovery,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from persona_shoppers.features.layout import FeatureLayout
-from persona_shoppers.models.vq_losses import (
+from persona_shoppers.vq_vae.losses import (
     EMACodebook,
     commitment_loss,
     compute_class_weights,

@@ -1,16 +1,8 @@
-"""The behavioural process that generates human shopping sessions, vectorised with numpy.
+"""The behavioural process that generates human shopping sessions, vectorised with numpy. Every
+random number a session needs is drawn once into a store-independent :class:`SessionScript`,
+so control and treatment stores replay the same draws (common random numbers).
 
-A shop's population is drawn once (buyer types, interests, favourite brands, session counts),
-then every random number a session needs is drawn once into a :class:`SessionScript` whose
-array shapes do not depend on the store. Playing the same script in two stores (control and
-treatment of an A/B test) therefore uses common random numbers: the difference between the
-two outcomes is the effect of the store change alone, not sampling noise.
-
-A session: a landing page view, then browsing episodes. An episode starts with a search (the
-query is derived from the product the buyer is after), a collection page, or a direct product
-view; the buyer clicks results by a choice model (position, relevance to the target, brand,
-price, rating), adds some to the cart, and at the end may remove items, start checkout and
-purchase. Prices are the catalog prices times the store's price multiplier.
+See docs/synthetic_data.md, "What is generated" and "A/B tests with a human ground truth".
 """
 
 from __future__ import annotations
@@ -19,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract import EVENT_TYPES
 from ..storefront import ProductSearch, StoreVariant
 from .buyer_types import BuyerType
 from .catalog import QUERY_STYLES, ShopCatalog
@@ -26,21 +19,7 @@ from .catalog import QUERY_STYLES, ShopCatalog
 MAX_PAGE = 24  # the most results any store variant may show on one page
 MAX_CLICKS = 6  # the most product views in one episode
 SEARCH, COLLECTION, DIRECT = 0, 1, 2
-EVENT_CODES = {
-    name: i
-    for i, name in enumerate(
-        (
-            "page_view",
-            "collection_view",
-            "product_view",
-            "search",
-            "add_to_cart",
-            "remove_from_cart",
-            "checkout_start",
-            "purchase",
-        )
-    )
-}
+EVENT_CODES = {name: i for i, name in enumerate(EVENT_TYPES)}
 # Mean seconds a buyer spends on a page of each event type before the next event
 # (product pages use the buyer type's dwell instead).
 _PAGE_DWELL_S = np.array([12.0, 25.0, np.nan, 15.0, 10.0, 8.0, 45.0, 20.0])

@@ -1,6 +1,6 @@
 """Models: the behaviour-aware VQ-VAE of SimPersona (sec. 2.2, app. C-E)."""
 
-from .vq_losses import (
+from .losses import (
     EMACodebook,
     commitment_loss,
     compute_class_weights,
@@ -9,7 +9,7 @@ from .vq_losses import (
     kmeans_plusplus,
     weighted_cross_entropy,
 )
-from .vq_vae import AUX_HEADS, BehaviourVQVAE, BuyerVectorDataModule, VQOutput
+from .model import AUX_HEADS, BehaviourVQVAE, BuyerVectorDataModule, VQOutput
 
 __all__ = [
     "AUX_HEADS",

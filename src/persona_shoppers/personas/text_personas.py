@@ -1,16 +1,8 @@
-"""PAARS text personas (section 3): an LLM reads a buyer's shopping history and writes
+"""PAARS text personas (section 3): an LLM reads a buyer's shopping history and writes a
+consumer profile, then shopping preferences, each as schema-validated JSON with its reasoning;
+and the check of the personas against what the data can verify.
 
-1. a consumer profile (age range, marital status, income, ...), then
-2. shopping preferences (price sensitivity, value perception, reliance on reviews and brands,
-   interests) given the profile and the history,
-
-each as JSON validated against a schema, with the chain-of-thought reasoning kept. The persona
-is profile + preferences + history + reasoning. Answers that stay invalid after the retries
-are recorded as failures with their error, never dropped.
-
-The faithfulness check compares what the data can verify (price sensitivity vs the buyer's
-price percentile within its categories, brand reliance vs brand concentration, interests vs
-viewed categories) with the persona, against personas shuffled across buyers.
+See docs/persona_mining.md, "Text personas (PAARS)".
 """
 
 from __future__ import annotations
@@ -25,6 +17,24 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 LEVELS = ["low", "medium", "high"]
+
+# The persona fields a prompt shows (PAARS appendix A), in order; "reasoning" is the model's own.
+PROFILE_FIELDS: tuple[str, ...] = (
+    "age_range",
+    "gender",
+    "marital_status",
+    "household",
+    "income",
+    "occupation",
+    "location",
+)
+PREFERENCE_FIELDS: tuple[str, ...] = (
+    "price_sensitivity",
+    "value_perception",
+    "review_reliance",
+    "brand_reliance",
+    "shopping_frequency",
+)
 
 PROFILE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -41,16 +51,7 @@ PROFILE_SCHEMA: dict[str, Any] = {
         "occupation": {"type": "string", "maxLength": 40},
         "location": {"type": "string", "enum": ["urban", "suburban", "rural"]},
     },
-    "required": [
-        "reasoning",
-        "age_range",
-        "gender",
-        "marital_status",
-        "household",
-        "income",
-        "occupation",
-        "location",
-    ],
+    "required": ["reasoning", *PROFILE_FIELDS],
 }
 
 
@@ -74,15 +75,7 @@ def preferences_schema(categories: list[str]) -> dict[str, Any]:
                 "maxItems": 3,
             },
         },
-        "required": [
-            "reasoning",
-            "price_sensitivity",
-            "value_perception",
-            "review_reliance",
-            "brand_reliance",
-            "shopping_frequency",
-            "interests",
-        ],
+        "required": ["reasoning", *PREFERENCE_FIELDS, "interests"],
     }
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from persona_shoppers.sft.io import HuggingFaceModelDataset
+from persona_shoppers.datasets import HuggingFaceModelDataset
 from persona_shoppers.sft.tokens import find_persona_tokens, is_tied
 
 PROMPT = [

@@ -67,7 +67,7 @@ class HuggingFaceModelDataset(AbstractDataset[ModelAndTokenizer, ModelAndTokeniz
 
     ```yaml
     sft_model:
-      type: persona_shoppers.sft.io.HuggingFaceModelDataset
+      type: persona_shoppers.datasets.HuggingFaceModelDataset
       filepath: data/06_models/sft_model
     ```
     """

@@ -1,14 +1,7 @@
-"""Loss terms and the EMA codebook of the behaviour-aware VQ-VAE (SimPersona sec. 2.2, app. C-E).
+"""Loss terms and the EMA codebook of the behaviour-aware VQ-VAE (SimPersona sec. 2.2, app. C-E),
+each a plain function or a small ``nn.Module`` so it can be tested on a handful of rows.
 
-Each piece is a plain function or a small ``nn.Module`` so it can be tested on a handful of rows:
-
-* :func:`group_reconstruction_loss` - group-aware reconstruction (scalars / 3 embedding channels /
-  evidence masks), each group averaged on its own, then the mean over the groups present.
-* :func:`commitment_loss` - ``||z_e - sg(z_q)||^2``, averaged over the batch *and* the latent dims.
-* :func:`info_nce_loss` - InfoNCE over encoder outputs with cosine similarity / tau (eq. 9).
-* :func:`weighted_cross_entropy` and :func:`compute_class_weights` - auxiliary heads (eq. 10-11).
-* :func:`kmeans_plusplus` - seeded k-means++ seeding (Arthur & Vassilvitskii) in torch.
-* :class:`EMACodebook` - codebook updated by EMA (eq. 7) with dead-code resets (eq. 8).
+See docs/vq_vae.md, "Model (`persona_shoppers.vq_vae.BehaviourVQVAE`)".
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from persona_shoppers.llm.base import JsonResult
-from persona_shoppers.personas.text import (
+from persona_shoppers.personas.text_personas import (
     PROFILE_SCHEMA,
     buyer_evidence,
     faithfulness,

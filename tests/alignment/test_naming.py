@@ -1,0 +1,33 @@
+"""The ``<task>/<metric>/<condition>`` names, shared by the metrics and the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from persona_shoppers.alignment import metrics, naming, report
+
+
+def test_a_name_splits_back_into_its_parts():
+    name = naming.metric_name("ab_test", "t1.sales.magnitude_ratio", "persona_token")
+    assert name == "ab_test/t1.sales.magnitude_ratio/persona_token"
+    parts = ("ab_test", "t1.sales.magnitude_ratio", "persona_token")
+    assert naming.split_metric_name(name) == parts
+
+
+def test_a_name_without_three_parts_is_refused():
+    with pytest.raises(ValueError, match="'session/kl_views' is not <task>/<metric>/<condition>"):
+        naming.split_metric_name("session/kl_views")
+
+
+def test_metrics_and_report_share_the_naming():
+    assert metrics.metric_name is naming.metric_name
+    assert report.split_metric_name is naming.split_metric_name
+    names = {
+        naming.metric_name("rank_selection", "rank_kl", "base"): 0.5,
+        naming.metric_name("rank_selection", "rank_kl", "human_noise_floor"): 0.25,
+        naming.metric_name("session", "kl_views", "base"): 1.0,
+    }
+    table = report.metric_table(names, "rank_selection")
+    assert table.splitlines()[0] == "| condition | rank_kl |"
+    assert "| base | 0.500 |" in table and "| human_noise_floor | 0.250 |" in table
+    assert "kl_views" not in table
