@@ -75,14 +75,15 @@ def build_alignment_cases(
     text_personas: pd.DataFrame,
     raw_products: pd.DataFrame,
     storefronts: dict[str, Store],
-    params: dict[str, Any],
+    cases: dict[str, Any],
+    instruction_following: dict[str, Any],
+    seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The test sets, from the held-out buyers that have a PAARS text persona (query
     generation, item selection, rank selection) and from their shops' sessions (instruction
     following)."""
     buyers = _persona_buyers(text_personas)
     shops = sorted(buyers["shop_id"].unique())
-    cases = params["cases"]
     stores = _stores(storefronts, shops)
     query = query_generation_cases(
         enriched_events, buyers, cases["window_s"], cases["max_per_buyer"]
@@ -93,7 +94,7 @@ def build_alignment_cases(
         buyers,
         cases["n_distractors"],
         cases["max_per_buyer"],
-        params["seed"],
+        seed,
     )
     ranks = rank_selection_cases(
         enriched_events,
@@ -102,12 +103,12 @@ def build_alignment_cases(
         cases["window_s"],
         cases["max_per_buyer"],
     )
-    spec = params["instruction_following"]
+    spec = instruction_following
     tasks = instruction_tasks(
         enriched_events.filter(pl.col("shop_id").is_in(shops)),
         spec["tasks_per_bin"],
         spec["length_bins"],
-        params["seed"],
+        seed,
     )
     for name, table in (
         ("query generation", query),
@@ -189,7 +190,10 @@ def answer_individual_tasks(
     sft_model: Any,
     raw_products: pd.DataFrame,
     storefronts: dict[str, Store],
-    params: dict[str, Any],
+    individual_tasks: dict[str, Any],
+    history_chars: int,
+    llm_cache: bool,
+    seed: int,
     llm_params: dict[str, Any],
 ) -> pd.DataFrame:
     """Every condition's answers to the three individual tasks (PAARS Table 3's ablation and
@@ -199,16 +203,16 @@ def answer_individual_tasks(
     _check_buyers(parts, query_cases, item_cases, rank_cases)
     shops = sorted({*query_cases["shop_id"], *item_cases["shop_id"], *rank_cases["shop_id"]})
     stores = _stores(storefronts, shops)
-    chars = params["history_chars"]
+    chars = history_chars
     hidden_query = [[q, t] for q, t in zip(query_cases["query"], query_cases["title"], strict=True)]
     hidden_items = [list(t) for t in item_cases["titles"]]
     hidden_ranks = [[q] for q in rank_cases["query"]]
     rows, llms = [], {}
-    conditions = params["individual_tasks"]["conditions"]
+    conditions = individual_tasks["conditions"]
     for condition, spec in tqdm(conditions.items(), desc="conditions", unit="condition"):
         if spec["model"] not in llms:  # one load per model, shared by its conditions
             llms[spec["model"]] = condition_llm(
-                spec["model"], {"sft": sft_model}, llm_params, params["llm_cache"]
+                spec["model"], {"sft": sft_model}, llm_params, llm_cache
             )
         llm = llms[spec["model"]]
         components = list(spec["persona"])
@@ -219,8 +223,8 @@ def answer_individual_tasks(
             query_cases["shop_id"],
             query_cases["title"],
             _profiles(query_cases, parts, components, hidden_query, chars),
-            params["individual_tasks"]["max_query_tokens"],
-            seed=params["seed"],
+            individual_tasks["max_query_tokens"],
+            seed=seed,
         )
         picks = select_items(
             llm,
@@ -236,7 +240,7 @@ def answer_individual_tasks(
             rank_cases["query"],
             _case_categories(rank_cases, raw_products),
             _profiles(rank_cases, parts, components, hidden_ranks, chars),
-            seed=params["seed"],
+            seed=seed,
         )
         rows += [("query_generation", i, condition, q, None) for i, q in enumerate(queries)]
         rows += [("item_selection", i, condition, None, c) for i, c in enumerate(picks)]
@@ -252,14 +256,17 @@ def _case_categories(rank_cases: pd.DataFrame, products: pd.DataFrame) -> list[s
 
 
 def score_query_perplexity(
-    query_cases: pd.DataFrame, params: dict[str, Any], llm_params: dict[str, Any]
+    query_cases: pd.DataFrame,
+    llm_cache: bool,
+    strata_count: int,
+    llm_params: dict[str, Any],
 ) -> pd.DataFrame:
     """Each human query's perplexity after its viewed product, by the default LLM (PAARS
     uses GPT-2; no package ships it here), and its quantile stratum."""
-    llm = condition_llm("llm", {}, llm_params, params["llm_cache"])
+    llm = condition_llm("llm", {}, llm_params, llm_cache)
     contexts = [f"Viewed product: {t}\nSearch query that led to it:" for t in query_cases["title"]]
     ppl = conditional_perplexity(llm, contexts, list(query_cases["query"]))
-    n_strata = min(params["perplexity_strata"], len(ppl))
+    n_strata = min(strata_count, len(ppl))
     strata, edges = perplexity_strata(ppl, n_strata=n_strata) if n_strata > 1 else ([0], [])
     logger.info("query perplexity: median %.1f, stratum edges %s", np.median(ppl), list(edges))
     return pd.DataFrame({"case": np.arange(len(ppl)), "perplexity": ppl, "stratum": strata})
@@ -275,12 +282,13 @@ def run_instruction_following(
     persona_assignments: pd.DataFrame,
     sft_model: Any,
     storefronts: dict[str, Store],
-    params: dict[str, Any],
+    instruction_following: dict[str, Any],
+    seed: int,
     llm_params: dict[str, Any],
 ) -> pd.DataFrame:
     """Each task, ``repeats`` times per condition (seeded sampling), then the agent's own
     claim that it reached its goal. One row per run."""
-    spec = params["instruction_following"]
+    spec = instruction_following
     shops = sorted(instruction_tasks["shop_id"].unique())
     stores = _stores(storefronts, shops)
     tokens = persona_assignments.set_index(["shop_id", "buyer_id"])["token"]
@@ -302,9 +310,7 @@ def run_instruction_following(
             token = tokens.get((task["shop_id"], task["buyer_id"]))
             profile = persona_token(token) if cond["profile"] == "token" else None
             for repeat in range(spec["repeats"]):
-                seed = int(
-                    np.random.SeedSequence([params["seed"], len(specs)]).generate_state(1)[0]
-                )
+                seed = int(np.random.SeedSequence([seed, len(specs)]).generate_state(1)[0])
                 agent_id = f"{task['task_id']}-{condition}-r{repeat}"
                 specs.append(AgentSpec(agent_id, task["shop_id"], task["goal"], profile, seed))
                 meta.append({**task, "condition": condition, "repeat": repeat})

@@ -32,6 +32,7 @@ _CASES = [
     "instruction_tasks",
 ]
 _SEED = "params:alignment.seed"
+_LLM_CACHE = "params:alignment.llm_cache"
 _NOISE_FLOOR_REPEATS = "params:alignment.noise_floor_repeats"
 
 
@@ -45,14 +46,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "text_personas",
                     "raw_products",
                     "storefronts",
-                    "params:alignment",
+                    "params:alignment.cases",
+                    "params:alignment.instruction_following",
+                    _SEED,
                 ],
                 _CASES,
                 name="build_alignment_cases",
             ),
             node(
                 score_query_perplexity,
-                ["query_generation_cases", "params:alignment", "params:llm"],
+                [
+                    "query_generation_cases",
+                    _LLM_CACHE,
+                    "params:alignment.perplexity_strata",
+                    "params:llm",
+                ],
                 "query_perplexities",
                 name="score_query_perplexity",
             ),
@@ -68,7 +76,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "sft_model",
                     "raw_products",
                     "storefronts",
-                    "params:alignment",
+                    "params:alignment.individual_tasks",
+                    "params:alignment.history_chars",
+                    _LLM_CACHE,
+                    _SEED,
                     "params:llm",
                 ],
                 "individual_task_answers",
@@ -81,7 +92,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "persona_assignments",
                     "sft_model",
                     "storefronts",
-                    "params:alignment",
+                    "params:alignment.instruction_following",
+                    _SEED,
                     "params:llm",
                 ],
                 "instruction_runs",
