@@ -12,6 +12,7 @@ IGNORED_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     # kedro and kedro-mlflow call OmegaConf's register_new_resolver, deprecated in omegaconf
     (r"register_new_resolver\(\) is deprecated", UserWarning, ""),
     # mlflow asks for type hints on pyfunc models; kedro-mlflow's pipeline model has none
+    # (in a `kedro run` it fires once while the CLI loads kedro-mlflow, before settings.py)
     (r".*Add type hints to the `predict` method", UserWarning, r"mlflow\.pyfunc"),
     # Lightning's pytree helper builds LeafSpec(), which torch 2.13 deprecates
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning, ""),
