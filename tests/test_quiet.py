@@ -12,9 +12,12 @@ def test_listed_warnings_are_dropped_and_others_kept():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         silence_third_party_noise()
-        warnings.warn("register_new_resolver() is deprecated and will be removed", UserWarning)
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
-        warnings.warn("the project's own warning", UserWarning)
+        for message, category in (
+            ("register_new_resolver() is deprecated and will be removed", UserWarning),
+            ("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning),
+            ("the project's own warning", UserWarning),
+        ):
+            warnings.warn(message, category, stacklevel=1)
     assert [str(w.message) for w in caught] == ["the project's own warning"]
 
 

@@ -212,7 +212,8 @@ def test_short_fit_separates_clusters_and_lowers_loss():
     assert len(set(majority)) == 4  # each cluster has its own code
     assert len(np.unique(codes)) >= 4
     metrics = trainer.callback_metrics
-    for key in ("recon", "commit", "contrastive", "aux_engagement", "aux_exploration", "aux_purchase"):
+    aux = [f"aux_{head}" for head in AUX_HEADS]
+    for key in ("recon", "commit", "contrastive", *aux):
         assert f"train/{key}" in metrics and f"val/{key}" in metrics
     assert metrics["train/active_codes"] >= 4
     assert 1.0 <= float(metrics["train/perplexity"]) <= 16.0
