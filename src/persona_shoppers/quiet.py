@@ -19,8 +19,12 @@ IGNORED_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
 )
 # (logger name, message prefix) of log records dropped
 IGNORED_LOG_RECORDS: tuple[tuple[str, str], ...] = (
-    # Lightning advertises its cloud logger on every Trainer without one
-    ("lightning.pytorch.utilities.rank_zero", "💡 Tip:"),
+    # Lightning advertises its cloud logger on every Trainer without one; lightning_utilities
+    # logs through whichever of these packages was imported last
+    *(
+        (f"{package}.utilities.rank_zero", "💡 Tip:")
+        for package in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric")
+    ),
 )
 
 
