@@ -181,8 +181,7 @@ def resolve_precision(requested: str | None, accelerator: str | None = "cpu") ->
     """Lightning ``precision`` for ``requested`` (``auto``: ``bf16-mixed`` where bf16 is native
     on the accelerator's device, else ``32-true``; anything else, None included, as given)."""
     if requested == AUTO:
-        native = resolve_dtype(AUTO, trainer_device(accelerator)) == "bfloat16"
-        return "bf16-mixed" if native else "32-true"
+        return "bf16-mixed" if bf16_probe(trainer_device(accelerator)).bf16_native else "32-true"
     return requested
 
 
@@ -190,8 +189,7 @@ def resolve_frozen_dtype(requested: str | None, accelerator: str | None = "cpu")
     """The dtype frozen weights are held in while training: ``auto`` gives bfloat16 where it is
     native, else None (as loaded); None and explicit names are returned as given."""
     if requested == AUTO:
-        native = resolve_dtype(AUTO, trainer_device(accelerator)) == "bfloat16"
-        return "bfloat16" if native else None
+        return "bfloat16" if bf16_probe(trainer_device(accelerator)).bf16_native else None
     return requested
 
 
