@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import shutil
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from kedro.runner import SequentialRunner
 from nbclient import NotebookClient
 
 from persona_shoppers.alignment.metrics import ab_metrics, action_rate_metrics, session_metrics
+from persona_shoppers.alignment.naming import split_metric_name
 from persona_shoppers.features.labels import AUX_HEADS, aux_labels, fit_aux_edges
 from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import simulation
@@ -58,7 +60,7 @@ from .pipelines._kedro import (
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 N_TOKENS = 10  # token_assignments: one token per (stratum A-E, buyer id parity)
-CONDITIONS = ("base", "text_persona", "persona_token")
+CONDITIONS = ("base", "text_persona", "persona_token")  # all on the matched population
 
 
 def _project(path: Path) -> Path:
@@ -131,17 +133,25 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
 
 
 def _alignment_metrics(
-    human: pd.DataFrame, buyers: pd.DataFrame, assignments: pd.DataFrame, simulated: dict
+    enriched_sessions: pl.DataFrame,
+    buyers: pd.DataFrame,
+    assignments: pd.DataFrame,
+    simulated: dict,
 ) -> dict[str, float]:
     """The alignment pipeline's session-generation, action-rate and A/B numbers on the small
     run (its suite's other tasks need LLM answers to test cases)."""
     params = conf_params("alignment")
-    seed, repeats = params["seed"], params["noise_floor_repeats"]
+    seed, draws, population = params["seed"], 50, params["population"]
     sessions = simulated["simulated_sessions"]
+    shops = sorted(sessions["shop_id"].unique())
+    human = enriched_sessions.filter(pl.col("shop_id").is_in(shops)).to_pandas()
     max_count = params["session"]["max_count"]
+    rates = action_rate_metrics(
+        sessions, enriched_sessions, buyers, assignments, population, seed, draws
+    )[0]
     return {
-        **session_metrics(human, sessions, max_count, seed, repeats)[0],
-        **action_rate_metrics(sessions, buyers, assignments, seed, repeats)[0],
+        **session_metrics(human, sessions, population, max_count, seed, draws)[0],
+        **rates,
         **ab_metrics(simulated["ab_test_results"]),
     }
 
@@ -172,9 +182,6 @@ def _small_datasets(model_dir: Path) -> dict:
     )
     simulated = _simulate(data, enriched, assignments, model_dir)
     sessions = simulated["simulated_sessions"]
-    human = enriched["enriched_sessions"].filter(
-        pl.col("shop_id").is_in(sessions["shop_id"].unique().tolist())
-    )
     datasets = {
         "buyers": buyers,
         "enriched_sessions": enriched["enriched_sessions"],
@@ -183,7 +190,9 @@ def _small_datasets(model_dir: Path) -> dict:
         "persona_cards": cards,
         "simulated_sessions": sessions,
         "ab_test_results": simulated["ab_test_results"],
-        "alignment_metrics": _alignment_metrics(human.to_pandas(), buyers, assignments, simulated),
+        "alignment_metrics": _alignment_metrics(
+            enriched["enriched_sessions"], buyers, assignments, simulated
+        ),
     }
     return datasets
 
@@ -294,17 +303,18 @@ def test_alignment_notebook(small_run, executed):
     project, datasets = small_run
     text, images = _outputs(_execute(executed, NOTEBOOKS[2]))
     metrics = datasets["alignment_metrics"]
-    keys = [key.split("/") for key in metrics]
-    assert {*CONDITIONS, "human_noise_floor"} <= {condition for _, _, condition in keys}
-    assert f"conditions: {sorted({c for _, _, c in keys})}" in text
-    assert f"{len(metrics)} numbers" in text
+    keys = [split_metric_name(key) for key in metrics]
+    values = {k[:3]: v for k, v in zip(keys, metrics.values(), strict=True) if k[3] is None}
+    assert {*CONDITIONS, "human_noise_floor"} <= {condition for _, _, condition in values}
+    assert f"conditions: {sorted({c for _, _, c in values})}" in text
+    assert f"{len(values)} numbers" in text
     ab = datasets["ab_test_results"]
-    defined = ab["direction_agreement"].notna()
-    assert f"of {int(defined.sum())} defined comparisons" in text
+    for status, count in ab["status"].value_counts().items():
+        assert re.search(rf"\b{status}\s+{count}\b", text), status
     # a heatmap per task with a metric that two conditions report, then outcomes, count
     # distributions and A/B effects
     reported = defaultdict(set)
-    for (task, metric, condition), value in zip(keys, metrics.values(), strict=True):
+    for (task, metric, condition), value in values.items():
         if not math.isnan(value):
             reported[task, metric].add(condition)
     compared = {task for (task, _), conditions in reported.items() if len(conditions) >= 2}

@@ -19,29 +19,30 @@ from persona_shoppers.storefront import Action, Store
 from ..storefront.test_store import COLLECTIONS, MEMBERS, PRODUCTS
 
 
-def _mix(column, values, shares, shops=("s1", "s2")):
-    return pd.DataFrame(
-        [
-            {"shop_id": s, column: v, "share": p}
-            for s in shops
-            for v, p in zip(values, shares, strict=True)
-        ]
+def test_shop_sample_agents_take_token_intent_and_category_from_one_real_buyer():
+    """SimPersona 3.2: an agent gets the token and intent of one real counterpart, so a
+    window-shopper's token is never told to buy."""
+    counterparts = pd.DataFrame(
+        {
+            "shop_id": ["s1"] * 4 + ["s2"] * 2,
+            "buyer_id": ["a", "b", "c", "d", "e", "f"],
+            "token": [1, 1, 2, 3, 4, 4],
+            "stratum": ["A", "A", "D", "B", "C", "D"],
+            "category": ["boots", "boots", "socks", "hats", "bags", "belts"],
+        }
     )
-
-
-def test_shop_sample_draws_each_shop_from_its_mixes_deterministically():
-    tokens = pd.concat(
-        [_mix("token", [1, 2], [1.0, 0.0], ["s1"]), _mix("token", [3, 4], [0.0, 1.0], ["s2"])]
-    )
-    strata = _mix("stratum", ["A", "D"], [0.5, 0.5])
-    cats = _mix("category", ["boots", "socks"], [0.9, 0.1])
-    agents = shop_sample_agents(tokens, strata, cats, 50, seed=1)
-    assert len(agents) == 100 and agents["agent_id"].is_unique
-    assert set(agents.loc[agents["shop_id"] == "s1", "token"]) == {1}
+    agents = shop_sample_agents(counterparts, 200, seed=1)
+    assert len(agents) == 400 and agents["agent_id"].is_unique
+    joined = agents.merge(counterparts, on=["shop_id", "buyer_id"], suffixes=("", "_real"))
+    assert len(joined) == len(agents)
+    for column in ("token", "stratum", "category"):
+        assert (joined[column] == joined[f"{column}_real"]).all()
+    # tokens follow the shop's buyers: p_s1(1) = 0.5
+    assert 0.4 < (agents.loc[agents["shop_id"] == "s1", "token"] == 1).mean() < 0.6
     assert set(agents.loc[agents["shop_id"] == "s2", "token"]) == {4}
-    assert 0.3 < (agents["stratum"] == "A").mean() < 0.7
-    assert (agents["category"] == "boots").mean() > 0.75
-    pd.testing.assert_frame_equal(agents, shop_sample_agents(tokens, strata, cats, 50, seed=1))
+    pd.testing.assert_frame_equal(agents, shop_sample_agents(counterparts, 200, seed=1))
+    other = shop_sample_agents(counterparts, 200, seed=1, population="ab_sample")
+    assert not other["buyer_id"].equals(agents["buyer_id"])
 
 
 def test_matched_agents_get_another_token_in_use():

@@ -12,6 +12,7 @@ from persona_shoppers.alignment.cases import (
     query_generation_cases,
     rank_selection_cases,
     redact_history,
+    reference_pairs,
 )
 from persona_shoppers.alignment.instructions import instruction_tasks, task_success
 
@@ -87,6 +88,18 @@ def test_rank_selection_keeps_pairs_whose_product_is_on_the_page():
     pages = {"s1": lambda q: ["p9", "p1"] if q == "red boots" else ["p9"]}
     cases = rank_selection_cases(EVENTS, BUYERS, pages, window_s=120)
     assert cases[["buyer_id", "rank"]].values.tolist() == [["u1", 2]]
+
+
+def test_reference_pairs_come_from_the_other_buyers_of_the_cases_shops():
+    pages = {"s1": lambda q: ["p9", "p3"] if q == "mat" else ["p9"]}
+    other_shop = EVENTS.with_columns(shop_id=pl.lit("s2"), buyer_id=pl.lit("u9"))
+    events = pl.concat([EVENTS, other_shop])
+    pairs = reference_pairs(events, BUYERS.iloc[:1], pages, window_s=120)
+    # u1 is a case buyer, u9 shops elsewhere: only u2's pair, its product second on the page
+    assert pairs[["buyer_id", "query", "title"]].values.tolist() == [["u2", "mat", "Green Mat"]]
+    assert pairs["rank"].tolist() == [2]
+    off_page = reference_pairs(events, BUYERS.iloc[:1], {"s1": lambda q: []}, window_s=120)
+    assert off_page["rank"].isna().all() and len(off_page) == 1
 
 
 def test_redact_history_drops_every_entry_that_mentions_a_test_item():

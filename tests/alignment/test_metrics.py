@@ -17,11 +17,22 @@ from persona_shoppers.alignment.metrics import (
     instruction_metrics,
     item_selection_metrics,
     merge_metric_families,
+    popular_choices,
     query_generation_metrics,
     rank_selection_metrics,
     separation_metrics,
     session_metrics,
 )
+from persona_shoppers.alignment.naming import split_metric_name
+
+
+def _values(metrics: dict) -> dict:
+    """The values alone (without their n and interval bounds)."""
+    return {k: v for k, v in metrics.items() if split_metric_name(k)[3] is None}
+
+
+def _interval(metrics: dict, name: str) -> tuple[float, float]:
+    return metrics[f"{name}/ci_low"], metrics[f"{name}/ci_high"]
 
 
 def _answers(task: str, condition: str, column: str, values: list) -> pd.DataFrame:
@@ -46,62 +57,104 @@ def test_query_generation_cosine_per_condition_and_stratum():
     perplexities = pd.DataFrame({"case": [3, 2, 1, 0], "stratum": [1, 1, 0, 0]})
     answers = pd.concat(
         [
-            _answers("query_generation", "echo", "query", ["a", "b", "a", "b"]),
+            _answers("query_generation", "base", "query", ["a", "b", "a", "b"]),
             _answers("query_generation", "blank", "query", [None, "b", "a", "b"]),
-            _answers("item_selection", "echo", "query", [None] * 4),
+            _answers("item_selection", "base", "query", [None] * 4),
         ]
     )
+    others = pd.DataFrame({"query": ["a", "b", "b", None, "a", "a"]})
     kde = {"bandwidths": [0.1, 1.0], "reference_bandwidth": 0.1, "repeats": 1, "n_samples": 20}
     metrics, detail = query_generation_metrics(
-        cases, perplexities, answers, _Embedder(), kde, seed=0, noise_floor_repeats=2
+        cases, perplexities, answers, others, _Embedder(), kde, seed=0, draws=50
     )
-    conditions = ("blank", "echo", "title_as_query")
+    conditions = ("blank", "base", "title_as_query")
     per_condition = ("cosine", "cosine_ppl_stratum_0", "cosine_ppl_stratum_1", "kde_kl")
     expected = {
         f"query_generation/{m}/{c}"
         for c in conditions
         for m in (*per_condition, "kde_kl_h0.1", "kde_kl_h1")
     }
-    assert set(metrics) == expected | {"query_generation/kde_kl/human_noise_floor"}
+    minus_base = {f"query_generation/cosine_minus_base/{c}" for c in ("blank", "title_as_query")}
+    floor = "query_generation/kde_kl/human_noise_floor"
+    floor_sweep = {f"query_generation/kde_kl_h{h}/human_noise_floor" for h in ("0.1", "1")}
+    assert set(_values(metrics)) == expected | minus_base | {floor} | floor_sweep
     # blank: cosines 0 (empty query), 1, 1, 1
     assert metrics["query_generation/cosine/blank"] == 0.75
+    assert metrics["query_generation/cosine/blank/n"] == 4
+    low, high = _interval(metrics, "query_generation/cosine/blank")
+    assert 0 <= low <= 0.75 <= high == 1.0
     assert detail["similarity_by_stratum"]["blank"] == {0: 0.5, 1: 1.0}
-    assert metrics["query_generation/cosine/echo"] == 1.0
+    assert metrics["query_generation/cosine/base"] == 1.0
+    assert metrics["query_generation/cosine_minus_base/blank"] == -0.25  # paired on the cases
     # title as query: cos([1, 1], [1, 0]) = 1 / sqrt(2), cos([0, 1], [0, 1]) = 1
     assert metrics["query_generation/cosine/title_as_query"] == pytest.approx(
         (math.sqrt(0.5) + 1) / 2
     )
     sweep = detail["kde_sweep"]["blank"]
     assert metrics["query_generation/kde_kl/blank"] == sweep["kl"] == sweep["mean"][0]
+    # the floor: as many other humans' queries as there are cases (4 of the 5 non-null)
+    assert metrics[f"{floor}/n"] == 4 and math.isfinite(metrics[floor])
 
 
-def test_item_selection_accuracy_and_baselines():
-    cases = pd.DataFrame(
+def _item_cases() -> pd.DataFrame:
+    return pd.DataFrame(
         {
+            "shop_id": ["s1", "s1"],
+            "buyer_id": ["u1", "u2"],
             "product_ids": [["p1", "p2", "p3", "p4"], ["p5", "p6", "p7", "p8"]],
             "answer": [0, 2],
         }
     )
-    answers = _answers("item_selection", "c", "choice", [0, 1])
+
+
+def test_item_selection_accuracy_and_baselines():
+    cases = _item_cases()
+    answers = pd.concat(
+        [
+            _answers("item_selection", "base", "choice", [0, 1]),
+            _answers("item_selection", "better", "choice", [0, 2]),
+        ]
+    )
     events = pl.DataFrame(
         {
+            "shop_id": ["s1"] * 5,
+            "buyer_id": ["u3", "u3", "u4", "u4", "u5"],
             "event_type": ["purchase", "purchase", "purchase", "purchase", "product_view"],
             "product_id": ["p2", "p2", "p1", "p7", "p1"],
         }
     )
-    metrics = item_selection_metrics(cases, answers, events, seed=0)
-    assert set(metrics) == {
-        "item_selection/accuracy/c",
+    metrics = item_selection_metrics(cases, answers, events, seed=0, draws=200)
+    assert set(_values(metrics)) == {
+        "item_selection/accuracy/base",
+        "item_selection/accuracy/better",
+        "item_selection/accuracy_minus_base/better",
         "item_selection/accuracy/random_choice",
         "item_selection/accuracy/most_popular",
     }
-    assert metrics["item_selection/accuracy/c"] == 0.5
+    assert metrics["item_selection/accuracy/base"] == 0.5
+    assert metrics["item_selection/accuracy_minus_base/better"] == 0.5
     # most purchased option: p2 (wrong), p7 (right); views do not count
     assert metrics["item_selection/accuracy/most_popular"] == 0.5
-    assert metrics["item_selection/accuracy/random_choice"] in (0.0, 0.5, 1.0)
+    # random choice among 4 options: exactly 1/4, and the spread of a random chooser on 2 cases
+    assert metrics["item_selection/accuracy/random_choice"] == 0.25
+    assert _interval(metrics, "item_selection/accuracy/random_choice") == (0.0, 1.0)
+    assert metrics["item_selection/accuracy/random_choice/n"] == 2
 
 
-def test_rank_selection_kl_and_histograms():
+def test_most_popular_never_counts_the_case_buyers_own_purchase():
+    cases = _item_cases()
+    events = pl.DataFrame(
+        {
+            "shop_id": ["s1", "s1", "s1", "s2"],
+            "buyer_id": ["u1", "u1", "u9", "u9"],  # u1's own purchases of the answer p1
+            "event_type": ["purchase"] * 4,
+            "product_id": ["p1", "p1", "p3", "p1"],  # p1 in another shop does not count
+        }
+    )
+    assert popular_choices(cases.iloc[:1], events, seed=0).tolist() == [2]  # p3, by u9
+
+
+def test_rank_selection_kl_floor_and_histograms():
     cases = pd.DataFrame({"results": [["p1", "p2", "p3"], ["p4", "p5"]], "rank": [1, 2]})
     answers = pd.concat(
         [
@@ -109,14 +162,18 @@ def test_rank_selection_kl_and_histograms():
             _answers("rank_selection", "off", "choice", [3, 1]),
         ]
     )
-    metrics, detail = rank_selection_metrics(cases, answers, seed=0, noise_floor_repeats=2)
-    assert set(metrics) == {
+    others = pd.DataFrame({"rank": pd.array([2, None, 1], dtype="Int64")})
+    metrics, detail = rank_selection_metrics(cases, answers, others, seed=0, draws=50)
+    assert set(_values(metrics)) == {
         f"rank_selection/rank_kl/{c}" for c in ("off", "same", "random_rank", "human_noise_floor")
     }
     assert metrics["rank_selection/rank_kl/same"] == 0.0
+    assert _interval(metrics, "rank_selection/rank_kl/same") == (0.0, 0.0)
     assert metrics["rank_selection/rank_kl/off"] > 0
+    assert metrics["rank_selection/rank_kl/human_noise_floor"] == 0.0  # ranks 1 and 2 again
+    assert metrics["rank_selection/rank_kl/human_noise_floor/n"] == 2
     hist = detail["rank_histograms"]
-    assert list(hist) == ["human", "off", "same", "random_rank"]
+    assert list(hist) == ["human", "off", "same", "random_rank", "human_noise_floor"]
     assert hist["human"] == hist["same"] == [1, 1, 0]
     assert hist["off"] == [1, 0, 1]
     assert sum(hist["random_rank"]) == 2
@@ -126,17 +183,29 @@ def _sessions(**columns) -> pd.DataFrame:
     return pd.DataFrame({"shop_id": "s1", **columns})
 
 
-def test_session_kl_ttr_and_histograms():
-    human = _sessions(
-        n_searches=[0, 1, 3, 1],
-        n_product_views=[1, 1, 2, 0],
-        n_purchases=[0, 0, 1, 0],
-        queries=[["red boots"], ["blue boots"], [], None],
-        viewed_titles=[["A b"], ["a"], [], None],
+def _simulated(conditions: dict, population: str = "pop") -> pd.DataFrame:
+    """Sessions of the same agents (a0, a1, ...) under each condition."""
+    return pd.concat(
+        [
+            table.assign(
+                condition=c, population=population, agent_id=[f"a{i}" for i in range(len(table))]
+            )
+            for c, table in conditions.items()
+        ],
+        ignore_index=True,
     )
-    mirror = human.assign(condition="mirror", queries=[["red boots"], ["red hat"], [], None])
+
+
+def test_session_kl_floor_ttr_and_histograms():
+    human = _sessions(
+        n_searches=[0, 1, 3, 1] * 3,
+        n_product_views=[1, 1, 2, 0] * 3,
+        n_purchases=[0, 0, 1, 0] * 3,
+        queries=[["red boots"], ["blue boots"], [], None] * 3,
+        viewed_titles=[["A b"], ["a"], [], None] * 3,
+    )
+    mirror = human.iloc[:4].assign(queries=[["red boots"], ["red hat"], [], None])
     none = _sessions(
-        condition="none",
         n_searches=[0] * 4,
         n_product_views=[0] * 4,
         n_purchases=[0] * 4,
@@ -144,26 +213,52 @@ def test_session_kl_ttr_and_histograms():
         viewed_titles=[None] * 4,
     )
     metrics, detail = session_metrics(
-        human, pd.concat([mirror, none]), max_count=2, seed=0, noise_floor_repeats=2
+        human, _simulated({"mirror": mirror, "none": none}), "pop", max_count=2, seed=0, draws=50
     )
-    references = ("marginal_resample", "human_noise_floor")
-    assert set(metrics) == {
+    assert set(_values(metrics)) == {
         f"session/kl_{label}/{c}"
         for label in ("searches", "views", "purchases")
-        for c in ("mirror", "none", *references)
+        for c in ("mirror", "none", "human_noise_floor")
     } | {
         f"session/{m}/{c}" for m in ("query_ttr", "title_ttr") for c in ("mirror", "none", "human")
     }
-    assert metrics["session/kl_searches/mirror"] == 0.0
-    assert metrics["session/kl_searches/none"] > 0
+    assert metrics["session/kl_searches/mirror"] < metrics["session/kl_searches/none"]
+    assert metrics["session/kl_searches/none/n"] == 4
+    assert metrics["session/kl_searches/human_noise_floor/n"] == 4  # as many as the agents
+    low, high = _interval(metrics, "session/kl_searches/none")
+    assert low <= metrics["session/kl_searches/none"] <= high
     assert metrics["session/query_ttr/mirror"] == 0.75  # red boots red hat
     assert math.isnan(metrics["session/title_ttr/none"])  # no title at all
-    assert metrics["session/query_ttr/human"] == 0.75  # red boots blue boots
-    assert metrics["session/title_ttr/human"] == pytest.approx(2 / 3)  # a b a
     hist = detail["session_histograms"]
-    assert hist["searches"]["human"] == [0.25, 0.5, 0.25]  # 3 searches pooled as "2+"
     assert hist["searches"]["none"] == [1.0, 0.0, 0.0]
-    assert detail["max_count"] == 2
+    assert sum(hist["searches"]["human"]) == pytest.approx(1.0)
+    assert detail["max_count"] == 2 and detail["human_reference_sessions"] == 8
+
+
+def test_session_floor_shrinks_as_the_agents_grow():
+    rng = np.random.default_rng(0)
+    human = _sessions(
+        n_searches=rng.poisson(1.5, 4000),
+        n_product_views=rng.poisson(2.0, 4000),
+        n_purchases=rng.binomial(1, 0.2, 4000),
+        queries=[[]] * 4000,
+        viewed_titles=[[]] * 4000,
+    )
+    floors = []
+    for n in (10, 1000):
+        agents = human.iloc[:n].reset_index(drop=True)
+        metrics, _ = session_metrics(human, _simulated({"c": agents}), "pop", 5, seed=1, draws=20)
+        floors.append(metrics["session/kl_searches/human_noise_floor"])
+    assert floors[1] < floors[0] / 5
+
+
+def test_conditions_on_different_agents_are_refused():
+    one = _sessions(
+        n_searches=[1], n_product_views=[1], n_purchases=[0], queries=[[]], viewed_titles=[[]]
+    )
+    simulated = _simulated({"a": one, "b": one}).assign(agent_id=["x", "y"])
+    with pytest.raises(ValueError, match="different agents"):
+        session_metrics(one, simulated, "pop", 2, seed=0, draws=10)
 
 
 def test_held_out_human_sessions_come_from_the_simulated_shops():
@@ -175,36 +270,89 @@ def test_held_out_human_sessions_come_from_the_simulated_shops():
     assert sorted(every["session_id"]) == [1, 3, 4]
 
 
-def test_action_rates_pair_an_agent_with_the_buyer_it_stands_for():
-    """A token_mismatch agent is conditioned on a token absent from its shop; its pair is
-    still its own buyer's (shop, token)."""
-    buyers = pd.DataFrame(
-        {
-            "shop_id": ["s1"] * 4,
-            "buyer_id": ["u1", "u2", "u3", "u4"],
-            "atc_sessions": [1, 0, 2, 0],
-            "purchase_sessions": [1, 0, 0, 0],
-            "n_sessions": [2, 2, 2, 1],
-            "stratum": ["A", "D", "C", "D"],
-        }
+def _human_rate_log(n_per_cell: int = 40) -> tuple[pl.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Two shops, tokens 1 (stratum A: every session carts, half buy) and 2 (stratum D: none
+    does), and a stratum-E buyer who always buys (left out: ARA is over A-D)."""
+    rows, buyers = [], []
+    for shop in ("s1", "s2"):
+        for token, stratum, atc, buy in ((1, "A", 1, 0.5), (2, "D", 0, 0.0), (3, "E", 1, 1.0)):
+            for b in range(4):
+                buyer = f"{shop}-{token}-{b}"
+                buyers.append(
+                    {"shop_id": shop, "buyer_id": buyer, "stratum": stratum, "token": token}
+                )
+                for i in range(n_per_cell // 4):
+                    rows.append(
+                        {
+                            "shop_id": shop,
+                            "buyer_id": buyer,
+                            "session_id": f"{buyer}-{i}",
+                            "has_add_to_cart": bool(atc),
+                            "has_purchase": bool(i % 2 < 2 * buy),
+                        }
+                    )
+    table = pd.DataFrame(buyers)
+    return (
+        pl.DataFrame(rows),
+        table[["shop_id", "buyer_id", "stratum"]],
+        table[["shop_id", "buyer_id", "token"]],
     )
-    assignments = buyers[["shop_id", "buyer_id"]].assign(token=[1, 2, 1, 2])
-    simulated = pd.DataFrame(
-        {
-            "shop_id": ["s1", "s1"],
-            "condition": ["token_mismatch", "token_mismatch"],
-            "buyer_token": [1, 2],
-            "persona_token": ["<|persona_99|>", "<|persona_98|>"],
-            "has_add_to_cart": [True, False],
-            "has_purchase": [False, False],
-        }
+
+
+def _agents_like_humans(n: int = 6) -> pd.DataFrame:
+    """n agents per (shop, token 1 / 2) cell that behave like that cell's humans."""
+    rows = []
+    for shop in ("s1", "s2"):
+        for token, stratum in ((1, "A"), (2, "D")):
+            for i in range(n):
+                rows.append(
+                    {
+                        "shop_id": shop,
+                        "buyer_token": token,
+                        "stratum": stratum,
+                        "persona_token": f"<|persona_{token}|>",
+                        "has_add_to_cart": token == 1,
+                        "has_purchase": token == 1 and i % 2 == 0,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_action_rates_find_a_planted_difference_on_the_same_agents():
+    sessions, buyers, assignments = _human_rate_log()
+    good = _agents_like_humans()
+    blind = good.assign(has_add_to_cart=False, has_purchase=False)
+    simulated = _simulated({"base": blind, "persona_token": good, "same_as_base": blind})
+    metrics, detail = action_rate_metrics(
+        simulated, sessions, buyers, assignments, "pop", seed=0, draws=200
     )
-    metrics, _ = action_rate_metrics(simulated, buyers, assignments, seed=0, noise_floor_repeats=2)
-    # token 1: real atc (0.5 + 1) / 2 = 0.75, purchase 0.25; agent 1, 0 -> .75 / .75
-    # token 2: real atc 0, purchase 0; agent 0, 0 -> 1 / 1
-    assert metrics["action_rate/atc_stratum_A/token_mismatch"] == 0.75
-    assert metrics["action_rate/purchase_stratum_A/token_mismatch"] == 0.75
-    assert metrics["action_rate/ara_stratum_D/token_mismatch"] == 1.0
+    name = "action_rate/ara/persona_token"
+    assert metrics[name] == pytest.approx(1.0, abs=0.03)  # the reference lost the floor sessions
+    assert metrics[f"{name}/n"] == 24
+    # the planted difference is found, an identical pair covers 0
+    low, _ = _interval(metrics, "action_rate/ara_minus_base/persona_token")
+    assert metrics["action_rate/ara_minus_base/persona_token"] > 0 and low > 0
+    low, high = _interval(metrics, "action_rate/ara_minus_base/same_as_base")
+    assert low <= 0 <= high
+    # correct tokens beat all-mismatch on the same cells (token 1 vs 2 differ fully in atc)
+    low, _ = _interval(metrics, "action_rate/ara_correct_minus_all_mismatch/persona_token")
+    assert low > 0
+    # the floor: as many human sessions per cell as agents; humans match humans
+    assert metrics["action_rate/ara/human_noise_floor/n"] == 24
+    assert metrics["action_rate/atc/human_noise_floor"] == 1.0
+    # baselines on the same agents: the shop's rate mixes tokens, the stratum's does not
+    assert metrics["action_rate/atc/shop_stratum_rate_baseline"] == 1.0
+    assert metrics["action_rate/atc/shop_rate_baseline"] < 0.8
+    assert set(detail["ara_by_stratum"]["persona_token"]["correct"]) == {"A", "D"}  # no E
+
+
+def test_action_rates_leave_out_cells_without_enough_humans_for_a_floor():
+    sessions, buyers, assignments = _human_rate_log(n_per_cell=4)  # one session per buyer
+    agents = _agents_like_humans(n=4)  # 4 agents per cell, 4 human sessions per cell
+    with pytest.raises(ValueError, match="enough human sessions"):
+        action_rate_metrics(
+            _simulated({"c": agents}), sessions, buyers, assignments, "pop", seed=0, draws=10
+        )
 
 
 def test_separation_scores_sessions_by_their_token_bins():
@@ -215,26 +363,31 @@ def test_separation_scores_sessions_by_their_token_bins():
         {"token": 2},
     ]
     scores = {
-        "n_add_to_cart": [0, 1, 1, 1],
-        "n_checkout_starts": [0, 0, 1, 1],
-        "n_purchases": [0, 0, 0, 1],  # purchase head: 0, 1 (low) vs 2, 3 (high)
-        "n_actions": [1, 2, 3, 5],
-        "viewed_product_ids": [None, ["p1", "p1"], ["p1", "p2"], ["p1", "p2", "p3"]],
+        "n_add_to_cart": [0, 1, 1, 1, 9],
+        "n_checkout_starts": [0, 0, 1, 1, 9],
+        "n_purchases": [0, 0, 0, 1, 9],  # purchase head: 0, 1 (low) vs 2, 3 (high)
+        "n_actions": [1, 2, 3, 5, 9],
+        "n_searches": [0, 1, 1, 1, 9],
+        "n_collection_views": [0, 0, 1, 1, 9],
+        "n_product_views": [0, 0, 0, 2, 9],  # exploration: 0, 1 (low) vs 2, 4 (high)
     }
     tokened = pd.DataFrame(
         {
-            "condition": "tok",
-            "persona_token": ["<|persona_0|>"] * 2 + ["<|persona_1|>"] * 2,
+            "persona_token": ["<|persona_0|>"] * 2 + ["<|persona_1|>"] * 2 + ["<|persona_2|>"],
             "buyer_token": 2,  # overridden by the conditioning token
             **scores,
         }
     )
-    blind = tokened.assign(condition="blind", persona_token=None, buyer_token=0)
-    metrics = separation_metrics(pd.concat([tokened, blind]), cards, permutation_draws=50, seed=0)
+    blind = tokened.assign(persona_token=None, buyer_token=0)
+    simulated = _simulated({"tok": tokened, "blind": blind})
+    metrics = separation_metrics(simulated, cards, "pop", permutation_draws=50, seed=0, draws=50)
     assert metrics["separation/purchase_mean_low/tok"] == 0.5
     assert metrics["separation/purchase_mean_high/tok"] == 2.5
-    assert metrics["separation/exploration_mean_low/tok"] == 0.5  # 0 and 1 distinct products
+    assert metrics["separation/exploration_mean_low/tok"] == 0.5
+    assert metrics["separation/exploration_mean_high/tok"] == 3.0
+    assert "separation/purchase_mean_none/tok" not in metrics  # token 2 has no bin
     assert metrics["separation/engagement_cohens_d/tok"] > 0
+    assert metrics["separation/engagement_cohens_d/tok/n"] == 4
     # every blind session stands for token 0 (all Low): undefined, no per-bin means
     for stat in ("cohens_d", "welch_p", "kruskal_p", "permutation_p"):
         assert math.isnan(metrics[f"separation/purchase_{stat}/blind"])
@@ -252,7 +405,11 @@ def test_instruction_following_rates_and_calibration():
             "claimed": [True, True, False, True],
         }
     )
-    metrics = instruction_metrics(runs)
+    metrics = instruction_metrics(runs, seed=0, draws=50)
+    assert metrics.pop("instruction_following/success_rate/a/n") == 4
+    low = metrics.pop("instruction_following/success_rate/a/ci_low")
+    high = metrics.pop("instruction_following/success_rate/a/ci_high")
+    assert low <= 0.75 <= high
     expected = {
         "success_rate": 0.75,
         "success_rate_len_3-5": 0.5,
@@ -286,7 +443,10 @@ def _ablation_sessions() -> pd.DataFrame:
 
 
 def test_ablation_rates_on_one_population():
-    metrics = ablation_metrics(_ablation_sessions(), {"ablation_x": ["c1", "c2"]}, "pop")
+    metrics = ablation_metrics(
+        _ablation_sessions(), {"ablation_x": ["c1", "c2"]}, "pop", seed=0, draws=50
+    )
+    assert metrics["ablation_x/outcome_purchased/c1/n"] == 2
     assert metrics["ablation_x/outcome_purchased/c1"] == 0.5
     assert metrics["ablation_x/outcome_error/c1"] == 0.0  # the error is another population's
     assert metrics["ablation_x/error_rate/c1"] == 0.5
@@ -299,29 +459,39 @@ def test_ablation_rates_on_one_population():
 
 def test_ablation_without_sessions_names_the_ablation():
     with pytest.raises(ValueError, match=r"alignment\.ablations\.ablation_x.*'c3'"):
-        ablation_metrics(_ablation_sessions(), {"ablation_x": ["c3"]}, "pop")
+        ablation_metrics(_ablation_sessions(), {"ablation_x": ["c3"]}, "pop", seed=0, draws=5)
 
 
 def test_ab_metrics_per_test_and_metric():
     results = pd.DataFrame(
         {
-            "test": ["t1", "t1"],
-            "metric": ["conversion_rate", "sales"],
+            "test": ["t1", "t1", "t1"],
+            "metric": ["conversion_rate", "sales", "atc_rate"],
             "condition": "persona_token",
-            "simulated_effect": [0.1, 0.2],
-            "reference_effect": [-0.05, 0.0],
-            "direction_agreement": [False, None],
-            "magnitude_ratio": [-2.0, float("nan")],
+            "sessions_per_arm": 24,
+            "simulated_effect": [0.1, 0.2, 0.05],
+            "ci_low": [0.02, 0.1, -0.1],
+            "ci_high": [0.2, 0.3, 0.2],
+            "reference_effect": [-0.05, float("nan"), 0.1],
+            "status": ["disagrees", "undefined", "inconclusive"],
+            "direction_agreement": [False, None, None],
+            "magnitude_ratio": [-2.0, float("nan"), 0.5],
         }
     )
     metrics = ab_metrics(results)
     stem = "ab_test/t1.conversion_rate"
     assert metrics[f"{stem}.simulated_effect/persona_token"] == 0.1
+    assert metrics[f"{stem}.simulated_effect/persona_token/n"] == 24
+    assert _interval(metrics, f"{stem}.simulated_effect/persona_token") == (0.02, 0.2)
     assert metrics[f"{stem}.reference_effect/persona_token"] == -0.05
     assert metrics[f"{stem}.direction_agreement/persona_token"] == 0.0
+    assert metrics[f"{stem}.conclusive/persona_token"] == 1.0
     assert metrics[f"{stem}.magnitude_ratio/persona_token"] == -2.0
     assert math.isnan(metrics["ab_test/t1.sales.direction_agreement/persona_token"])
-    assert len(metrics) == 8
+    assert math.isnan(metrics["ab_test/t1.sales.conclusive/persona_token"])
+    assert metrics["ab_test/t1.atc_rate.conclusive/persona_token"] == 0.0
+    assert math.isnan(metrics["ab_test/t1.atc_rate.direction_agreement/persona_token"])
+    assert len(metrics) == 3 * 8
 
 
 def test_merge_sorts_names_and_keeps_detail_order():

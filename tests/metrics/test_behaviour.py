@@ -16,7 +16,6 @@ from persona_shoppers.metrics.behaviour import (
     cohens_d,
     discrete_kl,
     kruskal_wallis,
-    noise_floor,
     pair_action_rates,
     permutation_test,
     persona_pairing_alignment,
@@ -109,31 +108,6 @@ def test_ab_agreement():
         ab_agreement(float("nan"), 1.0)
 
 
-def test_noise_floor_splits_humans_in_disjoint_halves():
-    humans = np.arange(11)
-    seen = []
-
-    def record(a: np.ndarray, b: np.ndarray) -> float:
-        seen.append((a.copy(), b.copy()))
-        return float(a.mean() - b.mean())
-
-    out = noise_floor(record, humans, seed=3, repeats=4)
-    assert len(out["values"]) == 4 and len(seen) == 4
-    for a, b in seen:
-        assert a.size == 5 and b.size == 6
-        assert sorted(np.concatenate([a, b]).tolist()) == humans.tolist()
-    assert out["mean"] == pytest.approx(np.mean(out["values"]))
-    assert noise_floor(record, humans, seed=3, repeats=4)["values"] == out["values"]
-    # identical humans: any split gives the same histogram -> KL floor 0
-    flat = noise_floor(lambda a, b: discrete_kl(a, b), np.ones(20, dtype=int), seed=0)
-    assert flat["mean"] == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError, match="2 rows"):
-        noise_floor(record, [1.0])
-
-
-# ---------------------------------------------------------------- ARA
-
-
 def test_action_rate_alignment_hand_values():
     # ATC: 1 - |.3 - .5| = .8 ; PUR: 1 - |.1 - .05| = .95 ; ARA = (.8 + .95) / 2 = .875
     out = action_rate_alignment(0.3, 0.1, 0.5, 0.05)
@@ -199,19 +173,20 @@ def test_pair_action_rates_and_modal_stratum():
 def test_persona_pairing_alignment_by_hand():
     real, agent = _ara_tables()
     out = persona_pairing_alignment(real, agent, seed=0)
-    # correct (1 - |real - agent|):
+    # correct (1 - |real - agent|), on the cells that have a mismatch (s3 has one token only):
     #   s1/t0 A: atc 1-|1-.75| = .75, pur 1-|.5-.25| = .75
     #   s1/t1 C: 1, 1        s1/t2 D: atc .75, pur 1
-    #   s2/t5 D: 1, 1        s3/t7 B: atc 1, pur 1-|0-1| = 0
-    # per stratum: A (.75,.75)  B (1, 0)  C (1, 1)  D (.875, 1)
-    # stratified: atc 3.625/4 = .90625, pur 2.75/4 = .6875, ARA .796875
+    #   s2/t5 D: 1, 1        (s3/t7 B left out)
+    # per stratum: A (.75,.75)  C (1, 1)  D (.875, 1)
+    # stratified: atc 2.625/3 = .875, pur 2.75/3, ARA (.875 + 2.75/3) / 2
     correct = out["correct"]
+    assert set(correct["per_stratum"]) == {"A", "C", "D"}
     assert correct["per_stratum"]["D"]["atc"] == pytest.approx(0.875)
-    assert correct["per_stratum"]["B"]["ara"] == pytest.approx(0.5)
+    assert correct["per_stratum"]["C"]["ara"] == pytest.approx(1.0)
     assert correct["per_stratum"]["D"]["n_cells"] == 2
-    assert correct["stratified"]["atc"] == pytest.approx(0.90625)
-    assert correct["stratified"]["purchase"] == pytest.approx(0.6875)
-    assert correct["stratified"]["ara"] == pytest.approx(0.796875)
+    assert correct["stratified"]["atc"] == pytest.approx(0.875)
+    assert correct["stratified"]["purchase"] == pytest.approx(2.75 / 3)
+    assert correct["stratified"]["ara"] == pytest.approx((0.875 + 2.75 / 3) / 2)
     # all-mismatch (mean over the other tokens of the same shop; s3 has none -> left out):
     #   s1/t0 (.75,.25) vs t1 (.5,0): (.75,.75); vs t2 (0,0): (.25,.75) -> (.5,.75)  A
     #   s1/t1 (.5,0)    vs t0 (1,.5): (.5,.5);   vs t2 (0,0): (.5,1)    -> (.5,.75)  C
@@ -251,6 +226,9 @@ def test_persona_pairing_alignment_errors():
     real_bad = {k: v for k, v in real.items() if k != "stratum"}
     with pytest.raises(ValueError, match="'stratum' column"):
         persona_pairing_alignment(real_bad, agent)
+    lonely = {k: [v[-1]] for k, v in agent.items()}  # s3 has a single token
+    with pytest.raises(ValueError, match="no mismatch"):
+        persona_pairing_alignment(real, lonely)
 
 
 # ---------------------------------------------------------------- separation tests

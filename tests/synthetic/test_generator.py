@@ -10,6 +10,7 @@ from persona_shoppers.contract import EVENT_SCHEMA, EVENT_TYPES
 from persona_shoppers.storefront import StoreVariant
 from persona_shoppers.synthetic import SyntheticConfig, ab_outcomes, generate, planted_buyer_types
 from persona_shoppers.synthetic.buyer_types import DEFAULT_BUYER_TYPES, BuyerType
+from persona_shoppers.synthetic.generator import relative_effects
 
 CONTROL = StoreVariant()
 SMALL = SyntheticConfig(
@@ -136,6 +137,15 @@ def test_ab_tests_replay_the_same_random_numbers(small):
     price = truth["ab_tests"][0]["pooled"]["all"]
     assert price["effect"]["conversion_rate"] < 0  # a 20% price rise loses conversions
     assert price["control"] == truth["ab_tests"][1]["pooled"]["all"]["control"]
+    # a relative effect on a zero control rate is undefined, not zero
+    zero = {"atc_rate": 0.0, "checkout_rate": 0.1, "conversion_rate": 0.0, "revenue_per_session": 1}
+    more = {"atc_rate": 0.2, "checkout_rate": 0.2, "conversion_rate": 0.0, "revenue_per_session": 1}
+    assert relative_effects(zero, more) == {
+        "atc_rate": None,
+        "checkout_rate": pytest.approx(1.0),
+        "conversion_rate": None,
+        "revenue_per_session": 0.0,
+    }
 
 
 def test_buyer_type_validation():

@@ -43,54 +43,30 @@ def buyer_top_categories(events: pl.DataFrame) -> pd.DataFrame:
     )
 
 
-def shop_category_mix(events: pl.DataFrame, shops: Sequence[str]) -> pd.DataFrame:
-    """Share of product views per category leaf in each shop: (shop_id, category, share)."""
-    views = (
-        events.filter(pl.col("shop_id").is_in(list(shops)) & pl.col("category").is_not_null())
-        .with_columns(pl.col("category").map_elements(category_leaf, return_dtype=pl.String))
-        .group_by("shop_id", "category")
-        .len("n")
-        .sort("shop_id", "category")
-        .to_pandas()
-    )
-    views["share"] = views["n"] / views.groupby("shop_id")["n"].transform("sum")
-    return views[["shop_id", "category", "share"]]
-
-
-def _draw(rng: np.random.Generator, table: pd.DataFrame, column: str, n: int) -> np.ndarray:
-    p = table["share"].to_numpy(dtype=float)
-    return rng.choice(table[column].to_numpy(), size=n, p=p / p.sum())
-
-
 def shop_sample_agents(
-    token_mix: pd.DataFrame,
-    stratum_mix: pd.DataFrame,
-    category_mix: pd.DataFrame,
-    n_per_shop: int,
-    seed: int,
-    population: str = "shop_sample",
+    counterparts: pd.DataFrame, n_per_shop: int, seed: int, population: str = "shop_sample"
 ) -> pd.DataFrame:
-    """Agents per shop with token ~ p_s(k), stratum ~ the shop's mix, category ~ its views.
-
-    Each mix is a frame (shop_id, <value>, share). Deterministic for a seed; each
-    ``population`` name draws its own agents."""
+    """Agents per shop, each standing for one real buyer of the shop drawn uniformly (with
+    replacement, seeded) from ``counterparts`` (shop_id, buyer_id, token, stratum, category):
+    the agent takes that buyer's token, stratum (its buy / browse intent) and top category
+    together, so tokens follow p_s(k) and a token never gets another stratum's intent
+    (SimPersona 3.2). Each ``population`` name draws its own agents."""
     rows = []
     stream = zlib.crc32(population.encode())
-    for s, shop in enumerate(sorted(token_mix["shop_id"].unique())):
+    for s, (shop, pool) in enumerate(counterparts.groupby("shop_id", sort=True)):
         rng = np.random.default_rng([seed, s, stream])
-        tokens = _draw(rng, token_mix[token_mix["shop_id"] == shop], "token", n_per_shop)
-        strata = _draw(rng, stratum_mix[stratum_mix["shop_id"] == shop], "stratum", n_per_shop)
-        cats = _draw(rng, category_mix[category_mix["shop_id"] == shop], "category", n_per_shop)
-        for i in range(n_per_shop):
+        pool = pool.sort_values("buyer_id").reset_index(drop=True)
+        drawn = pool.iloc[rng.integers(0, len(pool), n_per_shop)]
+        for i, row in enumerate(drawn.to_dict("records")):
             rows.append(
                 {
                     "agent_id": f"{shop}-{population}-{i:04d}",
                     "population": population,
                     "shop_id": shop,
-                    "buyer_id": None,
-                    "token": int(tokens[i]),
-                    "stratum": str(strata[i]),
-                    "category": str(cats[i]),
+                    "buyer_id": row["buyer_id"],
+                    "token": int(row["token"]),
+                    "stratum": str(row["stratum"]),
+                    "category": str(row["category"]),
                 }
             )
     return pd.DataFrame(rows)

@@ -12,7 +12,6 @@ import numpy as np
 
 from ..llm.base import LLM, prefilled
 from ..storefront import Action, Store
-from .population import category_leaf
 from .prompts import SYSTEM_PROMPT, chat, user_turn
 from .rollout import SEARCH_PREFIX, candidate_text
 
@@ -80,24 +79,27 @@ def select_items(
     return [c.index for c in _ask(llm, prompts, "choose", candidates)]
 
 
+def rank_goal(query: str) -> str:
+    """The goal of rank selection: the query alone (PAARS gives only the result list)."""
+    return f'You searched for "{query}".'
+
+
 def select_ranks(
     llm: LLM,
     stores: dict[str, Store],
     shops: Sequence[str],
     queries: Sequence[str],
-    categories: Sequence[str],
     profiles: Sequence[str | None],
     seed: int = 0,
 ) -> list[int]:
     """The 1-based rank of the result each agent views on the results page of a query, drawn
     from the softmax of the candidates' log-likelihoods (one seeded draw per case)."""
     prompts, candidates = [], []
-    for shop, query, category, profile in zip(shops, queries, categories, profiles, strict=True):
+    for shop, query, profile in zip(shops, queries, profiles, strict=True):
         store = stores[shop]
         visit, _ = store.start()
         page = store.step(visit, Action("search", query)).observation
-        goal = f"You are looking for {category_leaf(category)}."
-        prompts.append(task_prompt(goal, page, profile))
+        prompts.append(task_prompt(rank_goal(query), page, profile))
         ids = store.search_results(query)
         candidates.append([candidate_text(Action("view", store.display_id[p])) for p in ids])
     choices = _ask(llm, prompts, "choose", candidates)

@@ -7,6 +7,8 @@
   agent sees (:func:`redact_history`).
 * Rank selection: a human query's result list in the textual store and the rank of the first
   result the human viewed within ``window_s`` seconds.
+* Reference pairs: the same query-view pairs from other buyers of the same shops, the humans
+  that the noise floors compare with the cases' humans.
 
 Every function is deterministic for its seed and says how many candidates it skipped and why
 (``logger``), so a thin test set is never a silent one.
@@ -162,6 +164,40 @@ def rank_selection_cases(
     )
     columns = [*_KEYS, "session_id", "query", "product_id", "results", "rank"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def reference_pairs(
+    events: pl.DataFrame,
+    case_buyers: pd.DataFrame,
+    search_results: Mapping[str, callable],
+    window_s: float = 60,
+) -> pd.DataFrame:
+    """One query-view pair per buyer of the cases' shops who is not a case buyer, with the
+    rank of the viewed product on the store's result page for the query (null when it is not
+    on it). Columns: shop_id, buyer_id, query, title, rank."""
+    shops = sorted(case_buyers["shop_id"].unique())
+    mine = events.filter(pl.col("shop_id").is_in(shops))
+    keys = pl.from_pandas(case_buyers[_KEYS].drop_duplicates())
+    others = mine.join(keys, on=_KEYS, how="anti").sort([*_KEYS, "session_id", "ts"])
+    pairs = (
+        query_view_pairs(others, window_s)
+        .sort([*_KEYS, "ts"])
+        .group_by(_KEYS, maintain_order=True)
+        .first()
+        .to_pandas()
+    )
+    ranks = []
+    for pair in pairs.to_dict("records"):
+        results = list(search_results[pair["shop_id"]](pair["query"]))
+        on_page = pair["product_id"] in results
+        ranks.append(results.index(pair["product_id"]) + 1 if on_page else None)
+    pairs["rank"] = pd.array(ranks, dtype="Int64")
+    logger.info(
+        "reference pairs: %d other buyers' query-view pairs (%d with the product on the page)",
+        len(pairs),
+        int(pairs["rank"].notna().sum()),
+    )
+    return pairs[[*_KEYS, "query", "title", "rank"]]
 
 
 def redact_history(history: str, phrases: Iterable[str]) -> str:

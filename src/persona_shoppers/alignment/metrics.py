@@ -1,10 +1,13 @@
 """The alignment metric families, one function per task, each with its baselines and human
-noise floor (docs/alignment.md), and their merge into ``alignment_metrics``. Definitions of
-the underlying statistics: docs/alignment_metrics.md."""
+noise floor (docs/alignment.md), and their merge into ``alignment_metrics``. Every headline
+number comes with its sample size and a 95% bootstrap interval (``.../n``, ``.../ci_low``,
+``.../ci_high``); baselines and floors are computed on the same cells and sample sizes as the
+conditions beside them. Definitions of the underlying statistics: docs/alignment_metrics.md."""
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -14,17 +17,24 @@ import polars as pl
 
 from persona_shoppers.agent.rollout import OUTCOMES
 from persona_shoppers.alignment.naming import metric_name
+from persona_shoppers.clickstream.buyers import PERSONA_STRATA
 from persona_shoppers.metrics.behaviour import (
-    accuracy,
     calibration,
+    cohens_d,
     discrete_kl,
-    noise_floor,
     persona_pairing_alignment,
     rank_distribution_kl,
     separation_tests,
 )
+from persona_shoppers.metrics.intervals import (
+    bootstrap_interval,
+    bootstrap_values,
+    mean_interval,
+    percentile_interval,
+)
 from persona_shoppers.metrics.text import (
     by_stratum,
+    kde_kl_divergence,
     kde_kl_sweep,
     rowwise_cosine,
     type_token_ratio,
@@ -38,6 +48,58 @@ Metrics = dict[str, float]
 
 class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+# Reference rows beside the conditions (docs/alignment.md, "Baselines and floors").
+HUMAN_FLOOR = "human_noise_floor"
+BASE = "base"
+
+
+def _stream(seed: int, *names: str) -> int:
+    """A seed of its own for each named quantity, stable across runs and orderings."""
+    words = [seed, *(zlib.crc32(n.encode()) for n in names)]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _put(
+    metrics: Metrics,
+    task: str,
+    metric: str,
+    condition: str,
+    value: float,
+    n: int | None = None,
+    interval: tuple[float, float] | None = None,
+) -> None:
+    """A value, and its sample size and 95% interval when given."""
+    metrics[metric_name(task, metric, condition)] = float(value)
+    if n is not None:
+        metrics[metric_name(task, metric, condition, "n")] = float(n)
+    if interval is not None:
+        metrics[metric_name(task, metric, condition, "ci_low")] = float(interval[0])
+        metrics[metric_name(task, metric, condition, "ci_high")] = float(interval[1])
+
+
+def _put_mean(
+    metrics: Metrics, task: str, metric: str, condition: str, values: Any, draws: int, seed: int
+) -> None:
+    """The mean of per-unit values with its n and bootstrap interval."""
+    x = np.asarray(values, dtype=float)
+    interval = mean_interval(x, draws, _stream(seed, task, metric, condition))
+    _put(metrics, task, metric, condition, x.mean() if x.size else np.nan, x.size, interval)
+
+
+def _disjoint_sample(pool: Sequence[Any], n: int, seed: int, what: str) -> np.ndarray:
+    """``n`` entries of ``pool`` without replacement (all of it, logged, when it is smaller)."""
+    values = np.asarray(pool)
+    if len(values) < n:
+        logger.warning(
+            "alignment: %s has %d humans for a floor of %d; the floor uses all of them",
+            what,
+            len(values),
+            n,
+        )
+    rng = np.random.default_rng(seed)
+    return values[rng.permutation(len(values))[: min(n, len(values))]]
 
 
 def _safe(fn: Callable[[], float], what: str) -> float:
@@ -54,104 +116,185 @@ def _safe(fn: Callable[[], float], what: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _answers_of(answers: pd.DataFrame, task: str, column: str) -> dict[str, pd.Series]:
+    """Each condition's answers to ``task``, in case order."""
+    mine = answers[answers["task"] == task]
+    return {c: g.sort_values("case")[column] for c, g in mine.groupby("condition")}
+
+
+def _put_minus_base(
+    metrics: Metrics,
+    task: str,
+    metric: str,
+    per_case: Mapping[str, np.ndarray],
+    draws: int,
+    seed: int,
+) -> None:
+    """Each condition's per-case value minus base's on the same cases (paired interval)."""
+    if BASE not in per_case:
+        return
+    for condition, values in per_case.items():
+        if condition != BASE:
+            diff = np.asarray(values, float) - np.asarray(per_case[BASE], float)
+            _put_mean(metrics, task, f"{metric}_minus_base", condition, diff, draws, seed)
+
+
 def query_generation_metrics(
     query_cases: pd.DataFrame,
     perplexities: pd.DataFrame,
     answers: pd.DataFrame,
+    reference_pairs: pd.DataFrame,
     embedder: Embedder,
     kde: Mapping[str, Any],
     seed: int,
-    noise_floor_repeats: int,
+    draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
-    """Cosine similarity (overall, per perplexity stratum) and the KDE KL sweep, for every
-    condition, the title-as-query baseline and the human noise floor."""
+    """Cosine similarity (overall, per perplexity stratum, paired against base) and the KDE KL
+    sweep, for every condition and the title-as-query baseline; the human noise floor is the
+    KDE KL between the cases' queries and as many queries of other humans of the same shops
+    (``reference_pairs``)."""
     task = "query_generation"
     human = embedder.embed(list(query_cases["query"]))
+    n = len(human)
     strata = perplexities.sort_values("case")["stratum"].to_numpy()
-    generated = answers[answers["task"] == task]
     by_condition = {
-        c: g.sort_values("case")["query"].fillna("").tolist()
-        for c, g in generated.groupby("condition")
+        c: q.fillna("").tolist() for c, q in _answers_of(answers, task, "query").items()
     }
     by_condition["title_as_query"] = list(query_cases["title"])
     metrics, detail = {}, {"similarity_by_stratum": {}, "kde_sweep": {}}
+    h, samples = kde["reference_bandwidth"], kde["n_samples"]
 
     def sweep(p: np.ndarray, q: np.ndarray) -> dict[str, Any]:
-        return kde_kl_sweep(
-            p,
-            q,
-            kde["bandwidths"],
-            kde["repeats"],
-            kde["n_samples"],
-            seed,
-            kde["reference_bandwidth"],
-        )
+        return kde_kl_sweep(p, q, kde["bandwidths"], kde["repeats"], samples, seed, h)
 
+    def put_kde(condition: str, agent: np.ndarray, paired: bool) -> None:
+        result = sweep(human, agent)
+        detail["kde_sweep"][condition] = result
+        s = _stream(seed, task, "kde_kl", condition)
+        if paired:  # the same cases on both sides
+
+            def kl(i):
+                return kde_kl_divergence(human[i], agent[i], h, samples, seed)
+
+            interval = bootstrap_interval(kl, n, draws, s)
+        else:
+
+            def kl(i, j):
+                return kde_kl_divergence(human[i], agent[j], h, samples, seed)
+
+            interval = bootstrap_interval(kl, (n, len(agent)), draws, s)
+        _put(metrics, task, "kde_kl", condition, result["kl"], len(agent), interval)
+        for bw, m in zip(result["bandwidths"], result["mean"], strict=True):
+            metrics[metric_name(task, f"kde_kl_h{bw:g}", condition)] = m
+
+    cosines = {}
     for condition, queries in by_condition.items():
         agent = embedder.embed([q if q else " " for q in queries])
-        cosine = rowwise_cosine(human, agent)
-        metrics[metric_name(task, "cosine", condition)] = float(cosine.mean())
-        per_stratum = by_stratum(cosine, strata)
+        cosines[condition] = rowwise_cosine(human, agent)
+        _put_mean(metrics, task, "cosine", condition, cosines[condition], draws, seed)
+        per_stratum = by_stratum(cosines[condition], strata)
         for s, v in per_stratum.items():
             metrics[metric_name(task, f"cosine_ppl_stratum_{s}", condition)] = v
         detail["similarity_by_stratum"][condition] = per_stratum
-        result = sweep(human, agent)
-        detail["kde_sweep"][condition] = result
-        metrics[metric_name(task, "kde_kl", condition)] = result["kl"]
-        for h, m in zip(result["bandwidths"], result["mean"], strict=True):
-            metrics[metric_name(task, f"kde_kl_h{h:g}", condition)] = m
-    floor = noise_floor(lambda a, b: sweep(a, b)["kl"], human, seed, noise_floor_repeats)
-    metrics[metric_name(task, "kde_kl", "human_noise_floor")] = floor["mean"]
+        put_kde(condition, agent, paired=True)
+    _put_minus_base(metrics, task, "cosine", cosines, draws, seed)
+    others = reference_pairs["query"].dropna().tolist()
+    floor = _disjoint_sample(others, n, _stream(seed, task, HUMAN_FLOOR), "query generation")
+    if len(floor) >= 2:
+        put_kde(HUMAN_FLOOR, embedder.embed(list(floor)), paired=False)
+    else:
+        _put(metrics, task, "kde_kl", HUMAN_FLOOR, float("nan"), len(floor))
     return metrics, detail
 
 
-def item_selection_metrics(
-    item_cases: pd.DataFrame, answers: pd.DataFrame, events: pl.DataFrame, seed: int
-) -> Metrics:
-    """4-way accuracy per condition, a random choice and the most-purchased option."""
-    task = "item_selection"
-    truth = item_cases["answer"].to_numpy()
-    picked = answers[answers["task"] == task]
-    metrics = {
-        metric_name(task, "accuracy", c): accuracy(
-            g.sort_values("case")["choice"].to_numpy(int), truth
-        )
-        for c, g in picked.groupby("condition")
-    }
-    rng = np.random.default_rng(seed)
-    sizes = item_cases["product_ids"].map(len).to_numpy()
-    metrics[metric_name(task, "accuracy", "random_choice")] = accuracy(
-        rng.integers(0, sizes), truth
+def popular_choices(item_cases: pd.DataFrame, events: pl.DataFrame, seed: int) -> np.ndarray:
+    """Per case, the option most purchased by the shop's other buyers (the case's own buyer's
+    purchases never count); ties broken at random (seeded)."""
+    sales = (
+        events.filter(pl.col("event_type") == "purchase")
+        .group_by("shop_id", "buyer_id", "product_id")
+        .len("n")
+        .to_pandas()
     )
-    sales = events.filter(pl.col("event_type") == "purchase").group_by("product_id").len("n")
-    counts = dict(zip(sales["product_id"].to_list(), sales["n"].to_list(), strict=True))
-    popular = [int(np.argmax([counts.get(p, 0) for p in ids])) for ids in item_cases["product_ids"]]
-    metrics[metric_name(task, "accuracy", "most_popular")] = accuracy(popular, truth)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for case in item_cases.to_dict("records"):
+        others = sales[
+            (sales["shop_id"] == case["shop_id"]) & (sales["buyer_id"] != case["buyer_id"])
+        ]
+        counts = others.groupby("product_id")["n"].sum()
+        score = np.array([counts.get(p, 0) for p in case["product_ids"]])
+        picks.append(int(rng.choice(np.flatnonzero(score == score.max()))))
+    return np.array(picks, dtype=int)
+
+
+def item_selection_metrics(
+    item_cases: pd.DataFrame, answers: pd.DataFrame, events: pl.DataFrame, seed: int, draws: int
+) -> Metrics:
+    """Accuracy per condition (and paired against base); a random choice (its expected
+    accuracy, and the interval a random chooser falls in on these cases) and the option most
+    purchased by other buyers."""
+    task = "item_selection"
+    truth = item_cases["answer"].to_numpy(int)
+    metrics: Metrics = {}
+    correct = {
+        c: (g.to_numpy(int) == truth).astype(float)
+        for c, g in _answers_of(answers, task, "choice").items()
+    }
+    correct["most_popular"] = (popular_choices(item_cases, events, seed) == truth).astype(float)
+    for condition, hits in correct.items():
+        _put_mean(metrics, task, "accuracy", condition, hits, draws, seed)
+    _put_minus_base(
+        metrics,
+        task,
+        "accuracy",
+        {c: v for c, v in correct.items() if c != "most_popular"},
+        draws,
+        seed,
+    )
+    sizes = item_cases["product_ids"].map(len).to_numpy()
+    rng = np.random.default_rng(_stream(seed, task, "random_choice"))
+    chance = (rng.random((draws, sizes.size)) < 1 / sizes).mean(axis=1)
+    interval = tuple(np.quantile(chance, [0.025, 0.975])) if draws else (np.nan, np.nan)
+    _put(metrics, task, "accuracy", "random_choice", np.mean(1 / sizes), sizes.size, interval)
     return metrics
 
 
 def rank_selection_metrics(
-    rank_cases: pd.DataFrame, answers: pd.DataFrame, seed: int, noise_floor_repeats: int
+    rank_cases: pd.DataFrame,
+    answers: pd.DataFrame,
+    reference_pairs: pd.DataFrame,
+    seed: int,
+    draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
-    """Rank-distribution KL(human || agent) per condition, a uniformly random rank and the
-    human noise floor; the rank histograms for the report."""
+    """Rank-distribution KL(human || agent) per condition and for a uniformly random rank; the
+    human noise floor is the KL between the cases' ranks and as many ranks clicked by other
+    humans of the same shops (``reference_pairs``). The rank histograms for the report."""
     task = "rank_selection"
-    n_ranks = int(rank_cases["results"].map(len).max())
     human = rank_cases["rank"].to_numpy(int)
-    chosen = answers[answers["task"] == task]
-    ranks = {
-        c: g.sort_values("case")["choice"].to_numpy(int) for c, g in chosen.groupby("condition")
-    }
-    rng = np.random.default_rng(seed)
+    n = human.size
+    ranks = {c: r.to_numpy(int) for c, r in _answers_of(answers, task, "choice").items()}
+    rng = np.random.default_rng(_stream(seed, task, "random_rank"))
     ranks["random_rank"] = rng.integers(1, rank_cases["results"].map(len).to_numpy() + 1)
-    metrics = {
-        metric_name(task, "rank_kl", c): rank_distribution_kl(human, r, n_ranks)
-        for c, r in ranks.items()
-    }
-    floor = noise_floor(
-        lambda a, b: rank_distribution_kl(a, b, n_ranks), human, seed, noise_floor_repeats
-    )
-    metrics[metric_name(task, "rank_kl", "human_noise_floor")] = floor["mean"]
+    others = reference_pairs["rank"].dropna().astype(int).tolist()
+    floor = _disjoint_sample(others, n, _stream(seed, task, HUMAN_FLOOR), "rank selection")
+    n_ranks = int(max(rank_cases["results"].map(len).max(), max(floor, default=1)))
+
+    def kl(a: np.ndarray, b: np.ndarray) -> float:
+        return rank_distribution_kl(a, b, n_ranks)
+
+    metrics: Metrics = {}
+    for condition, r in ranks.items():
+        s = _stream(seed, task, condition)
+        interval = bootstrap_interval(lambda i, r=r: kl(human[i], r[i]), n, draws, s)
+        _put(metrics, task, "rank_kl", condition, kl(human, r), n, interval)
+    if floor.size:
+        s = _stream(seed, task, HUMAN_FLOOR)
+        interval = bootstrap_interval(
+            lambda i, j: kl(human[i], floor[j]), (n, floor.size), draws, s
+        )
+        _put(metrics, task, "rank_kl", HUMAN_FLOOR, kl(human, floor), floor.size, interval)
+        ranks[HUMAN_FLOOR] = floor
     hist = {
         c: np.bincount(r, minlength=n_ranks + 1)[1:].tolist()
         for c, r in {"human": human, **ranks}.items()
@@ -187,75 +330,247 @@ def _flat(lists: pd.Series) -> list[str]:
     return [t for items in lists for t in (items if items is not None else [])]
 
 
+def population_sessions(simulated: pd.DataFrame, population: str) -> pd.DataFrame:
+    """The sessions of ``population``; every condition must have run on the same agents, so
+    that conditions are compared like for like (docs/alignment.md)."""
+    mine = simulated[simulated["population"] == population]
+    if mine.empty:
+        raise ValueError(
+            f"alignment: simulated_sessions has no session of the {population!r} population"
+        )
+    agents = {c: frozenset(g["agent_id"]) for c, g in mine.groupby("condition")}
+    if len(set(agents.values())) > 1:
+        sizes = {c: len(a) for c, a in agents.items()}
+        raise ValueError(
+            f"alignment: the conditions of the {population!r} population ran on different "
+            f"agents ({sizes} agents); give every compared condition that population in "
+            "simulation.conditions"
+        )
+    return mine.sort_values(["condition", "agent_id"]).reset_index(drop=True)
+
+
 def session_metrics(
     human: pd.DataFrame,
     simulated: pd.DataFrame,
+    population: str,
     max_count: int,
     seed: int,
-    noise_floor_repeats: int,
+    draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
-    """KL over searches, views and purchases per session (counts capped at ``max_count``,
-    smoothing epsilon 1e-6 on the probability scale), query and title TTRs, per condition; the
-    marginal-resample baseline and the human noise floor."""
+    """KL(human || agent) over searches, views and purchases per session (counts capped at
+    ``max_count``, smoothing 1e-6), query and title TTRs, per condition of ``population``.
+    The human noise floor is a disjoint sample of the held-out humans with as many sessions
+    per shop as the agents; the rest of them is the reference of every row."""
     task, cap = "session", max_count
     support = np.arange(cap + 1)
-    rng = np.random.default_rng(seed)
-    size = int(simulated.groupby("condition").size().median())
-    # The baseline: per shop, as many sessions as a condition has there, each count drawn
-    # independently from the shop's human marginal.
-    per_shop = simulated.groupby("shop_id").size() / simulated["condition"].nunique()
-    resampled = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    c: rng.choice(_counts(human[human["shop_id"] == shop], c, cap), round(n))
-                    for c in SESSION_COUNTS.values()
-                }
+    sim = population_sessions(simulated, population)
+    groups = {c: g for c, g in sim.groupby("condition")}
+    per_shop = next(iter(groups.values()))["shop_id"].value_counts()
+    rng = np.random.default_rng(_stream(seed, task, HUMAN_FLOOR))
+    floor_rows = []
+    for shop, k in sorted(per_shop.items()):
+        rows = np.flatnonzero(human["shop_id"].to_numpy() == shop)
+        if rows.size <= k:
+            raise ValueError(
+                f"alignment: shop {shop!r} has {rows.size} held-out human sessions; the floor "
+                f"needs more than {k} (raise alignment.session.human_sessions)"
             )
-            for shop, n in per_shop.items()
-        ],
-        ignore_index=True,
-    )
-    groups = {c: g for c, g in simulated.groupby("condition")}
+        floor_rows += rng.choice(rows, k, replace=False).tolist()
+    is_floor = np.zeros(len(human), bool)
+    is_floor[floor_rows] = True
+    reference, floor = human[~is_floor], human[is_floor]
     metrics, hist = {}, {}
     for label, column in SESSION_COUNTS.items():
-        h = _counts(human, column, cap)
+        h = _counts(reference, column, cap)
         hist[label] = {"human": (np.bincount(h, minlength=cap + 1) / h.size).tolist()}
-        for condition, g in {**groups, "marginal_resample": resampled}.items():
+        for condition, g in {**groups, HUMAN_FLOOR: floor}.items():
             a = _counts(g, column, cap)
-            metrics[metric_name(task, f"kl_{label}", condition)] = discrete_kl(h, a, support)
+
+            def kl(i, a=a, h=h):
+                return discrete_kl(h, a[i], support)
+
+            interval = bootstrap_interval(kl, a.size, draws, _stream(seed, task, label, condition))
+            _put(metrics, task, f"kl_{label}", condition, kl(slice(None)), a.size, interval)
             hist[label][condition] = (np.bincount(a, minlength=cap + 1) / a.size).tolist()
-        floor = noise_floor(lambda x, y: discrete_kl(x, y, support), h, seed, noise_floor_repeats)
-        metrics[metric_name(task, f"kl_{label}", "human_noise_floor")] = floor["mean"]
+    size = len(floor)
     for condition, g in groups.items():
         metrics[metric_name(task, "query_ttr", condition)] = _ttr(_flat(g["queries"]))
         metrics[metric_name(task, "title_ttr", condition)] = _ttr(_flat(g["viewed_titles"]))
     # Human TTRs on samples of the agents' size: a TTR falls as the sample grows.
-    picks = [rng.choice(len(human), min(size, len(human)), replace=False) for _ in range(5)]
+    picks = [rng.choice(len(reference), min(size, len(reference)), replace=False) for _ in range(5)]
     for metric, column in (("query_ttr", "queries"), ("title_ttr", "viewed_titles")):
-        values = [_ttr(_flat(human[column].iloc[p])) for p in picks]
+        values = [_ttr(_flat(reference[column].iloc[p])) for p in picks]
         metrics[metric_name(task, metric, "human")] = float(np.nanmean(values))
-    return metrics, {"session_histograms": hist, "max_count": cap}
+    detail = {
+        "session_histograms": hist,
+        "max_count": cap,
+        "human_reference_sessions": len(reference),
+    }
+    return metrics, detail
 
 
 # --------------------------------------------------------------------------------------------
 # action rates and behavioural separation (SimPersona Tables 2 and 3)
 # --------------------------------------------------------------------------------------------
 
+_FLAGS = {"atc": "has_add_to_cart", "purchase": "has_purchase"}
+_PAIRINGS = ("correct", "all_mismatch", "random_mismatch")
 
-def _real_rates(buyers: pd.DataFrame, assignments: pd.DataFrame, shops: list[str]) -> pd.DataFrame:
-    real = buyers[buyers["shop_id"].isin(shops)].merge(
-        assignments[["shop_id", "buyer_id", "token"]], on=["shop_id", "buyer_id"]
-    )
+
+def _rate_table(sessions: pd.DataFrame, token: str) -> pd.DataFrame:
+    """One row per session: shop, token, atc and purchase flags, stratum."""
     return pd.DataFrame(
         {
-            "shop": real["shop_id"],
-            "token": real["token"].astype(int),
-            "atc": real["atc_sessions"] / real["n_sessions"],
-            "purchase": real["purchase_sessions"] / real["n_sessions"],
-            "stratum": real["stratum"],
+            "shop": sessions["shop_id"].to_numpy(),
+            "token": sessions[token].astype(int).to_numpy(),
+            **{k: sessions[c].astype(float).to_numpy() for k, c in _FLAGS.items()},
+            "stratum": sessions["stratum"].to_numpy(),
         }
     )
+
+
+def human_rate_sessions(
+    enriched_sessions: pl.DataFrame, buyers: pd.DataFrame, assignments: pd.DataFrame, shops: list
+) -> pd.DataFrame:
+    """The held-out human sessions of ``shops`` whose buyer is in a persona stratum (A-D), with
+    the buyer's token and stratum (SimPersona Table 2 is over A-D)."""
+    keys = ["shop_id", "buyer_id"]
+    human = (
+        enriched_sessions.filter(pl.col("shop_id").is_in(list(shops)))
+        .select(*keys, "session_id", *_FLAGS.values())
+        .to_pandas()
+        .merge(assignments[[*keys, "token"]], on=keys)
+        .merge(buyers[[*keys, "stratum"]], on=keys)
+    )
+    return human[human["stratum"].isin(PERSONA_STRATA)].reset_index(drop=True)
+
+
+def _alignment_values(real: pd.DataFrame, agent: pd.DataFrame, seed: int) -> np.ndarray:
+    """ATC, purchase and ARA, stratified, for each pairing (9 values, ``_PAIRINGS`` order;
+    NaN when the agents have no cell with a mismatch, as a resample may)."""
+    try:
+        result = persona_pairing_alignment(real, agent, seed)
+    except ValueError:
+        return np.full(3 * len(_PAIRINGS), np.nan)
+    return np.array(
+        [result[p]["stratified"][m] for p in _PAIRINGS for m in ("atc", "purchase", "ara")]
+    )
+
+
+def action_rate_metrics(
+    simulated: pd.DataFrame,
+    enriched_sessions: pl.DataFrame,
+    buyers: pd.DataFrame,
+    assignments: pd.DataFrame,
+    population: str,
+    seed: int,
+    draws: int,
+) -> tuple[Metrics, dict[str, Any]]:
+    """ATC / purchase alignment and ARA (SimPersona Table 2) of every condition of
+    ``population`` (the same agents), over strata A-D, correct vs all-mismatch vs
+    random-mismatch tokens, with bootstrap intervals over agents (paired for correct minus
+    all-mismatch and for each condition minus base).
+
+    An agent's cell is (shop, the token of the buyer it stands for), rates are per session on
+    both sides. The human noise floor takes, in every cell, as many held-out human sessions
+    as the cell has agents; every row is compared with the remaining sessions (the
+    reference). Baselines on the same agents: each agent's session flags drawn from its
+    shop's human rates (``shop_rate_baseline``) and from its shop and stratum's, which is what
+    the agent's intent carries (``shop_stratum_rate_baseline``)."""
+    task = "action_rate"
+    sim = population_sessions(simulated, population)
+    sim = sim[sim["stratum"].isin(PERSONA_STRATA)]
+    shops = sorted(sim["shop_id"].unique())
+    human = human_rate_sessions(enriched_sessions, buyers, assignments, shops)
+    first = next(iter(sim.groupby("condition")))[1]
+    cells = first.groupby(["shop_id", "buyer_token"]).size()
+    rng = np.random.default_rng(_stream(seed, task, HUMAN_FLOOR))
+    floor_rows, short = [], []
+    for (shop, token), k in cells.items():
+        rows = np.flatnonzero(
+            (human["shop_id"] == shop).to_numpy() & (human["token"] == token).to_numpy()
+        )
+        if rows.size <= k:
+            short.append((shop, int(token)))
+            continue
+        floor_rows += rng.choice(rows, k, replace=False).tolist()
+    if short:
+        logger.warning(
+            "action rates: %d cells have too few human sessions for a floor and are left out "
+            "of every row: %s",
+            len(short),
+            short[:5],
+        )
+        keep = [
+            (s, int(t)) not in set(short)
+            for s, t in zip(sim["shop_id"], sim["buyer_token"], strict=True)
+        ]
+        sim = sim[keep]
+    if sim.empty:
+        raise ValueError("action rates: no agent cell has enough human sessions for a floor")
+    is_floor = np.zeros(len(human), bool)
+    is_floor[floor_rows] = True
+    reference = _rate_table(human[~is_floor], "token")
+    floor = _rate_table(human[is_floor], "token")
+    rows = {c: _rate_table(g, "buyer_token") for c, g in sim.groupby("condition")}
+    agents = next(iter(rows.values()))
+    for name, keys in (
+        ("shop_rate_baseline", ["shop"]),
+        ("shop_stratum_rate_baseline", ["shop", "stratum"]),
+    ):
+        rates = reference.groupby(keys)[list(_FLAGS)].mean()
+        expected = rates.reindex(
+            pd.MultiIndex.from_frame(agents[keys]) if len(keys) > 1 else agents[keys[0]]
+        )
+        draw = np.random.default_rng(_stream(seed, task, name))
+        flags = {
+            k: (draw.random(len(agents)) < expected[k].fillna(0).to_numpy()).astype(float)
+            for k in _FLAGS
+        }
+        rows[name] = agents.assign(**flags)
+    rows[HUMAN_FLOOR] = floor
+    metrics, detail, values, resampled = {}, {}, {}, {}
+    agents_seed = _stream(seed, task, "agents")  # one resample of the agents for every row
+    for condition, table in rows.items():
+        s = _stream(seed, task, condition)
+        result = persona_pairing_alignment(reference, table, s)
+        values[condition] = _alignment_values(reference, table, s)
+        detail[condition] = {p: r["per_stratum"] for p, r in result.items()}
+
+        def stat(i, table=table, s=s):
+            return _alignment_values(reference, table.iloc[i], s)
+
+        units_seed = s if condition == HUMAN_FLOOR else agents_seed
+        resampled[condition] = bootstrap_values(stat, len(table), draws, units_seed)
+        low, high = percentile_interval(resampled[condition])
+        for j, pairing in enumerate(_PAIRINGS):
+            suffix = "" if pairing == "correct" else f"_{pairing}"
+            for m, metric in enumerate(("atc", "purchase", "ara")):
+                k = 3 * j + m
+                bounds = (low[k], high[k])
+                value = values[condition][k]
+                _put(metrics, task, f"{metric}{suffix}", condition, value, len(table), bounds)
+            for stratum, row in result[pairing]["per_stratum"].items():
+                for metric in ("atc", "purchase", "ara"):
+                    name = metric_name(task, f"{metric}{suffix}_stratum_{stratum}", condition)
+                    metrics[name] = row[metric]
+        # paired: correct minus all-mismatch ARA on the same resamples
+        gap = resampled[condition][:, 2] - resampled[condition][:, 5]
+        value = values[condition][2] - values[condition][5]
+        interval = percentile_interval(gap)
+        _put(
+            metrics, task, "ara_correct_minus_all_mismatch", condition, value, len(table), interval
+        )
+    if BASE in rows:
+        for condition in rows:
+            if condition in (BASE, HUMAN_FLOOR):  # the floor's rows are not the agents'
+                continue
+            gap = resampled[condition][:, 2] - resampled[BASE][:, 2]
+            value = values[condition][2] - values[BASE][2]
+            n = len(rows[condition])
+            _put(metrics, task, "ara_minus_base", condition, value, n, percentile_interval(gap))
+    detail = {"ara_by_stratum": detail, "action_rate_reference_sessions": len(reference)}
+    return metrics, detail
 
 
 def _session_tokens(sessions: pd.DataFrame) -> np.ndarray:
@@ -264,102 +579,69 @@ def _session_tokens(sessions: pd.DataFrame) -> np.ndarray:
     return conditioned.fillna(sessions["buyer_token"].astype(str)).astype(int).to_numpy()
 
 
-def _flatten_alignment(result: Mapping[str, Any], condition: str) -> Metrics:
-    task, out = "action_rate", {}
-    for pairing, table in result.items():
-        suffix = "" if pairing == "correct" else f"_{pairing}"
-        for metric in ("atc", "purchase", "ara"):
-            out[metric_name(task, f"{metric}{suffix}", condition)] = table["stratified"][metric]
-            for stratum, row in table["per_stratum"].items():
-                out[metric_name(task, f"{metric}{suffix}_stratum_{stratum}", condition)] = row[
-                    metric
-                ]
-    return out
-
-
-def action_rate_metrics(
-    simulated: pd.DataFrame,
-    buyers: pd.DataFrame,
-    assignments: pd.DataFrame,
-    seed: int,
-    noise_floor_repeats: int,
-) -> tuple[Metrics, dict[str, Any]]:
-    """ATC / purchase alignment and ARA per stratum and stratified, correct vs all-mismatch vs
-    random-mismatch (SimPersona Table 2), per condition. An agent's pair is (shop, the token
-    of the buyer it stands for): under ``token_mismatch`` it is conditioned on another token
-    and still compared with its own buyer's pair. A token-blind baseline (every pair
-    gets its shop's human rates) and the human noise floor (two halves of the real buyers)."""
-    shops = sorted(simulated["shop_id"].unique())
-    real = _real_rates(buyers, assignments, shops)
-    metrics, detail = {}, {}
-    for condition, g in simulated.groupby("condition"):
-        agent = pd.DataFrame(
-            {
-                "shop": g["shop_id"].to_numpy(),
-                "token": g["buyer_token"].astype(int).to_numpy(),
-                "atc": g["has_add_to_cart"].astype(float).to_numpy(),
-                "purchase": g["has_purchase"].astype(float).to_numpy(),
-            }
-        )
-        result = persona_pairing_alignment(real, agent, seed)
-        metrics.update(_flatten_alignment(result, condition))
-        detail[condition] = {p: r["per_stratum"] for p, r in result.items()}
-    shop_rates = real.groupby("shop")[["atc", "purchase"]].transform("mean")
-    blind = persona_pairing_alignment(real, real.assign(**shop_rates), seed)
-    metrics.update(_flatten_alignment({"correct": blind["correct"]}, "shop_rates_baseline"))
-    rng = np.random.default_rng(seed)
-    floors = []
-    for _ in range(noise_floor_repeats):
-        half = rng.permutation(len(real)) < len(real) // 2
-        first, second = real[half], real[~half]
-        pairs = set(zip(first["shop"], first["token"], strict=True))
-        keep = [p in pairs for p in zip(second["shop"], second["token"], strict=True)]
-        floors.append(persona_pairing_alignment(first, second[keep], seed)["correct"])
-    for metric in ("atc", "purchase", "ara"):
-        metrics[metric_name("action_rate", metric, "human_noise_floor")] = float(
-            np.mean([f["stratified"][metric] for f in floors])
-        )
-    return metrics, {"ara_by_stratum": detail}
-
-
 def _session_scores(sessions: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-simulation scores for each auxiliary head (SimPersona Table 3): purchase = funnel
     events (add to cart + checkout + purchase), engagement = actions taken, exploration =
-    distinct products viewed."""
+    searches + collection views + product views."""
     return {
         "purchase": (
             sessions["n_add_to_cart"] + sessions["n_checkout_starts"] + sessions["n_purchases"]
         ).to_numpy(float),
         "engagement": sessions["n_actions"].to_numpy(float),
-        "exploration": sessions["viewed_product_ids"]
-        .map(lambda ids: len(set(ids)) if ids is not None else 0)
-        .to_numpy(float),
+        "exploration": (
+            sessions["n_searches"] + sessions["n_collection_views"] + sessions["n_product_views"]
+        ).to_numpy(float),
     }
 
 
 def separation_metrics(
-    simulated: pd.DataFrame, persona_cards: list[dict], permutation_draws: int, seed: int
+    simulated: pd.DataFrame,
+    persona_cards: list[dict],
+    population: str,
+    permutation_draws: int,
+    seed: int,
+    draws: int,
 ) -> Metrics:
-    """Cohen's d, Welch t, Kruskal-Wallis and permutation p across Low / Medium / High token
-    bins of each auxiliary head, per condition (SimPersona Table 3)."""
+    """Cohen's d (with a bootstrap interval), Welch t, Kruskal-Wallis and permutation p across
+    Low / Medium / High token bins of each auxiliary head, per condition of ``population``
+    (SimPersona Table 3); sessions whose token has no bin are left out."""
     bins = {c["token"]: c["bins"] for c in persona_cards if c.get("bins")}
-    metrics = {}
-    for condition, g in simulated.groupby("condition"):
+    metrics: Metrics = {}
+    task = "separation"
+    for condition, g in population_sessions(simulated, population).groupby("condition"):
         tokens = _session_tokens(g)
-        scores = _session_scores(g)
-        for head, values in scores.items():
+        for head, values in _session_scores(g).items():
             labels = np.array([bins.get(t, {}).get(head, {}).get("label", "none") for t in tokens])
+            binned = labels != "none"
             for name in ("cohens_d", "welch_p", "kruskal_p", "permutation_p"):
-                metrics[metric_name("separation", f"{head}_{name}", condition)] = float("nan")
+                metrics[metric_name(task, f"{head}_{name}", condition)] = float("nan")
             try:
-                row = separation_tests(values, labels, "low", "high", permutation_draws, seed)
+                row = separation_tests(
+                    values[binned], labels[binned], "low", "high", permutation_draws, seed
+                )
             except ValueError as err:
                 logger.warning("separation %s / %s: %s", head, condition, err)
                 continue
-            for name in ("cohens_d", "welch_p", "kruskal_p", "permutation_p"):
-                metrics[metric_name("separation", f"{head}_{name}", condition)] = row[name]
+            hi, lo = values[labels == "high"], values[labels == "low"]
+            interval = bootstrap_interval(
+                lambda i, j, hi=hi, lo=lo: cohens_d(hi[i], lo[j]),
+                (hi.size, lo.size),
+                draws,
+                _stream(seed, task, head, condition),
+            )
+            _put(
+                metrics,
+                task,
+                f"{head}_cohens_d",
+                condition,
+                row["cohens_d"],
+                hi.size + lo.size,
+                interval,
+            )
+            for name in ("welch_p", "kruskal_p", "permutation_p"):
+                metrics[metric_name(task, f"{head}_{name}", condition)] = row[name]
             for level, mean in row["mean_per_bin"].items():
-                metrics[metric_name("separation", f"{head}_mean_{level}", condition)] = mean
+                metrics[metric_name(task, f"{head}_mean_{level}", condition)] = mean
     return metrics
 
 
@@ -368,12 +650,13 @@ def separation_metrics(
 # --------------------------------------------------------------------------------------------
 
 
-def instruction_metrics(runs: pd.DataFrame) -> Metrics:
-    """Success rate (overall, per length bin), steps per run, error rate and the calibration of
-    the agent's own goal claims, per condition (SimPersona Table 4)."""
+def instruction_metrics(runs: pd.DataFrame, seed: int, draws: int) -> Metrics:
+    """Success rate (overall with its interval over runs, per length bin), steps per run, error
+    rate and the calibration of the agent's own goal claims, per condition (SimPersona
+    Table 4)."""
     task, metrics = "instruction_following", {}
     for condition, g in runs.groupby("condition"):
-        metrics[metric_name(task, "success_rate", condition)] = float(g["success"].mean())
+        _put_mean(metrics, task, "success_rate", condition, g["success"], draws, seed)
         for label, b in g.groupby("length_bin"):
             metrics[metric_name(task, f"success_rate_len_{label}", condition)] = float(
                 b["success"].mean()
@@ -387,13 +670,17 @@ def instruction_metrics(runs: pd.DataFrame) -> Metrics:
 
 
 def ablation_metrics(
-    simulated: pd.DataFrame, ablations: Mapping[str, Sequence[str]], population: str
+    simulated: pd.DataFrame,
+    ablations: Mapping[str, Sequence[str]],
+    population: str,
+    seed: int,
+    draws: int,
 ) -> Metrics:
     """Appendix F (two-stage vs single-stage SFT: outcome and error rates) and appendix I
     (persona token vs none under intent-neutral goals: outcomes, add-to-cart and checkout
     counts, actions and pages per session): per ablation (a task name) its conditions, on the
-    sessions of ``population``."""
-    metrics = {}
+    sessions of ``population``, each rate with its n and interval over sessions."""
+    metrics: Metrics = {}
     for task, conditions in ablations.items():
         for condition in conditions:
             g = simulated[
@@ -405,42 +692,50 @@ def ablation_metrics(
                     f"sessions of the {population!r} population; add them to "
                     "simulation.conditions and rerun `kedro run --pipelines=simulation`"
                 )
-            for outcome in OUTCOMES:
-                metrics[metric_name(task, f"outcome_{outcome}", condition)] = float(
-                    (g["outcome"] == outcome).mean()
-                )
-            metrics[metric_name(task, "error_rate", condition)] = float((g["n_errors"] > 0).mean())
-            metrics[metric_name(task, "atc_per_session", condition)] = float(
-                g["n_add_to_cart"].mean()
-            )
-            metrics[metric_name(task, "checkout_per_session", condition)] = float(
-                g["n_checkout_starts"].mean()
-            )
-            metrics[metric_name(task, "actions_per_session", condition)] = float(
-                g["n_actions"].mean()
-            )
             pages = g["n_page_views"] + g["n_product_views"] + g["n_collection_views"]
-            metrics[metric_name(task, "pages_per_session", condition)] = float(pages.mean())
+            per_session = {
+                **{f"outcome_{o}": g["outcome"] == o for o in OUTCOMES},
+                "error_rate": g["n_errors"] > 0,
+                "atc_per_session": g["n_add_to_cart"],
+                "checkout_per_session": g["n_checkout_starts"],
+                "actions_per_session": g["n_actions"],
+                "pages_per_session": pages,
+            }
+            for metric, values in per_session.items():
+                _put_mean(metrics, task, metric, condition, values.to_numpy(float), draws, seed)
     return metrics
 
 
 def ab_metrics(ab_test_results: pd.DataFrame) -> Metrics:
-    """Per A/B test and metric: simulated and reference effect, direction agreement (1 / 0,
-    NaN when undefined) and magnitude ratio."""
-    metrics = {}
+    """Per A/B test and metric: the simulated effect (n sessions per arm, paired interval),
+    the reference effect, direction agreement (1 / 0 where the simulated interval excludes
+    zero; NaN when inconclusive or undefined), whether it was conclusive, and the magnitude
+    ratio."""
+    metrics: Metrics = {}
     for row in ab_test_results.to_dict("records"):
-        stem = f"{row['test']}.{row['metric']}"
+        stem, condition = f"{row['test']}.{row['metric']}", row["condition"]
         agrees = row["direction_agreement"]
+        _put(
+            metrics,
+            "ab_test",
+            f"{stem}.simulated_effect",
+            condition,
+            row["simulated_effect"],
+            row["sessions_per_arm"],
+            (row["ci_low"], row["ci_high"]),
+        )
         values = {
-            "simulated_effect": row["simulated_effect"],
             "reference_effect": row["reference_effect"],
             "direction_agreement": float("nan")
             if agrees is None or pd.isna(agrees)
             else float(agrees),
+            "conclusive": float("nan")
+            if row["status"] == "undefined"
+            else float(row["status"] != "inconclusive"),
             "magnitude_ratio": row["magnitude_ratio"],
         }
         for stat, value in values.items():
-            metrics[metric_name("ab_test", f"{stem}.{stat}", row["condition"])] = float(value)
+            metrics[metric_name("ab_test", f"{stem}.{stat}", condition)] = float(value)
     return metrics
 
 

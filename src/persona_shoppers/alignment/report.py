@@ -19,8 +19,8 @@ REFERENCES = (
     "random_choice",
     "most_popular",
     "random_rank",
-    "marginal_resample",
-    "shop_rates_baseline",
+    "shop_rate_baseline",
+    "shop_stratum_rate_baseline",
     "human",
     "human_noise_floor",
 )
@@ -30,35 +30,45 @@ SECTIONS = (
         "query_generation",
         "Query generation (PAARS 4.3)",
         "MiniLM cosine between the agent's and the human's query (higher is better), by "
-        "perplexity stratum of the human query (0 = easiest), and KL(human || agent) between "
-        "Gaussian KDEs of the query embeddings (lower is better; `kde_kl` at h = 0.1, 5 repeats).",
+        "perplexity stratum of the human query (0 = easiest), paired against base "
+        "(`cosine_minus_base`), and KL(human || agent) between Gaussian KDEs of the query "
+        "embeddings (lower is better; `kde_kl` at h = 0.1). The floor: as many queries of other "
+        "buyers of the same shops.",
     ),
     (
         "item_selection",
         "Item selection (PAARS Table 3)",
         "4-way accuracy: the purchased product among 3 distractors from categories the buyer "
-        "never viewed (random = 0.25). Rows base / profile / preferences / history / "
-        "full_persona are PAARS's persona ablation; persona_token is the SFT model.",
+        "never viewed (random = 0.25; its interval is where a random chooser lands on these "
+        "cases), paired against base (`accuracy_minus_base`). Rows base / profile / "
+        "preferences / history / full_persona are PAARS's persona ablation; persona_token is "
+        "the SFT model; most_popular counts other buyers' purchases only.",
     ),
     (
         "rank_selection",
         "Rank selection (PAARS 4.3)",
         "KL(human || agent) between the distributions of the clicked rank on the store's "
-        "result page for human queries (lower is better).",
+        "result page for human queries (lower is better); the goal is the query alone. The "
+        "floor: as many ranks clicked by other buyers of the same shops.",
     ),
     (
         "session",
         "Session generation (PAARS Tables 2 and 4)",
         "KL(human || agent) over searches, product views and purchases per session (counts "
         "capped, additive smoothing 1e-6), and type-token ratios of queries and viewed titles "
-        "(human TTRs on samples of the agents' size).",
+        "(human TTRs on samples of the agents' size). Every condition runs on the same agents; "
+        "the floor is a disjoint sample of human sessions, as many per shop as the agents.",
     ),
     (
         "action_rate",
         "Action-rate alignment (SimPersona Table 2)",
-        "ATC alignment, purchase alignment and ARA = their mean, per (shop, token) pair, "
-        "averaged per funnel stratum then over strata; `_all_mismatch` / `_random_mismatch` "
-        "compare the same agents with other tokens' real buyers. Higher is better.",
+        "ATC alignment, purchase alignment and ARA = their mean, per (shop, token) cell, "
+        "rates per session, averaged per funnel stratum (A-D) then over strata; "
+        "`_all_mismatch` / `_random_mismatch` compare the same agents with other tokens' real "
+        "sessions, `ara_correct_minus_all_mismatch` and `ara_minus_base` are paired over "
+        "agents. Baselines draw each agent's flags from its shop's (or shop and stratum's) "
+        "human rates; the floor takes as many human sessions per cell as agents. Higher is "
+        "better.",
     ),
     (
         "separation",
@@ -86,8 +96,9 @@ SECTIONS = (
     (
         "ab_test",
         "Agentic A/B tests (PAARS 5)",
-        "Simulated and reference relative effects, direction agreement (1 = same sign) and "
-        "magnitude ratio (simulated / reference).",
+        "Simulated relative effect with its paired interval over agents (both arms are the "
+        "same agents and seeds), reference effect, `conclusive` (1 when the interval excludes "
+        "0), direction agreement (counted only when conclusive) and magnitude ratio.",
     ),
 )
 
@@ -105,28 +116,46 @@ def _format(value: float) -> str:
     return f"{value:.3f}"
 
 
-def metric_table(metrics: Mapping[str, float], task: str, max_columns: int = 12) -> str:
-    """A markdown table of one task: a row per condition, a column per metric (the first
-    ``max_columns`` metrics in name order; wider tasks are split into several tables)."""
-    cells: dict[str, dict[str, float]] = {}
+def _cell(stats: Mapping[str | None, float]) -> str:
+    """A value with its 95% interval when it has one: ``0.712 [0.601, 0.805]``."""
+    text = _format(stats.get(None, float("nan")))
+    low, high = stats.get("ci_low"), stats.get("ci_high")
+    if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+        text += f" [{_format(low)}, {_format(high)}]"
+    return text
+
+
+def _sizes(cells: Mapping[str, Mapping[str, Mapping[str | None, float]]], row: str) -> str:
+    """The n of a row's values: one number, or the range when its metrics differ."""
+    sizes = sorted({int(by[row]["n"]) for by in cells.values() if "n" in by.get(row, {})})
+    if not sizes:
+        return ""
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+
+
+def metric_table(metrics: Mapping[str, float], task: str, max_columns: int = 8) -> str:
+    """A markdown table of one task: a row per condition with its sample size ``n``, a column
+    per metric (the first ``max_columns`` metrics in name order; wider tasks are split into
+    several tables), each value with its 95% interval where it has one."""
+    cells: dict[str, dict[str, dict[str | None, float]]] = {}
     for name, value in metrics.items():
-        t, metric, condition = split_metric_name(name)
+        t, metric, condition, stat = split_metric_name(name)
         if t == task:
-            cells.setdefault(metric, {})[condition] = value
+            cells.setdefault(metric, {}).setdefault(condition, {})[stat] = value
     if not cells:
         return "_no metric_\n"
     columns = sorted(cells)
     rows = _order(sorted({c for by in cells.values() for c in by}))
+    with_n = any(_sizes(cells, row) for row in rows)
     tables = []
     for start in range(0, len(columns), max_columns):
         chunk = columns[start : start + max_columns]
-        lines = [
-            "| condition | " + " | ".join(chunk) + " |",
-            "|---|" + "---|" * len(chunk),
-        ]
+        head = ["condition", *(["n"] if with_n else []), *chunk]
+        lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
         for row in rows:
-            values = [_format(cells[m].get(row, float("nan"))) for m in chunk]
-            lines.append(f"| {row} | " + " | ".join(values) + " |")
+            values = [_cell(cells[m].get(row, {})) for m in chunk]
+            sizes = [_sizes({m: cells[m] for m in chunk}, row)] if with_n else []
+            lines.append("| " + " | ".join([row, *sizes, *values]) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables) + "\n"
 
@@ -244,9 +273,12 @@ def render_report(
         f"{len(metrics)} metrics ({n_finite} defined; `n/a` marks a metric the sample cannot "
         "support, e.g. a head without both Low and High tokens). Every number is in "
         "`data/08_reporting/alignment_metrics.json` and in MLflow as "
-        "`<task>/<metric>/<condition>`. Rows after the agent conditions are reference "
-        "points: trivial baselines and the human noise floor (the same metric between two "
-        "random halves of the held-out humans). A condition is aligned only relative to them.",
+        "`<task>/<metric>/<condition>`, with `/n` and the 95% bootstrap interval "
+        "`/ci_low`, `/ci_high` (shown in brackets). `n` is the number of agents, cases or "
+        "sessions per cell. Rows after the agent conditions are reference points on the same "
+        "cells and sample sizes: trivial baselines and the human noise floor (a disjoint "
+        "sample of held-out humans of the agents' size against the same human reference). A "
+        "condition is aligned only relative to them.",
         "",
     ]
     for task, title, text in SECTIONS:

@@ -1,6 +1,6 @@
 """Behavioural alignment metrics: PAARS group and individual metrics (KL over count variables
 and ranks, item-selection accuracy, A/B agreement), SimPersona action rates, behavioural
-separation and calibration, and a noise floor.
+separation and calibration.
 
 See docs/alignment_metrics.md.
 """
@@ -23,7 +23,6 @@ __all__ = [
     "cohens_d",
     "discrete_kl",
     "kruskal_wallis",
-    "noise_floor",
     "pair_action_rates",
     "permutation_test",
     "persona_pairing_alignment",
@@ -164,34 +163,6 @@ def ab_agreement(simulated_effect: float, reference_effect: float) -> dict[str, 
     }
 
 
-def noise_floor(
-    metric_fn: Callable[[np.ndarray, np.ndarray], float],
-    human_values: Any,
-    seed: int = 0,
-    repeats: int = 5,
-) -> dict[str, Any]:
-    """The metric between two random halves of the human sample: what "aligned" looks like.
-
-    Each repeat shuffles the rows (axis 0) of ``human_values`` and computes
-    ``metric_fn(first floor(n/2) rows, remaining rows)``. Returns ``{"mean", "std", "values"}``
-    (std with ddof 0). Halves have half the sample size, so for a sample-size dependent metric
-    (KL of histograms or KDEs) this floor is somewhat above the noise of a full-size
-    comparison: an agent population at or below it is indistinguishable from humans.
-    """
-    data = np.asarray(human_values)
-    if data.ndim == 0 or data.shape[0] < 2:
-        raise ValueError("human_values needs at least 2 rows to split in halves")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    rng = np.random.default_rng(seed)
-    half = data.shape[0] // 2
-    values = []
-    for _ in range(repeats):
-        perm = rng.permutation(data.shape[0])
-        values.append(float(metric_fn(data[perm[:half]], data[perm[half:]])))
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
-
-
 # --------------------------------------------------------------------------------------------
 # SimPersona section 3.2: action-rate alignment
 # --------------------------------------------------------------------------------------------
@@ -306,9 +277,9 @@ def persona_pairing_alignment(real: Any, agent: Any, seed: int = 0) -> dict[str,
     * ``random_mismatch``: alignment of x with one b != a drawn uniformly (``seed``).
 
     Each is reported by :func:`stratified_alignment`, a pair's stratum being the modal stratum
-    of the real buyers of (s, a). Pairs on shops with a single real token have no mismatch and
-    only count in ``correct`` (``n_cells`` shows it). Returns ``{"correct", "all_mismatch",
-    "random_mismatch"}``.
+    of the real rows of (s, a). All three are over the same cells: pairs on shops with a single
+    real token have no mismatch and are left out (``n_cells`` shows how many remain). Returns
+    ``{"correct", "all_mismatch", "random_mismatch"}``.
     """
     rp = pair_action_rates(
         _column(real, "shop", "real"),
@@ -344,14 +315,16 @@ def persona_pairing_alignment(real: Any, agent: Any, seed: int = 0) -> dict[str,
             rp["atc"][idx], rp["purchase"][idx], ap["atc"][rows], ap["purchase"][rows]
         )
 
-    correct = against(pos, slice(None))
+    has_other = size > 1
+    if not has_other.any():
+        raise ValueError("no agent pair's shop has real buyers of another token: no mismatch")
+    correct = against(pos[has_other], np.flatnonzero(has_other))
     # all-mismatch: every (agent pair, real pair of the same shop) combination, own token out
     owner = np.repeat(np.arange(pos.size), size)
     offset = np.arange(owner.size) - np.repeat(np.cumsum(size) - size, size)
     other = np.repeat(start, size) + offset
     keep = other != pos[owner]
     combos = against(other[keep], owner[keep])
-    has_other = size > 1
     n_other = np.maximum(size - 1, 1)
     mean_atc = np.bincount(owner[keep], combos["atc"], pos.size) / n_other
     mean_pur = np.bincount(owner[keep], combos["purchase"], pos.size) / n_other
@@ -362,7 +335,7 @@ def persona_pairing_alignment(real: Any, agent: Any, seed: int = 0) -> dict[str,
     pick = start[has_other] + draw + (draw >= rank)
     rand = against(pick, np.flatnonzero(has_other))
     return {
-        "correct": stratified_alignment(correct["atc"], correct["purchase"], strata),
+        "correct": stratified_alignment(correct["atc"], correct["purchase"], strata[has_other]),
         "all_mismatch": stratified_alignment(
             mean_atc[has_other], mean_pur[has_other], strata[has_other]
         ),

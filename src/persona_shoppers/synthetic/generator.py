@@ -243,9 +243,12 @@ def _outcome_summary(outcome: SessionOutcome) -> dict[str, float]:
     }
 
 
-def _effect(control: dict[str, float], treatment: dict[str, float]) -> dict[str, float]:
+def relative_effects(
+    control: dict[str, float], treatment: dict[str, float]
+) -> dict[str, float | None]:
+    """Relative effects, treatment / control - 1; None (undefined) where the control is 0."""
     keys = ("atc_rate", "checkout_rate", "conversion_rate", "revenue_per_session")
-    return {k: (treatment[k] - control[k]) / control[k] if control[k] else 0.0 for k in keys}
+    return {k: (treatment[k] - control[k]) / control[k] if control[k] else None for k in keys}
 
 
 def _pool(outcomes: list[SessionOutcome]) -> SessionOutcome:
@@ -276,14 +279,14 @@ def ab_outcomes(
                 "role": shop.role,
                 "control": cs,
                 "treatment": ts,
-                "effect": _effect(cs, ts),
+                "effect": relative_effects(cs, ts),
             }
         pooled = {}
         for scope, keep in (("eval", lambda s: s.role == "eval"), ("all", lambda s: True)):
             idx = [i for i, s in enumerate(shops) if keep(s)]
             cs = _outcome_summary(_pool([control[i] for i in idx]))
             ts = _outcome_summary(_pool([treated[i] for i in idx]))
-            pooled[scope] = {"control": cs, "treatment": ts, "effect": _effect(cs, ts)}
+            pooled[scope] = {"control": cs, "treatment": ts, "effect": relative_effects(cs, ts)}
         results.append(
             {
                 "name": variant.name,

@@ -16,8 +16,10 @@ from persona_shoppers.alignment.naming import split_metric_name
 from persona_shoppers.alignment.report import REFERENCES
 from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import alignment, simulation
+from persona_shoppers.pipelines.alignment import nodes as alignment_nodes
 from persona_shoppers.storefront import StoreVariant
 
+from ...llm.test_base import RecordingLLM
 from .._kedro import (
     KeptDataset,
     conf_params,
@@ -29,10 +31,12 @@ from .._kedro import (
 )
 
 OUTPUTS = (
+    "simulation_agents",
     "query_generation_cases",
     "item_selection_cases",
     "rank_selection_cases",
     "instruction_tasks",
+    "human_reference_pairs",
     "query_perplexities",
     "individual_task_answers",
     "instruction_runs",
@@ -107,7 +111,15 @@ def run(tiny_model_dir: Path):
         }
     )
     SequentialRunner().run(simulation.create_pipeline() + alignment.create_pipeline(), catalog)
-    return params, sim, {name: catalog.load(name) for name in OUTPUTS}
+    inputs = {
+        "text_personas": catalog.load("text_personas"),
+        "buyer_histories": enriched["buyer_histories"],
+        "persona_assignments": assignments,
+        "raw_products": data.products,
+        "storefronts": catalog.load("storefronts"),
+        "llm": llm,
+    }
+    return params, sim, {**inputs, **{name: catalog.load(name) for name in OUTPUTS}}
 
 
 def test_cases_come_from_the_persona_buyers(run):
@@ -151,40 +163,134 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
     metrics = out["alignment_metrics"]
     by_task: dict[str, set[str]] = {}
     for name in metrics:
-        task, _, condition = split_metric_name(name)
+        task, _, condition, _ = split_metric_name(name)
         by_task.setdefault(task, set()).add(condition)
     individual = set(params["individual_tasks"]["conditions"])
     assert individual | {"title_as_query", "human_noise_floor"} <= by_task["query_generation"]
     assert individual | {"random_choice", "most_popular"} <= by_task["item_selection"]
     assert individual | {"random_rank", "human_noise_floor"} <= by_task["rank_selection"]
-    simulated = set(sim["conditions"])
-    assert simulated | {"marginal_resample", "human", "human_noise_floor"} <= by_task["session"]
-    assert simulated | {"shop_rates_baseline", "human_noise_floor"} <= by_task["action_rate"]
-    assert simulated <= by_task["separation"]
+    compared = {
+        c for c, spec in sim["conditions"].items() if params["population"] in spec["populations"]
+    }
+    assert compared == {
+        "base",
+        "text_persona",
+        "persona_token",
+        "token_mismatch",
+        "intent_no_token",
+    }
+    assert by_task["session"] == compared | {"human", "human_noise_floor"}
+    baselines = {"shop_rate_baseline", "shop_stratum_rate_baseline", "human_noise_floor"}
+    assert by_task["action_rate"] == compared | baselines
+    assert by_task["separation"] <= compared
     assert set(params["instruction_following"]["conditions"]) == by_task["instruction_following"]
     assert by_task["ablation_sft"] == {"persona_token", "single_stage"}
     assert by_task["ablation_neutral"] == {"neutral_token", "neutral_no_token"}
     assert by_task["ab_test"] == {"persona_token"}
-    for condition in simulated:
+    for condition in compared:
         assert f"action_rate/ara_all_mismatch/{condition}" in metrics
         assert f"session/kl_purchases/{condition}" in metrics
     for h in params["kde"]["bandwidths"]:
         assert f"query_generation/kde_kl_h{h:g}/base" in metrics
-    accuracy = metrics["item_selection/accuracy/random_choice"]
-    assert 0 <= accuracy <= 1
+    # every headline number has its n and interval, the floors sized like the agents
+    agents = len(out["simulation_agents"].query("population == 'matched'"))
+    for name in (
+        "query_generation/cosine/base",
+        "query_generation/kde_kl/human_noise_floor",
+        "item_selection/accuracy/persona_token",
+        "item_selection/accuracy/random_choice",
+        "rank_selection/rank_kl/human_noise_floor",
+        "session/kl_views/persona_token",
+        "session/kl_views/human_noise_floor",
+        "action_rate/ara/persona_token",
+        "action_rate/ara/human_noise_floor",
+        "action_rate/ara_correct_minus_all_mismatch/persona_token",
+        "action_rate/ara_minus_base/persona_token",
+        "instruction_following/success_rate/untuned",
+    ):
+        assert {f"{name}/n", f"{name}/ci_low", f"{name}/ci_high"} <= set(metrics), name
+    assert metrics["session/kl_views/human_noise_floor/n"] == agents
+    assert metrics["session/kl_views/persona_token/n"] == agents
+    n_cases = len(out["query_generation_cases"])
+    assert metrics["query_generation/kde_kl/human_noise_floor/n"] == min(
+        n_cases, out["human_reference_pairs"]["query"].notna().sum()
+    )
+    assert metrics["item_selection/accuracy/random_choice"] == 0.25
     mlflow = out["alignment_mlflow_metrics"]
     finite = {k for k, v in metrics.items() if math.isfinite(v)}
     assert set(mlflow) == set(metrics)  # undefined ones too, as NaN
     assert all(re.fullmatch(r"[\w\-. :/]+", name) for name in mlflow)  # MLflow's name rule
     # Undefined only where a tiny sample cannot support the statistic (a bin without two
-    # sessions, a zero control arm, a precision with no claim, a TTR without any query),
-    # never in the main families.
+    # sessions, a zero control arm, a precision with no claim, a TTR without any query, an
+    # interval of too few units), never a value of the main families.
     undefined = {
         k
         for k in set(metrics) - finite
         if split_metric_name(k)[0] not in ("separation", "ab_test", "instruction_following")
+        and split_metric_name(k)[3] is None
     }
     assert all(split_metric_name(k)[1].endswith("_ttr") for k in undefined), undefined
+
+
+def test_no_prompt_of_an_alignment_task_holds_the_answer(run, monkeypatch):
+    """The goal and the buyer profile (persona and redacted history) of every individual-task
+    prompt name neither the answer's title, id nor category; the answer's query stays out of
+    the history too. The page itself is the task's input (item selection lists the options)."""
+    params, _, out = run
+    recorder = RecordingLLM()
+    monkeypatch.setattr(alignment_nodes, "condition_llm", lambda *args, **kwargs: recorder)
+    alignment_nodes.answer_individual_tasks(
+        out["query_generation_cases"],
+        out["item_selection_cases"],
+        out["rank_selection_cases"],
+        out["text_personas"],
+        out["buyer_histories"],
+        out["persona_assignments"],
+        None,
+        out["raw_products"],
+        out["storefronts"],
+        params["individual_tasks"],
+        100_000,  # the whole history: nothing hides behind the cut
+        False,
+        0,
+        out["llm"],
+    )
+    products = out["raw_products"].set_index(["shop_id", "product_id"])
+    prompts = [p for call in recorder.calls for p in call[1]]
+    n_conditions = len(params["individual_tasks"]["conditions"])
+    query, items, ranks = (
+        out["query_generation_cases"],
+        out["item_selection_cases"],
+        out["rank_selection_cases"],
+    )
+    assert len(prompts) == n_conditions * (len(query) + len(items) + len(ranks))
+    it = iter(prompts)
+    for _ in range(n_conditions):  # per condition: query, item, rank prompts in case order
+        for case in query.to_dict("records"):
+            head = _goal_and_profile(next(it))
+            assert head.startswith(f"Goal: Find this product: {case['title']}.")
+            profile = head.partition("\nBuyer profile: ")[2].lower()
+            for text in (case["query"], case["title"], case["product_id"]):
+                assert text.lower() not in profile
+        for case in items.to_dict("records"):
+            head = _goal_and_profile(next(it)).lower()
+            assert head.startswith("goal: you are here to buy one of these products.")
+            answer = case["product_ids"][case["answer"]]
+            for text in (*case["titles"], answer, case["categories"][case["answer"]]):
+                assert text.lower() not in head
+        for case in ranks.to_dict("records"):
+            head = _goal_and_profile(next(it))
+            assert head.startswith(f'Goal: You searched for "{case["query"]}".\n')
+            product = products.loc[(case["shop_id"], case["product_id"])]
+            profile = head.partition("\nBuyer profile: ")[2].lower()
+            for text in (case["query"], product["title"], case["product_id"], product["category"]):
+                assert text.lower() not in profile
+
+
+def _goal_and_profile(prompt: list[dict]) -> str:
+    """The user turn of a task prompt up to its page (goal, buyer profile, progress)."""
+    user = next(m["content"] for m in prompt if m["role"] == "user")
+    return user.partition("\nPage:")[0]
 
 
 def test_report_has_every_task_table_and_plot(run):

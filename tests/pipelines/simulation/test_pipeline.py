@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -72,7 +73,8 @@ def run(tiny_model_dir: Path):
         }
     )
     SequentialRunner().run(simulation.create_pipeline(), catalog)
-    return params, {name: catalog.load(name) for name in OUTPUTS}
+    inputs = {"persona_assignments": assignments, "planted_truth": data.planted_truth}
+    return params, {**inputs, **{name: catalog.load(name) for name in OUTPUTS}}
 
 
 def test_populations(run):
@@ -86,6 +88,11 @@ def test_populations(run):
     assert matched["text_persona"].str.contains("price sensitivity: high").all()
     assert agents["goal"].str.match(r"You are here to (buy|browse) ").all()
     assert agents["agent_id"].is_unique
+    # every agent is one real buyer of its shop: that buyer's token and stratum together
+    real = out["persona_assignments"].set_index(["shop_id", "buyer_id"])
+    for agent in agents.to_dict("records"):
+        buyer = real.loc[(agent["shop_id"], agent["buyer_id"])]
+        assert (agent["token"], agent["stratum"]) == (buyer["token"], buyer["stratum"])
 
 
 def test_every_condition_runs_with_valid_actions_and_counted_outcomes(run):
@@ -128,9 +135,20 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
         "conversion_rate",
         "revenue_per_session",
     }
-    assert results["reference_effect"].notna().all()  # planted effects of the generator
-    defined = results["note"].isna()
-    assert results.loc[defined, "direction_agreement"].isin([True, False]).all()
+    planted = {t["name"]: t["pooled"]["eval"]["effect"] for t in out["planted_truth"]["ab_tests"]}
+    for row in results.to_dict("records"):  # the generator's planted effects, None undefined
+        expected = planted[row["test"]][row["metric"]]
+        assert row["reference_effect"] == expected or (
+            expected is None and row["status"] == "undefined"
+        )
+        if np.isfinite(row["simulated_effect"]):
+            assert row["ci_low"] <= row["simulated_effect"] <= row["ci_high"]
+    assert set(results["status"]) <= {"agrees", "disagrees", "inconclusive", "undefined"}
+    decided = results["status"].isin(["agrees", "disagrees"])
+    assert (
+        results.loc[decided, "direction_agreement"] == (results.loc[decided, "status"] == "agrees")
+    ).all()
+    assert results.loc[~decided, "direction_agreement"].isna().all()
     arms = out["ab_test_sessions"]
     assert set(arms["variant"]) == {"control", *names}
     control = arms[arms["variant"] == "control"]

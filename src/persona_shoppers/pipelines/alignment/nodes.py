@@ -30,6 +30,7 @@ from persona_shoppers.alignment.cases import (
     query_generation_cases,
     rank_selection_cases,
     redact_history,
+    reference_pairs,
 )
 from persona_shoppers.alignment.instructions import instruction_tasks, task_success
 from persona_shoppers.alignment.metrics import (
@@ -78,10 +79,10 @@ def build_alignment_cases(
     cases: dict[str, Any],
     instruction_following: dict[str, Any],
     seed: int,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The test sets, from the held-out buyers that have a PAARS text persona (query
     generation, item selection, rank selection) and from their shops' sessions (instruction
-    following)."""
+    following), and the other buyers' query-view pairs the noise floors use."""
     buyers = _persona_buyers(text_personas)
     shops = sorted(buyers["shop_id"].unique())
     stores = _stores(storefronts, shops)
@@ -103,6 +104,9 @@ def build_alignment_cases(
         cases["window_s"],
         cases["max_per_buyer"],
     )
+    others = reference_pairs(
+        enriched_events, buyers, {s: stores[s].search_results for s in shops}, cases["window_s"]
+    )
     spec = instruction_following
     tasks = instruction_tasks(
         enriched_events.filter(pl.col("shop_id").is_in(shops)),
@@ -121,7 +125,7 @@ def build_alignment_cases(
                 f"alignment: no {name} case among {len(buyers)} buyers with a text persona "
                 f"in shops {shops}: raise persona_mining.text_personas.n_buyers"
             )
-    return query, items, ranks, tasks
+    return query, items, ranks, tasks, others
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,9 +208,22 @@ def answer_individual_tasks(
     shops = sorted({*query_cases["shop_id"], *item_cases["shop_id"], *rank_cases["shop_id"]})
     stores = _stores(storefronts, shops)
     chars = history_chars
-    hidden_query = [[q, t] for q, t in zip(query_cases["query"], query_cases["title"], strict=True)]
-    hidden_items = [list(t) for t in item_cases["titles"]]
-    hidden_ranks = [[q] for q in rank_cases["query"]]
+    titles = raw_products.set_index(["shop_id", "product_id"])["title"]
+    hidden_query = [
+        [q, t, p]
+        for q, t, p in zip(
+            query_cases["query"], query_cases["title"], query_cases["product_id"], strict=True
+        )
+    ]
+    hidden_items = [
+        [*t, *p] for t, p in zip(item_cases["titles"], item_cases["product_ids"], strict=True)
+    ]
+    hidden_ranks = [
+        [q, titles.get((s, p), ""), p]
+        for s, q, p in zip(
+            rank_cases["shop_id"], rank_cases["query"], rank_cases["product_id"], strict=True
+        )
+    ]
     rows, llms = [], {}
     conditions = individual_tasks["conditions"]
     for condition, spec in tqdm(conditions.items(), desc="conditions", unit="condition"):
@@ -238,7 +255,6 @@ def answer_individual_tasks(
             stores,
             rank_cases["shop_id"],
             rank_cases["query"],
-            _case_categories(rank_cases, raw_products),
             _profiles(rank_cases, parts, components, hidden_ranks, chars),
             seed=seed,
         )
@@ -248,11 +264,6 @@ def answer_individual_tasks(
     answers = pd.DataFrame(rows, columns=["task", "case", "condition", "query", "choice"])
     answers["choice"] = answers["choice"].astype("Int64")
     return answers
-
-
-def _case_categories(rank_cases: pd.DataFrame, products: pd.DataFrame) -> list[str]:
-    category = dict(zip(products["product_id"], products["category"], strict=True))
-    return [category[p] for p in rank_cases["product_id"]]
 
 
 def score_query_perplexity(
@@ -348,11 +359,12 @@ def measure_query_generation(
     query_cases: pd.DataFrame,
     query_perplexities: pd.DataFrame,
     individual_answers: pd.DataFrame,
+    reference_pairs: pd.DataFrame,
     embedding_model: str,
     embedding_cache_dir: str,
     kde: dict[str, Any],
     seed: int,
-    noise_floor_repeats: int,
+    bootstrap_draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
     """Query-generation metrics on MiniLM embeddings of the queries (docs/alignment.md)."""
     logger.info("alignment metrics: query generation (MiniLM cosine, KDE KL sweep)")
@@ -361,10 +373,11 @@ def measure_query_generation(
         query_cases,
         query_perplexities,
         individual_answers,
+        reference_pairs,
         embedder,
         kde,
         seed,
-        noise_floor_repeats,
+        bootstrap_draws,
     )
 
 
@@ -372,15 +385,16 @@ def measure_sessions(
     enriched_sessions: pl.DataFrame,
     simulated_sessions: pd.DataFrame,
     session: dict[str, Any],
+    population: str,
     seed: int,
-    noise_floor_repeats: int,
+    bootstrap_draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
     """Session-generation metrics against a sample of the simulated shops' human sessions."""
     human = held_out_human_sessions(
         enriched_sessions, simulated_sessions, session["human_sessions"], seed
     )
     return session_metrics(
-        human, simulated_sessions, session["max_count"], seed, noise_floor_repeats
+        human, simulated_sessions, population, session["max_count"], seed, bootstrap_draws
     )
 
 

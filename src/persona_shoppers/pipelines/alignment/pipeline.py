@@ -30,10 +30,12 @@ _CASES = [
     "item_selection_cases",
     "rank_selection_cases",
     "instruction_tasks",
+    "human_reference_pairs",
 ]
 _SEED = "params:alignment.seed"
 _LLM_CACHE = "params:alignment.llm_cache"
-_NOISE_FLOOR_REPEATS = "params:alignment.noise_floor_repeats"
+_DRAWS = "params:alignment.bootstrap_draws"
+_POPULATION = "params:alignment.population"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -105,11 +107,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "query_cases": "query_generation_cases",
                     "query_perplexities": "query_perplexities",
                     "individual_answers": "individual_task_answers",
+                    "reference_pairs": "human_reference_pairs",
                     "embedding_model": "params:alignment.embedding_model",
                     "embedding_cache_dir": "params:alignment.embedding_cache_dir",
                     "kde": "params:alignment.kde",
                     "seed": _SEED,
-                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                    "bootstrap_draws": _DRAWS,
                 },
                 ["query_generation_metrics", "query_generation_details"],
                 name="measure_query_generation",
@@ -121,6 +124,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "answers": "individual_task_answers",
                     "events": "enriched_events",
                     "seed": _SEED,
+                    "draws": _DRAWS,
                 },
                 "item_selection_metrics",
                 name="measure_item_selection",
@@ -130,8 +134,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "rank_cases": "rank_selection_cases",
                     "answers": "individual_task_answers",
+                    "reference_pairs": "human_reference_pairs",
                     "seed": _SEED,
-                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                    "draws": _DRAWS,
                 },
                 ["rank_selection_metrics", "rank_selection_details"],
                 name="measure_rank_selection",
@@ -142,8 +147,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "enriched_sessions": "enriched_sessions",
                     "simulated_sessions": "simulated_sessions",
                     "session": "params:alignment.session",
+                    "population": _POPULATION,
                     "seed": _SEED,
-                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                    "bootstrap_draws": _DRAWS,
                 },
                 ["session_metrics", "session_details"],
                 name="measure_sessions",
@@ -152,10 +158,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 action_rate_metrics,
                 {
                     "simulated": "simulated_sessions",
+                    "enriched_sessions": "enriched_sessions",
                     "buyers": "buyers",
                     "assignments": "persona_assignments",
+                    "population": _POPULATION,
                     "seed": _SEED,
-                    "noise_floor_repeats": _NOISE_FLOOR_REPEATS,
+                    "draws": _DRAWS,
                 },
                 ["action_rate_metrics", "action_rate_details"],
                 name="measure_action_rates",
@@ -165,15 +173,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "simulated": "simulated_sessions",
                     "persona_cards": "persona_cards",
+                    "population": _POPULATION,
                     "permutation_draws": "params:alignment.permutation_draws",
                     "seed": _SEED,
+                    "draws": _DRAWS,
                 },
                 "separation_metrics",
                 name="measure_separation",
             ),
             node(
                 instruction_metrics,
-                "instruction_runs",
+                {"runs": "instruction_runs", "seed": _SEED, "draws": _DRAWS},
                 "instruction_following_metrics",
                 name="measure_instruction_following",
             ),
@@ -183,6 +193,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "simulated": "simulated_sessions",
                     "ablations": "params:alignment.ablations",
                     "population": "params:alignment.ablation_population",
+                    "seed": _SEED,
+                    "draws": _DRAWS,
                 },
                 "ablation_metrics",
                 name="measure_ablations",

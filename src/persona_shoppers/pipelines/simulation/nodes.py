@@ -19,13 +19,13 @@ from persona_shoppers.agent.population import (
     condition_profile,
     matched_agents,
     runs_to_sessions,
-    shop_category_mix,
     shop_sample_agents,
     text_persona_profile,
 )
 from persona_shoppers.agent.prompts import interest_goal
 from persona_shoppers.agent.rollout import OUTCOMES, AgentSpec, RolloutEngine
 from persona_shoppers.metrics.behaviour import ab_agreement
+from persona_shoppers.metrics.intervals import bootstrap_interval, excludes_zero
 from persona_shoppers.personas.token_format import is_persona_token
 from persona_shoppers.storefront import Store, StoreVariant
 
@@ -44,21 +44,25 @@ def build_simulation_agents(
     seed: int,
     populations: dict[str, int],
 ) -> pd.DataFrame:
-    """Both populations of every evaluation shop (see ``persona_shoppers.agent.population``).
+    """The populations of every evaluation shop (see ``persona_shoppers.agent.population``).
 
-    The matched population is the held-out buyers that have a PAARS text persona, up to
-    ``matched_per_shop`` per shop, so that every condition runs on the same buyers."""
-    eval_mix = shop_persona_distributions[shop_persona_distributions["shop_role"] == "eval"]
-    shops = sorted(eval_mix["shop_id"].unique())
+    Every agent stands for one real buyer of its shop (``buyer_id``) and takes that buyer's
+    token, stratum (intent) and top category. The matched population is the held-out buyers
+    that have a PAARS text persona, up to ``matched_per_shop`` per shop, so that every
+    condition runs on the same buyers; the sampled populations draw buyers from the shop."""
+    roles = shop_persona_distributions
+    shops = sorted(roles.loc[roles["shop_role"] == "eval", "shop_id"].unique())
     if not shops:
         raise ValueError("build_simulation_agents: shop_persona_distributions has no eval shop")
     in_shops = persona_assignments[persona_assignments["shop_id"].isin(shops)]
-    strata = in_shops.groupby(["shop_id", "stratum"]).size().rename("n").reset_index()
-    strata["share"] = strata["n"] / strata.groupby("shop_id")["n"].transform("sum")
-    categories = shop_category_mix(enriched_events, shops)
+    in_shops = in_shops[["shop_id", "buyer_id", "token", "stratum"]]
+    keys = pl.from_pandas(in_shops[["shop_id", "buyer_id"]])
+    top = buyer_top_categories(enriched_events.join(keys, on=["shop_id", "buyer_id"], how="semi"))
+    counterparts = in_shops.merge(top, on=["shop_id", "buyer_id"], how="left")
+    counterparts["category"] = counterparts["category"].fillna("products")
     sampled = pd.concat(
         [
-            shop_sample_agents(eval_mix, strata, categories, n, seed, population)
+            shop_sample_agents(counterparts, n, seed, population)
             for population, n in (
                 ("shop_sample", populations["shop_sample_per_shop"]),
                 ("ab_sample", populations.get("ab_sample_per_shop", 0)),
@@ -73,13 +77,7 @@ def build_simulation_agents(
         .groupby("shop_id")
         .head(populations["matched_per_shop"])
     )
-    buyers = chosen[["shop_id", "buyer_id"]].merge(
-        persona_assignments[["shop_id", "buyer_id", "token", "stratum"]], on=["shop_id", "buyer_id"]
-    )
-    keys = pl.from_pandas(buyers[["shop_id", "buyer_id"]])
-    top = buyer_top_categories(enriched_events.join(keys, on=["shop_id", "buyer_id"], how="semi"))
-    buyers = buyers.merge(top, on=["shop_id", "buyer_id"], how="left")
-    buyers["category"] = buyers["category"].fillna("products")
+    buyers = chosen[["shop_id", "buyer_id"]].merge(counterparts, on=["shop_id", "buyer_id"])
     personas = chosen.set_index(["shop_id", "buyer_id"])
     buyers["text_persona"] = [
         text_persona_profile(
@@ -165,8 +163,10 @@ def _rollout(
             )
             for a in mine
         ]
-        labels = arm.agents[["agent_id", "population", "token", "stratum", "category"]].copy()
-        labels = labels.rename(columns={"token": "buyer_token"})
+        columns = ["agent_id", "population", "buyer_id", "token", "stratum", "category"]
+        labels = arm.agents[columns].rename(
+            columns={"buyer_id": "counterpart_id", "token": "buyer_token"}
+        )
         labels["goal"] = goals
         labels["condition"] = arm.condition
         labels["variant"] = arm.variant
@@ -245,28 +245,31 @@ def _outcome_counts(sessions: pd.DataFrame) -> dict[str, dict[str, dict[str, int
     return counts
 
 
-def _arm_metrics(sessions: pd.DataFrame) -> dict[str, float]:
-    n = len(sessions)
+def _per_session(sessions: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each A/B metric's value per session (flags, and the order value for revenue)."""
     return {
-        "sessions": n,
-        "atc_rate": float(sessions["has_add_to_cart"].mean()) if n else float("nan"),
-        "checkout_rate": float(sessions["has_checkout"].mean()) if n else float("nan"),
-        "conversion_rate": float(sessions["has_purchase"].mean()) if n else float("nan"),
-        "revenue_per_session": float(sessions["order_value"].sum() / n) if n else float("nan"),
+        "atc_rate": sessions["has_add_to_cart"].to_numpy(float),
+        "checkout_rate": sessions["has_checkout"].to_numpy(float),
+        "conversion_rate": sessions["has_purchase"].to_numpy(float),
+        "revenue_per_session": sessions["order_value"].fillna(0.0).to_numpy(float),
     }
 
 
-def _relative(treatment: float, control: float) -> float:
-    return treatment / control - 1 if control else float("nan")
+def _relative(treatment: np.ndarray, control: np.ndarray) -> float:
+    """treatment mean / control mean - 1; NaN when the control mean is zero (no direction)."""
+    base = float(control.mean()) if control.size else 0.0
+    return float(treatment.mean()) / base - 1 if base else float("nan")
 
 
-def _undefined(simulated: float, reference: float, control: float, test: str) -> str | None:
-    """Why an A/B comparison has no direction or ratio (None when it has both)."""
-    if not np.isfinite(reference):
-        return f"no reference effect for {test!r} (planted_truth or reference_effects)"
-    if not np.isfinite(simulated):
-        return "the simulated control arm is zero: no relative effect"
-    return None
+def _status(simulated: float, low: float, high: float, reference: float) -> str:
+    """How a simulated effect compares with the reference: ``undefined`` (no reference, or a
+    zero control arm), ``inconclusive`` (the paired interval covers zero), ``agrees`` or
+    ``disagrees`` (in direction)."""
+    if not (np.isfinite(reference) and np.isfinite(simulated)):
+        return "undefined"
+    if not excludes_zero(low, high):
+        return "inconclusive"
+    return "agrees" if ab_agreement(simulated, reference)["direction_agrees"] else "disagrees"
 
 
 def _reference_effects(
@@ -275,7 +278,11 @@ def _reference_effects(
     """name -> {metric: relative effect}: user-supplied historical results win over the
     generator's planted effects on its evaluation shops."""
     found = {
-        t["name"]: t["pooled"]["eval"]["effect"] for t in (planted_truth or {}).get("ab_tests", [])
+        t["name"]: {
+            metric: float("nan") if effect is None else effect
+            for metric, effect in t["pooled"]["eval"]["effect"].items()
+        }
+        for t in (planted_truth or {}).get("ab_tests", [])
     }
     found.update(reference_effects or {})
     return found
@@ -300,8 +307,9 @@ def run_ab_tests(
     The control arm and every treatment arm are rolled out together in lockstep (the same
     agents, seeds and goals), each in its own store; a treatment store differs from the
     control only in its variant. Returns ``ab_test_results`` (per test and metric: arms,
-    simulated and reference effect, direction agreement, magnitude ratio) and the sessions of
-    every arm (``variant`` says which)."""
+    simulated effect with its paired 95% bootstrap interval over agents, reference effect,
+    status, direction agreement where the interval excludes zero, magnitude ratio) and the
+    sessions of every arm (``variant`` says which)."""
     condition = ab_tests["condition"]
     spec = conditions[condition]
     population = ab_tests["population"]
@@ -326,35 +334,43 @@ def run_ab_tests(
         raw_products,
         raw_collections,
     )
-    control = sessions[sessions["variant"] == "control"]
+    control = sessions[sessions["variant"] == "control"].set_index("agent_id")
     references = _reference_effects(planted_truth, reference_effects)
     rows = []
-    for test in ab_tests["tests"]:
-        treated = sessions[sessions["variant"] == test["name"]]
-        arms = _arm_metrics(control), _arm_metrics(treated)
+    for t, test in enumerate(ab_tests["tests"]):
+        treated = sessions[sessions["variant"] == test["name"]].set_index("agent_id")
+        treated = treated.loc[control.index]  # paired: the same agent in both arms
+        arms = _per_session(control), _per_session(treated)
         reference = references.get(test["name"], {})
-        for metric in AB_METRICS:
-            simulated = _relative(arms[1][metric], arms[0][metric])
-            expected = reference.get(metric, float("nan"))
-            note = _undefined(simulated, expected, arms[0][metric], test["name"])
-            agreement = (
-                ab_agreement(simulated, expected)
-                if note is None
-                else {"direction_agrees": None, "magnitude_ratio": float("nan")}
+        for m, metric in enumerate(AB_METRICS):
+            c, x = arms[0][metric], arms[1][metric]
+            simulated = _relative(x, c)
+            low, high = bootstrap_interval(
+                lambda idx, c=c, x=x: _relative(x[idx], c[idx]),
+                len(c),
+                ab_tests["bootstrap_draws"],
+                seed=int(np.random.SeedSequence([t, m]).generate_state(1)[0]),
             )
+            expected = float(reference.get(metric, float("nan")))
+            status = _status(simulated, low, high, expected)
+            decided = status in ("agrees", "disagrees")
             rows.append(
                 {
                     "test": test["name"],
                     "metric": metric,
                     "condition": condition,
-                    "sessions_per_arm": arms[0]["sessions"],
-                    "control": arms[0][metric],
-                    "treatment": arms[1][metric],
+                    "sessions_per_arm": len(c),
+                    "control": float(c.mean()),
+                    "treatment": float(x.mean()),
                     "simulated_effect": simulated,
+                    "ci_low": low,
+                    "ci_high": high,
                     "reference_effect": expected,
-                    "direction_agreement": agreement["direction_agrees"],
-                    "magnitude_ratio": agreement["magnitude_ratio"],
-                    "note": note,
+                    "status": status,
+                    "direction_agreement": status == "agrees" if decided else None,
+                    "magnitude_ratio": simulated / expected
+                    if status != "undefined" and expected
+                    else float("nan"),
                 }
             )
     results = pd.DataFrame(rows)
