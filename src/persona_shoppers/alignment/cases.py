@@ -100,7 +100,7 @@ def item_selection_cases(
         .unique([*_KEYS, "product_id"], keep="first", maintain_order=True)
         .group_by(_KEYS, maintain_order=True)
         .head(max_per_buyer)
-        .join(seen, on=_KEYS)
+        .join(seen, on=_KEYS, maintain_order="left")  # the seeded draws go by this order
     )
     catalog = {shop: group for shop, group in products.groupby("shop_id")}
     rows, skipped = [], 0
