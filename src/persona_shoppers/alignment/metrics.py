@@ -22,8 +22,9 @@ from persona_shoppers.metrics.behaviour import (
     calibration,
     cohens_d,
     discrete_kl,
-    persona_pairing_alignment,
+    pairing_alignment,
     rank_distribution_kl,
+    real_pair_rates,
     separation_tests,
 )
 from persona_shoppers.metrics.intervals import (
@@ -445,16 +446,22 @@ def human_rate_sessions(
     return human[human["stratum"].isin(PERSONA_STRATA)].reset_index(drop=True)
 
 
-def _alignment_values(real: pd.DataFrame, agent: pd.DataFrame, seed: int) -> np.ndarray:
-    """ATC, purchase and ARA, stratified, for each pairing (9 values, ``_PAIRINGS`` order;
-    NaN when the agents have no cell with a mismatch, as a resample may)."""
-    try:
-        result = persona_pairing_alignment(real, agent, seed)
-    except ValueError:
-        return np.full(3 * len(_PAIRINGS), np.nan)
+def _stratified_values(result: Mapping[str, Any]) -> np.ndarray:
+    """ATC, purchase and ARA, stratified, for each pairing (9 values, ``_PAIRINGS`` order)."""
     return np.array(
         [result[p]["stratified"][m] for p in _PAIRINGS for m in ("atc", "purchase", "ara")]
     )
+
+
+def _alignment_values(
+    rates: Mapping[str, np.ndarray], agent: pd.DataFrame, seed: int
+) -> np.ndarray:
+    """:func:`_stratified_values` of the agents against the real pair ``rates``; NaN when the
+    agents have no cell with a mismatch, as a resample may."""
+    try:
+        return _stratified_values(pairing_alignment(rates, agent, seed))
+    except ValueError:
+        return np.full(3 * len(_PAIRINGS), np.nan)
 
 
 def action_rate_metrics(
@@ -531,14 +538,15 @@ def action_rate_metrics(
     rows[HUMAN_FLOOR] = floor
     metrics, detail, values, resampled = {}, {}, {}, {}
     agents_seed = _stream(seed, task, "agents")  # one resample of the agents for every row
+    rates = real_pair_rates(reference)  # the reference's pairs, once for every resample
     for condition, table in rows.items():
         s = _stream(seed, task, condition)
-        result = persona_pairing_alignment(reference, table, s)
-        values[condition] = _alignment_values(reference, table, s)
+        result = pairing_alignment(rates, table, s)
+        values[condition] = _stratified_values(result)
         detail[condition] = {p: r["per_stratum"] for p, r in result.items()}
 
         def stat(i, table=table, s=s):
-            return _alignment_values(reference, table.iloc[i], s)
+            return _alignment_values(rates, table.iloc[i], s)
 
         units_seed = s if condition == HUMAN_FLOOR else agents_seed
         resampled[condition] = bootstrap_values(stat, len(table), draws, units_seed)

@@ -25,8 +25,10 @@ __all__ = [
     "kruskal_wallis",
     "pair_action_rates",
     "permutation_test",
+    "pairing_alignment",
     "persona_pairing_alignment",
     "rank_distribution_kl",
+    "real_pair_rates",
     "separation_tests",
     "stratified_alignment",
     "welch_t",
@@ -281,13 +283,23 @@ def persona_pairing_alignment(real: Any, agent: Any, seed: int = 0) -> dict[str,
     real token have no mismatch and are left out (``n_cells`` shows how many remain). Returns
     ``{"correct", "all_mismatch", "random_mismatch"}``.
     """
-    rp = pair_action_rates(
+    return pairing_alignment(real_pair_rates(real), agent, seed)
+
+
+def real_pair_rates(real: Any) -> dict[str, np.ndarray]:
+    """The real side of :func:`persona_pairing_alignment`: :func:`pair_action_rates` of
+    ``real`` with each pair's modal stratum, computed once for many agent tables."""
+    return pair_action_rates(
         _column(real, "shop", "real"),
         _column(real, "token", "real"),
         _column(real, "atc", "real"),
         _column(real, "purchase", "real"),
         _column(real, "stratum", "real"),
     )
+
+
+def pairing_alignment(rp: dict[str, np.ndarray], agent: Any, seed: int = 0) -> dict[str, Any]:
+    """:func:`persona_pairing_alignment` against real pair rates from :func:`real_pair_rates`."""
     ap = pair_action_rates(
         _column(agent, "shop", "agent"),
         _column(agent, "token", "agent"),
