@@ -8,6 +8,7 @@ from persona_shoppers.sft.data import (
     MIN_SHARED_PREFIX,
     SFTDataModule,
     collate_rows,
+    decision_chars,
     even_shares,
     length_grouped_batches,
     pack_rows,
@@ -43,6 +44,45 @@ def test_labels_are_the_assistant_answer_and_end_of_turn(persona_model):
     assert labelled[-1] == len(example.input_ids) - 3 and example.labels[-1] == IGNORE
     prompt = tokenize_example(_conversation(answer, user="Something else entirely"), tokenizer)
     assert [x for x in prompt.labels if x != IGNORE] == targets
+
+
+@pytest.mark.parametrize(
+    "answer, fixed",
+    [
+        ('{"action": "view", "product": "p1", "reason": "x"}', '{"action": "view"'),
+        ('{"action": "view_cart", "reason": "x"}', '{"action": "view_cart"'),
+        ('{"action": "add_to_cart", "product": "p1"}', '{"action": "add_to_cart"'),
+    ],
+)
+def test_decision_tokens_are_those_that_fix_the_action_type(persona_model, answer, fixed):
+    _, tokenizer, _ = persona_model
+    assert answer[: decision_chars(answer)] == fixed
+    example = tokenize_example(_conversation(answer), tokenizer)
+    targets = [label for label in example.labels if label != IGNORE]
+    decided = tokenizer.decode(targets[: example.decision])
+    assert decided.startswith(fixed) and not tokenizer.decode(
+        targets[: example.decision - 1]
+    ).startswith(fixed)
+
+
+@pytest.mark.parametrize("answer", ["end", '{"reason": "x", "action": "end"}', '{"act": 1}'])
+def test_answers_without_a_leading_action_type_decide_nothing(persona_model, answer):
+    _, tokenizer, _ = persona_model
+    assert decision_chars(answer) == 0
+    assert tokenize_example(_conversation(answer), tokenizer).decision == 0
+
+
+def test_collate_numbers_the_decision_positions_of_each_example(persona_model):
+    _, tokenizer, _ = persona_model
+    answers = ['{"action": "view", "product": "p1"}', "no action", '{"action": "end"}']
+    examples = [tokenize_example(_conversation(a), tokenizer) for a in answers]
+    batch = collate_rows([[examples[0], examples[1]], [examples[2]]], tokenizer.pad_token_id)
+    decision = batch["decision"]
+    assert (decision[0] == 0).sum() == examples[0].decision
+    assert not (decision == 1).any()  # the second example names no action
+    assert (decision[1] == 2).sum() == examples[2].decision
+    marked = decision >= 0
+    assert bool((batch["labels"][marked] != IGNORE).all())
 
 
 def test_example_must_end_with_the_assistant(persona_model):

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from persona_shoppers.sft import attention
 from persona_shoppers.sft.data import IGNORE, SFTDataModule, collate_rows, tokenize_examples
-from persona_shoppers.sft.module import PersonaSFTModule, warmup_cosine
+from persona_shoppers.sft.module import PersonaSFTModule, action_accuracy, warmup_cosine
 from persona_shoppers.sft.tokens import add_persona_tokens, is_tied
 from persona_shoppers.sft.training import train_stage
 
@@ -146,6 +146,78 @@ def test_full_training_changes_every_parameter_and_keeps_ties(persona_model, tra
         assert not torch.equal(value, before[name]), name
     assert is_tied(trained)
     assert not any(p.requires_grad for p in trained.parameters())
+
+
+def test_top_training_changes_only_the_upper_layers_and_the_final_norm(persona_model, traces):
+    model, tokenizer, persona = persona_model
+    before = _snapshot(model)
+    trained, _ = _train(model, tokenizer, persona, traces, "top", top_layers=1)
+    upper = f"model.layers.{len(trained.model.layers) - 1}."
+    for name, value in trained.state_dict().items():
+        trains = name.startswith(upper) or name == "model.norm.weight"
+        assert torch.equal(value, before[name]) != trains, name
+    assert is_tied(trained)
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_top_training_reuses_the_frozen_layers_output_exactly(persona_model, traces, flatten):
+    model, tokenizer, persona = persona_model
+    examples, _ = tokenize_examples(traces[:4], tokenizer, 512)
+    batch = collate_rows([[e] for e in examples], tokenizer.pad_token_id, flatten, flatten)
+    full = PersonaSFTModule(copy.deepcopy(model), persona.first, persona.count, "full")
+    top = PersonaSFTModule(model, persona.first, persona.count, "top", top_layers=1)
+    runs = []
+    lower = top.causal_lm.model.layers[0]
+    lower.register_forward_hook(lambda *args: runs.append(1))
+    expected = full.loss(batch)[0]
+    fresh = top.loss(batch, cache_key=("train", 0))[0]
+    fresh.backward()
+    grad = top.causal_lm.model.norm.weight.grad.clone()
+    top.zero_grad()
+    cached = top.loss(batch, cache_key=("train", 0))[0]
+    cached.backward()
+    assert len(runs) == 1  # the frozen layer ran once
+    assert fresh.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert cached.item() == fresh.item()
+    assert torch.equal(top.causal_lm.model.norm.weight.grad, grad)
+    assert top.causal_lm.model.layers[0].self_attn.q_proj.weight.grad is None
+    assert len(top.causal_lm.model.layers) == 2  # the decoder is whole again
+
+
+def test_action_accuracy_counts_examples_right_at_every_deciding_position():
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([1, 0, 1, 1, 0])  # argmax right, right, right, wrong, wrong
+    decision = torch.tensor([0, 0, 2, 2, -1])  # example 0 right, example 2 wrong, 1 absent
+    assert action_accuracy(logits, labels, decision) == (1, 2)
+
+
+def test_validation_records_action_accuracy_and_early_stopping_ends_training(
+    persona_model, traces
+):
+    model, tokenizer, persona = persona_model
+    _, history = _train(
+        model,
+        tokenizer,
+        persona,
+        traces,
+        "top",
+        top_layers=1,
+        trainer={"max_epochs": 5},
+        early_stopping={
+            "monitor": "val_action_accuracy", "mode": "max", "min_delta": 2.0, "patience": 1
+        },
+    )
+    accuracy = history["val_action_accuracy"]
+    assert all(0 <= p["value"] <= 1 for p in accuracy)
+    # no validation can improve by 2: the first sets the best, the second stops the fit
+    assert [p["step"] for p in accuracy] == [6, 12]
+
+
+@pytest.mark.parametrize("top_layers", [None, 0, 3])
+def test_top_training_needs_a_layer_count_within_the_decoder(persona_model, top_layers):
+    model, _, persona = persona_model  # the tiny Llama has 2 layers
+    with pytest.raises(ValueError, match="top_layers must be an integer in 1..2"):
+        PersonaSFTModule(model, persona.first, persona.count, "top", top_layers=top_layers)
 
 
 def test_lora_exports_a_plain_model_with_merged_adapters(persona_model, traces):
@@ -321,12 +393,12 @@ def test_gradient_checkpointing_trains_padded_rows(persona_model, traces, caplog
     checkpointed = PersonaSFTModule(
         model, persona.first, persona.count, "full", gradient_checkpointing=True
     )
-    assert checkpointed._flat_hidden(batch) is None  # with gradients: padded rows
+    assert checkpointed._flat_inputs(batch) is None  # with gradients: padded rows
     loss = checkpointed.loss(batch)[0]
     loss.backward()
     assert loss.item() == pytest.approx(plain.loss(batch)[0].item(), rel=1e-5)
     with torch.no_grad():  # validation: no recomputation, flattened
-        assert checkpointed._flat_hidden(batch) is not None
+        assert checkpointed._flat_inputs(batch) is not None
         assert checkpointed.loss(batch)[0].item() == pytest.approx(loss.item(), rel=1e-5)
 
 
@@ -336,7 +408,7 @@ def test_flattening_falls_back_to_padded_rows_where_it_cannot_run(persona_model,
     module = PersonaSFTModule(model, persona.first, persona.count, "full")
     examples, _ = tokenize_examples(traces[:3], tokenizer, 512)
     batch = collate_rows([[e] for e in examples], tokenizer.pad_token_id, True, True)
-    assert module._flat_hidden(batch) is None
+    assert module._flat_inputs(batch) is None
     assert "sliding-window" in caplog.text
     assert torch.isfinite(module.loss(batch)[0])
 

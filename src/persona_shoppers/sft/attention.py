@@ -29,16 +29,28 @@ class Segments:
     spans: tuple[tuple[int, int], ...]
 
 
+def _flat_layout(batch: dict[str, Tensor]) -> tuple[int, Tensor]:
+    """(shared prefix length, mask of the positions a flattened batch keeps after it)."""
+    positions = batch["position_ids"]
+    prefix = int(batch.get("shared_prefix", 0))
+    columns = torch.arange(positions.shape[1], device=positions.device)
+    return prefix, (columns < batch["lengths"][:, None]) & (positions >= prefix)
+
+
+def flatten_like(batch: dict[str, Tensor], values: Tensor) -> Tensor:
+    """Per-position ``values`` (B, L) of ``batch`` laid out as :func:`flatten_batch` lays out
+    its tokens (1, T)."""
+    prefix, keep = _flat_layout(batch)
+    return torch.cat([values[0, :prefix], values[keep]])[None]
+
+
 def flatten_batch(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Segments]:
     """(input_ids, position_ids, labels, segments) of ``batch`` as one padding-free row
     (1, T): the shared prefix (``batch["shared_prefix"]`` tokens, taken from the first
     example) once, then every example's tokens after it. ``batch["lengths"]`` holds each
     row's real (unpadded) length."""
-    ids, positions, labels = batch["input_ids"], batch["position_ids"], batch["labels"]
     prefix = int(batch.get("shared_prefix", 0))
-    columns = torch.arange(ids.shape[1], device=ids.device)
-    keep = (columns < batch["lengths"][:, None]) & (positions >= prefix)
-    flat = [torch.cat([x[0, :prefix], x[keep]])[None] for x in (ids, positions, labels)]
+    flat = [flatten_like(batch, batch[key]) for key in ("input_ids", "position_ids", "labels")]
     if prefix and bool((flat[2][0, :prefix] != IGNORE).any()):
         raise ValueError("the shared prefix holds a labelled position")
     rest = flat[1][0, prefix:]

@@ -7,6 +7,7 @@ See docs/sft.md, "Input: the traces" and "Batches and attention".
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from persona_shoppers.agent.rollout import type_text
+
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
@@ -26,10 +29,13 @@ OVERLONG_POLICIES = ("drop", "truncate")
 
 @dataclass(frozen=True)
 class Example:
-    """One tokenised example: ids and shifted labels (``IGNORE`` where unlabelled)."""
+    """One tokenised example: ids and shifted labels (``IGNORE`` where unlabelled);
+    ``decision``: how many of the first labelled positions predict the answer's action type
+    (:func:`decision_chars`), 0 where the answer names none."""
 
     input_ids: list[int]
     labels: list[int]
+    decision: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -67,15 +73,30 @@ def _label_span(messages: Sequence[dict], tokenizer: Any) -> tuple[str, int, int
     return text, len(prompt), len(text.rstrip())
 
 
+def decision_chars(answer: str) -> int:
+    """The characters of an agent's answer that fix its action type: ``{"action": "<type>"``
+    up to the closing quote (the start :func:`~persona_shoppers.agent.rollout.type_text` the
+    agent is scored on), or 0 for an answer that does not start so."""
+    try:
+        action = json.loads(answer)["action"]
+    except (ValueError, TypeError, KeyError):
+        return 0
+    start = type_text(str(action))
+    return len(start) - 1 if answer.startswith(start) else 0
+
+
 def tokenize_example(messages: Sequence[dict], tokenizer: Any) -> Example:
     """Token ids of ``messages`` rendered by the chat template, labels on the final assistant
     turn's content and end-of-turn token only."""
     text, start, stop = _label_span(messages, tokenizer)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
-    labelled = [start <= begin < stop for begin, _ in encoded["offset_mapping"]]
+    begins = [begin for begin, _ in encoded["offset_mapping"]]
+    labelled = [start <= begin < stop for begin in begins]
     labels = [ids[t + 1] if labelled[t + 1] else IGNORE for t in range(len(ids) - 1)]
-    return Example(input_ids=ids, labels=[*labels, IGNORE])
+    decided = start + decision_chars(messages[-1]["content"])
+    decision = sum(start <= begin < decided for begin in begins)
+    return Example(input_ids=ids, labels=[*labels, IGNORE], decision=decision)
 
 
 def tokenize_examples(
@@ -98,7 +119,9 @@ def tokenize_examples(
                 report.dropped_overlong += 1
                 continue
             report.truncated += 1
-            example = Example(example.input_ids[-max_length:], example.labels[-max_length:])
+            example = Example(
+                example.input_ids[-max_length:], example.labels[-max_length:], example.decision
+            )
         labelled = sum(label != IGNORE for label in example.labels)
         if not labelled:
             report.dropped_unlabelled += 1
@@ -153,11 +176,14 @@ def collate_rows(
     position ids restarting at 0 per example (the padding continues the last one's). With
     ``flatten`` also ``lengths``, each row's real length (the module then runs the batch as
     one padding-free row), and ``shared_prefix`` (0-d: :func:`shared_prefix_length` with
-    ``share_prefix``, else 0)."""
+    ``share_prefix``, else 0). ``decision`` marks the positions that predict each example's
+    action type with the example's number in the batch (-1 elsewhere)."""
     width = max(sum(len(e) for e in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
+    decision = torch.full((len(rows), width), -1, dtype=torch.long)
+    number = 0
     for r, row in enumerate(rows):
         at = 0
         for example in row:
@@ -165,10 +191,14 @@ def collate_rows(
             ids[r, at : at + n] = torch.tensor(example.input_ids)
             labels[r, at : at + n] = torch.tensor(example.labels)
             positions[r, at : at + n] = torch.arange(n)
+            if example.decision:
+                labelled = (labels[r, at : at + n] != IGNORE).nonzero()[: example.decision, 0]
+                decision[r, at + labelled] = number
+            number += 1
             at += n
         last = len(row[-1])
         positions[r, at:] = torch.arange(last, last + width - at)
-    batch = {"input_ids": ids, "labels": labels, "position_ids": positions}
+    batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "decision": decision}
     if flatten:
         batch["lengths"] = torch.tensor([sum(len(e) for e in row) for row in rows])
         shared = shared_prefix_length(rows) if share_prefix else 0
@@ -211,7 +241,8 @@ def pack_rows(lengths: Sequence[int], pack_length: int, seed: int) -> list[list[
 
 
 class BatchDataset(Dataset):
-    """A fixed list of batches (each a list of rows of examples); item i is batch i collated."""
+    """A fixed list of batches (each a list of rows of examples); item i is batch i collated,
+    with its number ``batch_index`` (a key for what the module caches per batch)."""
 
     def __init__(
         self,
@@ -229,7 +260,8 @@ class BatchDataset(Dataset):
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return collate_rows(self.batches[index], self.pad_id, self.flatten, self.share_prefix)
+        batch = collate_rows(self.batches[index], self.pad_id, self.flatten, self.share_prefix)
+        return {**batch, "batch_index": torch.tensor(index)}
 
 
 class EpochShuffleSampler(Sampler[int]):

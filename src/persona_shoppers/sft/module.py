@@ -1,6 +1,7 @@
 """The SFT LightningModule: a causal LM trained on its assistant tokens, with persona-token rows
 that can train on their own (SimPersona 2.3, appendix G). ``backbone`` chooses what trains:
-``frozen`` (stage 1: the persona rows only), ``lora`` or ``full`` (stage 2).
+``frozen`` (stage 1: the persona rows only), ``lora``, ``top`` (the upper ``top_layers``
+decoder layers and the final norm) or ``full`` (stage 2).
 
 See docs/sft.md, "The two stages", "Speed", "Batches and attention" and
 "Checkpoints and resume".
@@ -8,9 +9,10 @@ See docs/sft.md, "The two stages", "Speed", "Batches and attention" and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,13 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import flatten_batch, segment_attention_problem, use_segment_attention
+from .attention import (
+    flatten_batch,
+    flatten_like,
+    segment_attention_problem,
+    use_segment_attention,
+)
 from .data import IGNORE
 from .tokens import PersonaTokens, is_tied
 
 logger = logging.getLogger(__name__)
 
-BACKBONES = ("frozen", "lora", "full")
+BACKBONES = ("frozen", "lora", "top", "full")
 
 
 def warmup_cosine(
@@ -45,12 +52,47 @@ def warmup_cosine(
     return factor
 
 
+def action_accuracy(logits: Tensor, labels: Tensor, decision: Tensor) -> tuple[int, int]:
+    """(examples whose action type the greedy answer gets right, examples with one): an
+    example counts as right when the most likely token is the label at every position that
+    predicts its type (``decision`` holds the example's number there, -1 elsewhere)."""
+    marked = decision >= 0
+    examples = decision[marked]
+    wrong = (logits[marked].argmax(dim=-1) != labels[marked]).long()
+    errors = torch.zeros(int(examples.max()) + 1, dtype=torch.long).index_add_(0, examples, wrong)
+    decided = torch.unique(examples)
+    return int((errors[decided] == 0).sum()), int(decided.numel())
+
+
+def train_upper_layers(model: Any, count: int | None) -> None:
+    """Freeze ``model`` except its upper ``count`` decoder layers and final norm (a Llama-like
+    decoder: ``base_model.layers`` and ``base_model.norm``)."""
+    decoder = model.base_model
+    layers, norm = getattr(decoder, "layers", None), getattr(decoder, "norm", None)
+    if layers is None or norm is None:
+        raise ValueError(
+            f"backbone 'top' needs a decoder with `layers` and `norm`; {type(model).__name__} "
+            "has none: use backbone 'full' or 'lora'"
+        )
+    if not isinstance(count, int) or not 1 <= count <= len(layers):
+        raise ValueError(f"top_layers must be an integer in 1..{len(layers)}, got {count!r}")
+    model.requires_grad_(False)
+    for module in [*layers[len(layers) - count :], norm]:
+        module.requires_grad_(True)
+
+
 class PersonaSFTModule(pl.LightningModule):
     """Fine-tunes ``model`` (a Hugging Face causal LM that already has the persona tokens, ids
     ``persona_first .. persona_first + persona_count - 1``) in place.
 
     Args:
-        backbone: ``frozen`` | ``lora`` | ``full`` (see the module docstring).
+        backbone: ``frozen`` | ``lora`` | ``top`` | ``full`` (see the module docstring).
+        top_layers: ``backbone: top``: how many of the upper decoder layers train; the layers
+            below and the embeddings (persona rows included) run forward only, without
+            activations kept for a backward.
+        cache_frozen: ``backbone: top``: keep the frozen layers' output of every batch (by
+            split and batch number) and reuse it in later epochs and validations, instead of
+            recomputing it (memory: hidden size x tokens x 4 bytes per example).
         lr, weight_decay, betas: AdamW (no decay on 1-d parameters: norms, biases).
         warmup_steps, min_lr_ratio: linear warm-up, then cosine decay to ``min_lr_ratio * lr``
             at the last optimizer step (``trainer.estimated_stepping_batches``).
@@ -75,6 +117,8 @@ class PersonaSFTModule(pl.LightningModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
         lora: dict[str, Any] | None = None,
+        top_layers: int | None = None,
+        cache_frozen: bool = True,
         gradient_checkpointing: bool = False,
         frozen_dtype: str | None = None,
         fused: bool = True,
@@ -93,12 +137,14 @@ class PersonaSFTModule(pl.LightningModule):
             from peft import LoraConfig, get_peft_model
 
             model = get_peft_model(model, LoraConfig(**(lora or {})))
+        elif backbone == "top":
+            train_upper_layers(model, top_layers)
         else:
             model.requires_grad_(backbone == "full")
         self.model = model.train()  # an exported model comes in eval mode
         self.persona_rows: nn.Parameter | None = None
         self.persona_output_rows: nn.Parameter | None = None
-        if backbone != "full":
+        if backbone in ("frozen", "lora"):
             span = slice(self.persona.first, self.persona.stop)
             causal_lm = self.causal_lm
             self.persona_rows = nn.Parameter(
@@ -121,6 +167,7 @@ class PersonaSFTModule(pl.LightningModule):
                     self._frozen_originals[name] = param.data
                     param.data = param.data.to(dtype)
         self._flat_problem: str | None = None  # why flattened batches cannot run, once known
+        self._frozen_outputs: dict[tuple, Tensor] = {}  # backbone top: (split, batch) -> hidden
         self.strict_loading = False  # checkpoints hold the trainable parameters only
 
     @property
@@ -153,15 +200,48 @@ class PersonaSFTModule(pl.LightningModule):
     def forward(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """Last hidden states (B, L, H); rows may hold several examples (position ids restart
         at 0 for each), which then attend within themselves only."""
-        out = self.causal_lm.base_model(
-            inputs_embeds=self._embed(input_ids), position_ids=position_ids, use_cache=False
-        )
-        return out.last_hidden_state
+        return self._decode(self._embed(input_ids), position_ids)
 
-    def _flat_hidden(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
-        """Last hidden states and labels (1, T) of the batch flattened into one row without
-        padding (:func:`~persona_shoppers.sft.attention.flatten_batch`), or None where it
-        cannot run (then the padded rows run)."""
+    def _decode(self, embeds: Tensor, position_ids: Tensor, **kwargs: Any) -> Tensor:
+        return self.causal_lm.base_model(
+            inputs_embeds=embeds, position_ids=position_ids, use_cache=False, **kwargs
+        ).last_hidden_state
+
+    @contextlib.contextmanager
+    def _running(self, part: str) -> Iterator[None]:
+        """The decoder runs only its frozen lower layers (``part="lower"``, without the final
+        norm: their output is the upper layers' input) or its trained upper ones."""
+        decoder = self.causal_lm.base_model
+        layers, norm = decoder.layers, decoder.norm
+        split = len(layers) - self.hparams.top_layers
+        decoder.layers = layers[:split] if part == "lower" else layers[split:]
+        if part == "lower":
+            decoder.norm = nn.Identity()
+        try:
+            yield
+        finally:
+            decoder.layers, decoder.norm = layers, norm
+
+    def _hidden(
+        self, ids: Tensor, positions: Tensor, cache_key: tuple | None, **kwargs: Any
+    ) -> Tensor:
+        """Last hidden states of the token rows; with ``backbone: top``, the frozen lower
+        layers' output comes from the cache when ``cache_key`` is there (``cache_frozen``)."""
+        if self.hparams.backbone != "top":
+            return self._decode(self._embed(ids), positions, **kwargs)
+        lower = self._frozen_outputs.get(cache_key) if cache_key is not None else None
+        if lower is None:
+            with torch.no_grad(), self._running("lower"):
+                lower = self._decode(self._embed(ids), positions, **kwargs)
+            if cache_key is not None and self.hparams.cache_frozen:
+                self._frozen_outputs[cache_key] = lower
+        with self._running("upper"):
+            return self._decode(lower, positions, **kwargs)
+
+    def _flat_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, ...] | None:
+        """(ids, positions, labels, decision, segments) of the batch flattened into one row
+        without padding (:func:`~persona_shoppers.sft.attention.flatten_batch`), or None where
+        it cannot run (then the padded rows run)."""
         if "lengths" not in batch:
             return None
         if self.hparams.gradient_checkpointing and torch.is_grad_enabled():
@@ -174,38 +254,58 @@ class PersonaSFTModule(pl.LightningModule):
         if self._flat_problem:
             return None
         ids, positions, labels, segments = flatten_batch(batch)
-        with use_segment_attention(self.causal_lm):
-            out = self.causal_lm.base_model(
-                inputs_embeds=self._embed(ids),
-                position_ids=positions,
-                use_cache=False,
-                persona_segments=segments,
-            )
-        return out.last_hidden_state, labels
+        decision = flatten_like(batch, batch["decision"]) if "decision" in batch else None
+        return ids, positions, labels, decision, segments
 
-    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(mean cross-entropy over labelled positions, number of labelled positions)."""
-        flat = self._flat_hidden(batch)
+    def outputs(
+        self, batch: dict[str, Tensor], cache_key: tuple | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(logits at the labelled positions, their labels, the example number of each of
+        them that predicts an action type, else -1; None without ``decision``)."""
+        flat = self._flat_inputs(batch)
         if flat is not None:
-            hidden, labels = flat
+            ids, positions, labels, decision, segments = flat
+            with use_segment_attention(self.causal_lm):
+                hidden = self._hidden(ids, positions, cache_key, persona_segments=segments)
         else:
-            hidden, labels = self(batch["input_ids"], batch["position_ids"]), batch["labels"]
+            ids, positions, labels = batch["input_ids"], batch["position_ids"], batch["labels"]
+            decision = batch.get("decision")
+            hidden = self._hidden(ids, positions, cache_key)
         labelled = labels != IGNORE
-        logits = self._logits(hidden[labelled])
-        return F.cross_entropy(logits, labels[labelled]), labelled.sum()
+        decision = decision[labelled] if decision is not None else None
+        return self._logits(hidden[labelled]), labels[labelled], decision
 
-    def _shared_step(self, batch: dict[str, Tensor], split: str) -> Tensor:
-        loss, labelled = self.loss(batch)
+    def loss(
+        self, batch: dict[str, Tensor], cache_key: tuple | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(mean cross-entropy over labelled positions, number of labelled positions)."""
+        logits, labels, _ = self.outputs(batch, cache_key)
+        return F.cross_entropy(logits, labels), torch.tensor(labels.numel())
+
+    def _shared_step(self, batch: dict[str, Tensor], split: str) -> tuple[Tensor, Tensor]:
+        key = (split, int(batch["batch_index"])) if "batch_index" in batch else None
+        logits, labels, decision = self.outputs(batch, key)
+        loss = F.cross_entropy(logits, labels)
         self.log(
             f"{split}_loss",
             loss,
             on_step=split == "train",
             on_epoch=split == "val",
             prog_bar=True,
-            batch_size=int(labelled),  # epoch means weighted by labelled tokens
+            batch_size=labels.numel(),  # epoch means weighted by labelled tokens
             sync_dist=split == "val",
         )
-        return loss, labelled
+        if split == "val" and decision is not None and bool((decision >= 0).any()):
+            correct, decided = action_accuracy(logits, labels, decision)
+            self.log(
+                "val_action_accuracy",
+                correct / decided,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=decided,
+                sync_dist=True,
+            )
+        return loss, torch.tensor(labels.numel())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, labelled = self._shared_step(batch, "train")
@@ -324,7 +424,8 @@ class PersonaSFTModule(pl.LightningModule):
 
 class StepMetricHistory(pl.Callback):
     """Training loss (token-weighted mean since the last record) and learning rate every
-    ``every_n_steps`` optimizer steps, and the validation loss after each validation, all
+    ``every_n_steps`` optimizer steps, and the validation loss and next-action accuracy
+    after each validation, all
     keyed by optimizer step: ``{name: [{"step": s, "value": v}, ...]}``, the format of
     kedro-mlflow's ``MlflowMetricsHistoryDataset``."""
 
@@ -357,5 +458,8 @@ class StepMetricHistory(pl.Callback):
             self._loss_sum, self._tokens = 0.0, 0
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking and "val_loss" in trainer.callback_metrics:
-            self._add("val_loss", trainer.global_step, trainer.callback_metrics["val_loss"])
+        if trainer.sanity_checking:
+            return
+        for name in ("val_loss", "val_action_accuracy"):
+            if name in trainer.callback_metrics:
+                self._add(name, trainer.global_step, trainer.callback_metrics[name])

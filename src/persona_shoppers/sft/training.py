@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from persona_shoppers.numerics import resolve_frozen_dtype, resolve_precision
 
@@ -61,6 +61,9 @@ def train_stage(
     trainer: Mapping[str, Any],
     seed: int,
     lora: Mapping[str, Any] | None = None,
+    top_layers: int | None = None,
+    cache_frozen: bool = True,
+    early_stopping: Mapping[str, Any] | None = None,
     gradient_checkpointing: bool = False,
     frozen_dtype: str | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -71,7 +74,7 @@ def train_stage(
     name: str = "sft",
 ) -> tuple[Any, dict[str, list[dict[str, float]]]]:
     """Train ``model`` (in place) on the conversations with ``backbone`` ``frozen`` | ``lora`` |
-    ``full``; returns the exported Hugging Face model and the metric history (train and
+    ``top`` | ``full``; returns the exported Hugging Face model and the metric history (train and
     validation loss, learning rate, data counts, wall time) for MLflow.
 
     ``optimizer`` holds :class:`PersonaSFTModule` arguments (lr, weight_decay, warmup_steps,
@@ -81,7 +84,9 @@ def train_stage(
     ...). ``frozen_dtype`` (``backbone: frozen`` only, ignored otherwise): the dtype the frozen
     weights are held in while they train the persona rows. ``precision`` and ``frozen_dtype``
     may be ``auto`` (:mod:`persona_shoppers.numerics`: bf16 only where the device runs it
-    natively). ``validate_before`` adds a
+    natively). ``early_stopping``: ``EarlyStopping`` arguments (monitor, mode, patience,
+    min_delta), checked at every validation (``trainer.val_check_interval``); a wall-clock
+    budget is the Trainer's ``max_time``. ``validate_before`` adds a
     validation of the starting model (step 0 of the ``val_loss`` curve).
     """
     pl.seed_everything(seed, workers=True)
@@ -96,6 +101,8 @@ def train_stage(
         persona.count,
         backbone=backbone,
         lora=dict(lora) if lora else None,
+        top_layers=top_layers,
+        cache_frozen=cache_frozen,
         gradient_checkpointing=gradient_checkpointing,
         frozen_dtype=frozen_dtype if backbone == "frozen" else None,
         **optimizer,
@@ -105,6 +112,7 @@ def train_stage(
     has_val = datamodule.reports["val"].kept > 0
     history = StepMetricHistory(history_every_n_steps)
     checkpoints, ckpt_path = _checkpointing(checkpoint_dir, checkpoint_every_n_steps, resume)
+    stopping = [EarlyStopping(**early_stopping)] if early_stopping and has_val else []
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     logger.info(
         "%s: training %s parameters (backbone %s, precision %s%s) on %d examples, validating on %d",
@@ -119,7 +127,7 @@ def train_stage(
     fit = pl.Trainer(
         **({} if has_val else {"limit_val_batches": 0}),
         **trainer,
-        callbacks=[history, *checkpoints],
+        callbacks=[history, *checkpoints, *stopping],
         logger=False,
         enable_checkpointing=bool(checkpoints),
         enable_model_summary=False,
