@@ -51,6 +51,11 @@ settings of ``conf/base/parameters_sft.yml``) once per persona-token init (``mea
 ``--val-examples`` validation traces, and reports the validation loss before and after
 (``benchmarks/results/bench_sft_init.json``).
 
+``--learning-curve --budgets N [--val-examples 96] [--set KEY=VALUE ...] [--plot PNG]``
+trains stage 2 on N traces and validates at every ``trainer.val_check_interval``: held-out
+next-action accuracy against examples seen and seconds, beside the majority and page-majority
+baselines (``benchmarks/results/bench_sft_curve.json``).
+
 ``--compare-budget [--budgets 64 320] [--seeds 42 7] [--val-examples 6] [--stratify-by
 page|none] [--stage2-batch-size N] [--set KEY=VALUE ...] [--keep-models DIR]`` trains stage 2
 (default settings, or the given draw, batch size, seeds (the draw and the batch order) and
@@ -511,6 +516,98 @@ def compare_budget(args: argparse.Namespace) -> dict:
     return {"results": rows, "summary": summary.to_dict("records")}
 
 
+def learning_curve(args: argparse.Namespace) -> dict:
+    """Stage 2 (``train_stage2``, the default settings with ``--set`` overrides, no
+    checkpoints) from the default run's stage-1 model on ``--budgets[0]`` training traces,
+    validated on ``--val-examples`` held-out steps at every ``trainer.val_check_interval``:
+    held-out next-action accuracy and loss against examples seen and seconds, beside the
+    majority and page-majority baselines of the same held-out steps. Draws the curve into
+    ``--plot`` (a PNG)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from persona_shoppers.datasets import ModelAndTokenizer
+    from persona_shoppers.pipelines.sft.nodes import TRAINING_SETTINGS, train_stage2
+    from persona_shoppers.sft.data import sample_split
+
+    params = _params()
+    params["checkpoint"] = {}
+    params["trainer"] = {**params["trainer"], "enable_progress_bar": False}
+    params["stage2"]["max_val_examples"] = args.val_examples
+    params["stage2"]["max_examples"] = args.budgets[0]
+    for setting in args.set or []:
+        _override(params, setting)
+    start = ROOT / "data" / "06_models" / "sft_model_stage1"
+    if not start.exists():
+        raise SystemExit(f"{start} is missing: run `kedro run --pipelines=sft` first")
+    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    held_out = sample_split(frame, "validation", args.val_examples, params["seed"])
+    train = frame[frame["split"] == "train"]
+    page_mode = train.groupby("page")["action"].agg(lambda a: a.value_counts().index[0])
+    baselines = {
+        "majority": float(held_out["action"].value_counts(normalize=True).iloc[0]),
+        "page_majority": float((held_out["page"].map(page_mode) == held_out["action"]).mean()),
+    }
+    stage1 = ModelAndTokenizer(
+        AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32),
+        AutoTokenizer.from_pretrained(start),
+    )
+    training = {name: params[name] for name in TRAINING_SETTINGS}
+    _, history = train_stage2(stage1, frame, params["stage2"], **training)
+    data = {**params["data"], **(params["stage2"].get("data") or {})}
+    per_step = data["batch_size"] * params["trainer"].get("accumulate_grad_batches", 1)
+    seconds = {p["step"]: p["value"] for p in history.get("val_at_seconds", [])}
+    loss = {p["step"]: p["value"] for p in history["val_loss"]}
+    curve = [
+        {
+            "step": p["step"],
+            "examples_seen": p["step"] * per_step,
+            "seconds": seconds.get(p["step"], 0.0),
+            "val_action_accuracy": p["value"],
+            "val_loss": loss.get(p["step"]),
+        }
+        for p in history["val_action_accuracy"]
+    ]
+    print(pd.DataFrame(curve).round(3).to_string(index=False))
+    print("baselines on the same held-out steps:", baselines)
+    if args.plot:
+        _plot_curve(curve, baselines, " ".join(args.set or []), Path(args.plot))
+    return {
+        "settings": args.set or [],
+        "train_examples": args.budgets[0],
+        "val_examples": len(held_out),
+        "baselines": baselines,
+        "curve": curve,
+        "train_seconds": history["train_seconds"][-1]["value"],
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_facts(),
+    }
+
+
+def _plot_curve(curve: list[dict], baselines: dict, settings: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(
+        [c["examples_seen"] for c in curve],
+        [c["val_action_accuracy"] for c in curve],
+        marker="o",
+        label="stage 2",
+    )
+    for (name, value), style in zip(baselines.items(), (":", "--"), strict=True):
+        ax.axhline(value, linestyle=style, color="grey", label=name.replace("_", " "))
+    ax.set_xlabel("training examples seen")
+    ax.set_ylabel("held-out next-action accuracy")
+    ax.set_title(settings or "default settings", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -526,6 +623,8 @@ def main() -> None:
     parser.add_argument("--val-examples", type=int, default=64)
     parser.add_argument("--compare-init", action="store_true")
     parser.add_argument("--compare-budget", action="store_true")
+    parser.add_argument("--learning-curve", action="store_true")
+    parser.add_argument("--plot", default=None, help="--learning-curve: the PNG to draw")
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None, help="stage-2 seeds (default: sft.seed)"
@@ -549,6 +648,7 @@ def main() -> None:
     comparisons = {
         "compare_init": (compare_init, "init"),
         "compare_budget": (compare_budget, "budget"),
+        "learning_curve": (learning_curve, "curve"),
     }
     for flag, (compare, name) in comparisons.items():
         if getattr(args, flag):

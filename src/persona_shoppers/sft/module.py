@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -424,8 +425,8 @@ class PersonaSFTModule(pl.LightningModule):
 
 class StepMetricHistory(pl.Callback):
     """Training loss (token-weighted mean since the last record) and learning rate every
-    ``every_n_steps`` optimizer steps, and the validation loss and next-action accuracy
-    after each validation, all
+    ``every_n_steps`` optimizer steps, and the validation loss, next-action accuracy and
+    seconds since training started (``val_at_seconds``) after each validation, all
     keyed by optimizer step: ``{name: [{"step": s, "value": v}, ...]}``, the format of
     kedro-mlflow's ``MlflowMetricsHistoryDataset``."""
 
@@ -435,12 +436,14 @@ class StepMetricHistory(pl.Callback):
         self._loss_sum = 0.0
         self._tokens = 0
         self._last_step = 0
+        self._started: float | None = None
 
     def _add(self, name: str, step: int, value: float) -> None:
         self.history.setdefault(name, []).append({"step": int(step), "value": float(value)})
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = trainer.global_step  # > 0 when resumed from a checkpoint
+        self._started = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
@@ -463,3 +466,5 @@ class StepMetricHistory(pl.Callback):
         for name in ("val_loss", "val_action_accuracy"):
             if name in trainer.callback_metrics:
                 self._add(name, trainer.global_step, trainer.callback_metrics[name])
+        if self._started is not None:  # validations during fit: the curve's time axis
+            self._add("val_at_seconds", trainer.global_step, time.perf_counter() - self._started)

@@ -41,6 +41,8 @@ def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
         params[stage]["max_examples"] = 12
         params[stage]["max_val_examples"] = 4
     params["stage2"]["data"] = {"batch_size": 3}  # a stage's own data settings win
+    params["stage2"].update(top_layers=1, trainer={})  # the tiny model has 2 layers
+    params["single_stage"].update(max_examples=12, max_val_examples=4)
     return params
 
 
@@ -70,7 +72,13 @@ def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_p
         if initial is None:
             initial = embeddings[: persona.first].clone()
         frozen_rows_kept = torch.equal(embeddings[: persona.first], initial)
-        assert frozen_rows_kept == (name == "sft_model_stage1"), name
+        # stage 1 trains the persona rows, stage 2 the upper layer: only the ablation moves them
+        assert frozen_rows_kept == (name != "sft_model_single_stage"), name
+    upper = [
+        catalog.load(n)[0].model.layers[-1].mlp.up_proj.weight
+        for n in ("sft_model_stage1", "sft_model")
+    ]
+    assert not torch.equal(*upper)
     # 12 examples at batch 4; 12 at batch 3; both stages' 24 at stage 2's batch 3
     for stage, steps, examples in (("stage1", 3, 12), ("stage2", 4, 12), ("single_stage", 8, 24)):
         history = catalog.load(f"sft_{stage}_history")

@@ -170,7 +170,8 @@ def train_stage2(
     **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """Stage 2, action-oriented fine-tuning of the stage-1 model on intent-carrying traces:
-    every parameter (``backbone: full``) or LoRA adapters and the persona rows (``lora``)."""
+    every parameter (``backbone: full``), the upper layers (``top``) or LoRA adapters and the
+    persona rows (``lora``)."""
     train, val = _sample(sft_traces_stage2, stage2, training["seed"])
     return _train(sft_model_stage1, train, val, stage2, "stage2", **training)
 
@@ -185,11 +186,12 @@ def train_single_stage(
     **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """The single-stage ablation (SimPersona appendix F): every parameter trains from the
-    initial model in one run over the same examples as both stages together (so the same
-    number of optimizer steps), with ``single_stage`` settings over stage 2's."""
+    initial model in one run over stage 1's examples and stage-2 examples together, with
+    ``single_stage`` settings over stage 2's (its ``max_examples`` and ``max_val_examples``
+    size its stage-2 draw)."""
     stage = {**stage2, "backbone": "full", **(single_stage or {})}
     train1, val1 = _sample(sft_traces_stage1, stage1, training["seed"])
-    train2, val2 = _sample(sft_traces_stage2, stage2, training["seed"])
+    train2, val2 = _sample(sft_traces_stage2, stage, training["seed"])
     return _train(
         sft_initial_model, train1 + train2, val1 + val2, stage, "single_stage", **training
     )
