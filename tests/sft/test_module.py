@@ -191,9 +191,7 @@ def test_action_accuracy_counts_examples_right_at_every_deciding_position():
     assert action_accuracy(logits, labels, decision) == (1, 2)
 
 
-def test_validation_records_action_accuracy_and_early_stopping_ends_training(
-    persona_model, traces
-):
+def test_validation_records_action_accuracy_and_early_stopping_ends_training(persona_model, traces):
     model, tokenizer, persona = persona_model
     _, history = _train(
         model,
@@ -204,7 +202,10 @@ def test_validation_records_action_accuracy_and_early_stopping_ends_training(
         top_layers=1,
         trainer={"max_epochs": 5},
         early_stopping={
-            "monitor": "val_action_accuracy", "mode": "max", "min_delta": 2.0, "patience": 1
+            "monitor": "val_action_accuracy",
+            "mode": "max",
+            "min_delta": 2.0,
+            "patience": 1,
         },
     )
     accuracy = history["val_action_accuracy"]
