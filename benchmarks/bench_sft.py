@@ -600,6 +600,16 @@ def _plot_curve(curve: list[dict], baselines: dict, settings: str, path: Path) -
         ax.axhline(value, linestyle=style, color="grey", label=name.replace("_", " "))
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("held-out next-action accuracy")
+    loss = ax.twinx()
+    loss.plot(
+        [c["examples_seen"] for c in curve],
+        [c["val_loss"] for c in curve],
+        color="tab:red",
+        alpha=0.6,
+        label="held-out loss (right)",
+    )
+    loss.set_ylabel("held-out loss per answer token")
+    loss.legend(fontsize=8, loc="center right")
     ax.set_title(settings or "default settings", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
