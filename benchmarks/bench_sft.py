@@ -82,6 +82,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -90,6 +91,7 @@ from persona_shoppers.numerics import machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+STAGE1_MODEL = ROOT / "data" / "06_models" / "sft_model_stage1"
 TRACES = ROOT / "data" / "05_model_input" / "sft_traces_stage{}.jsonl"
 CONF = ROOT / "conf" / "base" / "parameters_sft.yml"
 VARIANTS = ("naive", "head_only", "bf16", "grouped", "flat", "shared", "default", "packed")
@@ -437,42 +439,56 @@ def compare_init(args: argparse.Namespace) -> dict:
     return {"train_examples": len(train), "val_examples": len(val), "results": rows}
 
 
+def _stage2_params(args: argparse.Namespace, **stage2: Any) -> dict:
+    """The sft parameters for a stage-2 run from the default run's stage-1 model: no
+    checkpoints, no progress bar, ``stage2`` settings, then the ``--set`` overrides."""
+    if not STAGE1_MODEL.exists():
+        raise SystemExit(f"{STAGE1_MODEL} is missing: run `kedro run --pipelines=sft` first")
+    params = _params()
+    params["checkpoint"] = {}
+    params["trainer"] = {**params["trainer"], "enable_progress_bar": False}
+    params["stage2"].update(stage2)
+    for setting in args.set or []:
+        _override(params, setting)
+    return params
+
+
+def _stage1_model():
+    """The default run's stage-1 model and tokenizer (float32), a fresh copy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from persona_shoppers.datasets import ModelAndTokenizer
+
+    return ModelAndTokenizer(
+        AutoModelForCausalLM.from_pretrained(STAGE1_MODEL, dtype=torch.float32),
+        AutoTokenizer.from_pretrained(STAGE1_MODEL),
+    )
+
+
 def compare_budget(args: argparse.Namespace) -> dict:
     """Stage 2 (the pipeline's ``train_stage2`` node, default settings, no checkpoints) from
     the default run's stage-1 model with each of ``--budgets`` random training examples; for
     each, the mean action-type distribution (over all types, as ``sft_evaluation`` scores
     them) on up to ``--val-examples`` held-out steps per true next action. A model that reads
     the page puts more mass on the true action."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from persona_shoppers.agent.evaluation import action_type_distributions
-    from persona_shoppers.datasets import ModelAndTokenizer
     from persona_shoppers.llm.local import LocalLLM
     from persona_shoppers.pipelines.sft.nodes import TRAINING_SETTINGS, train_stage2
     from persona_shoppers.storefront import ACTION_TYPES
 
-    params = _params()
-    params["checkpoint"] = {}
-    params["trainer"] = {**params["trainer"], "enable_progress_bar": False}
-    start = ROOT / "data" / "06_models" / "sft_model_stage1"
-    if not start.exists():
-        raise SystemExit(f"{start} is missing: run `kedro run --pipelines=sft` first")
+    stage2: dict[str, Any] = {}
+    if args.stratify_by is not None:
+        stage2["stratify_by"] = None if args.stratify_by == "none" else args.stratify_by
+    if args.stage2_batch_size is not None:
+        stage2["data"] = {"batch_size": args.stage2_batch_size}
+    params = _stage2_params(args, **stage2)
     frame = pd.read_json(str(TRACES).format(2), lines=True)
     held_out = frame[frame["split"] == "validation"]
-    if args.stratify_by is not None:
-        params["stage2"]["stratify_by"] = None if args.stratify_by == "none" else args.stratify_by
-    if args.stage2_batch_size is not None:
-        params["stage2"]["data"] = {"batch_size": args.stage2_batch_size}
-    for setting in args.set or []:
-        _override(params, setting)
     batch_size = {**params["data"], **(params["stage2"].get("data") or {})}["batch_size"]
     rows = []
     for seed, budget in itertools.product(args.seeds or [params["seed"]], args.budgets):
         params["seed"] = seed
-        stage1 = ModelAndTokenizer(
-            AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(start),
-        )
+        stage1 = _stage1_model()
         params["stage2"] = {**params["stage2"], "max_examples": budget}
         started = time.perf_counter()
         training = {name: params[name] for name in TRAINING_SETTINGS}
@@ -523,22 +539,10 @@ def learning_curve(args: argparse.Namespace) -> dict:
     held-out next-action accuracy and loss against examples seen and seconds, beside the
     majority and page-majority baselines of the same held-out steps. Draws the curve into
     ``--plot`` (a PNG)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from persona_shoppers.datasets import ModelAndTokenizer
     from persona_shoppers.pipelines.sft.nodes import TRAINING_SETTINGS, train_stage2
     from persona_shoppers.sft.data import sample_split
 
-    params = _params()
-    params["checkpoint"] = {}
-    params["trainer"] = {**params["trainer"], "enable_progress_bar": False}
-    params["stage2"]["max_val_examples"] = args.val_examples
-    params["stage2"]["max_examples"] = args.budgets[0]
-    for setting in args.set or []:
-        _override(params, setting)
-    start = ROOT / "data" / "06_models" / "sft_model_stage1"
-    if not start.exists():
-        raise SystemExit(f"{start} is missing: run `kedro run --pipelines=sft` first")
+    params = _stage2_params(args, max_examples=args.budgets[0], max_val_examples=args.val_examples)
     frame = pd.read_json(str(TRACES).format(2), lines=True)
     held_out = sample_split(frame, "validation", args.val_examples, params["seed"])
     train = frame[frame["split"] == "train"]
@@ -547,12 +551,8 @@ def learning_curve(args: argparse.Namespace) -> dict:
         "majority": float(held_out["action"].value_counts(normalize=True).iloc[0]),
         "page_majority": float((held_out["page"].map(page_mode) == held_out["action"]).mean()),
     }
-    stage1 = ModelAndTokenizer(
-        AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32),
-        AutoTokenizer.from_pretrained(start),
-    )
     training = {name: params[name] for name in TRAINING_SETTINGS}
-    _, history = train_stage2(stage1, frame, params["stage2"], **training)
+    _, history = train_stage2(_stage1_model(), frame, params["stage2"], **training)
     data = {**params["data"], **(params["stage2"].get("data") or {})}
     per_step = data["batch_size"] * params["trainer"].get("accumulate_grad_batches", 1)
     seconds = {p["step"]: p["value"] for p in history.get("val_at_seconds", [])}
