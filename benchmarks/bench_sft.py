@@ -56,6 +56,10 @@ trains stage 2 on N traces and validates at every ``trainer.val_check_interval``
 next-action accuracy against examples seen and seconds, beside the majority and page-majority
 baselines (``benchmarks/results/bench_sft_curve.json``).
 
+``--page-distribution MODEL_DIR [--val-examples 16] [--product-pages 40] [--seed 0]`` scores a
+trained model's action types on held-out steps of each kind of page, beside the buyers'
+actions on the same steps (``benchmarks/results/bench_sft_pages.json``).
+
 ``--compare-budget [--budgets 64 320] [--seeds 42 7] [--val-examples 6] [--stratify-by
 page|none] [--stage2-batch-size N] [--set KEY=VALUE ...] [--keep-models DIR]`` trains stage 2
 (default settings, or the given draw, batch size, seeds (the draw and the batch order) and
@@ -583,6 +587,49 @@ def learning_curve(args: argparse.Namespace) -> dict:
     }
 
 
+def page_distribution(args: argparse.Namespace) -> dict:
+    """The action-type distribution of the model in ``--page-distribution`` (a Hugging Face
+    folder) on ``--val-examples`` held-out stage-2 steps of each kind of page (drawn with
+    ``--seed``), as the simulation scores actions, beside the buyers' actions on the same
+    steps; and P(add_to_cart) on ``--product-pages`` held-out product pages."""
+    from persona_shoppers.agent.evaluation import action_type_distributions
+    from persona_shoppers.llm.local import LocalLLM
+    from persona_shoppers.storefront import ACTION_TYPES
+
+    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    held_out = frame[frame["split"] == "validation"]
+    llm = LocalLLM(args.page_distribution, dtype="auto")
+
+    def distributions(steps: pd.DataFrame):
+        return action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
+
+    pages = {}
+    for page, steps in held_out.groupby("page"):
+        steps = steps.sample(min(len(steps), args.val_examples), random_state=args.seed)
+        probs = distributions(steps)
+        pages[page] = {
+            "steps": len(steps),
+            "model": dict(zip(ACTION_TYPES, probs.mean(axis=0).round(3).tolist(), strict=True)),
+            "buyers": steps["action"].value_counts(normalize=True).round(3).to_dict(),
+        }
+        print(page, pages[page])
+    product = held_out[held_out["page"] == "product"]
+    product = product.sample(min(len(product), args.product_pages), random_state=args.seed + 1)
+    add_to_cart = {
+        "pages": len(product),
+        "model": float(distributions(product)[:, ACTION_TYPES.index("add_to_cart")].mean()),
+        "buyers": float((product["action"] == "add_to_cart").mean()),
+    }
+    print("add to cart on product pages:", add_to_cart)
+    return {
+        "model": args.page_distribution,
+        "pages": pages,
+        "add_to_cart": add_to_cart,
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_facts(),
+    }
+
+
 def _plot_curve(curve: list[dict], baselines: dict, settings: str, path: Path) -> None:
     import matplotlib
 
@@ -635,6 +682,8 @@ def main() -> None:
     parser.add_argument("--compare-budget", action="store_true")
     parser.add_argument("--learning-curve", action="store_true")
     parser.add_argument("--plot", default=None, help="--learning-curve: the PNG to draw")
+    parser.add_argument("--page-distribution", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--product-pages", type=int, default=40)
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None, help="stage-2 seeds (default: sft.seed)"
@@ -659,6 +708,7 @@ def main() -> None:
         "compare_init": (compare_init, "init"),
         "compare_budget": (compare_budget, "budget"),
         "learning_curve": (learning_curve, "curve"),
+        "page_distribution": (page_distribution, "pages"),
     }
     for flag, (compare, name) in comparisons.items():
         if getattr(args, flag):
