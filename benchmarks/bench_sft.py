@@ -60,6 +60,19 @@ baselines (``benchmarks/results/bench_sft_curve.json``).
 trained model's action types on held-out steps of each kind of page, beside the buyers'
 actions on the same steps (``benchmarks/results/bench_sft_pages.json``).
 
+``--queries MODEL_DIR [--temperatures 0 0.3 0.7 1.0] [--val-examples 64] [--seed 0]`` writes
+the search queries of up to ``--val-examples`` held-out search steps with the model, as the
+simulation writes them, at each temperature, and scores them against the buyers' queries
+(MiniLM cosine, beside title-as-query and the goal's category as the query;
+``benchmarks/results/bench_sft_queries.json``).
+
+``--feature-baseline`` fits a gradient-boosted classifier of the next action type on what a
+step's prompt says besides product text (kind of page, intent stratum, step, counts of views,
+searches and cart additions in the progress log, the previous action, whether the cart is
+empty) on the training steps, and scores it on every held-out step beside the majority
+action: how far above the majority the buyers' next action can be told from these
+(``benchmarks/results/bench_sft_feature_baseline.json``).
+
 ``--compare-budget [--budgets 64 320] [--seeds 42 7] [--val-examples 6] [--stratify-by
 page|none] [--stage2-batch-size N] [--set KEY=VALUE ...] [--keep-models DIR]`` trains stage 2
 (default settings, or the given draw, batch size, seeds (the draw and the batch order) and
@@ -88,6 +101,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -630,6 +644,94 @@ def page_distribution(args: argparse.Namespace) -> dict:
     }
 
 
+def query_temperatures(args: argparse.Namespace) -> dict:
+    """``query_scores`` of the model in ``--queries`` on up to ``--val-examples`` held-out
+    search steps (drawn with ``--seed``), at each of ``--temperatures`` (0: greedy)."""
+    from persona_shoppers.agent.evaluation import held_out_draw, query_scores, search_targets
+    from persona_shoppers.features.embeddings import TextEmbedder
+    from persona_shoppers.llm.base import prefilled
+    from persona_shoppers.llm.local import LocalLLM
+
+    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    held_out = frame[frame["split"] == "validation"]
+    searches = held_out[held_out["action"] == "search"]
+    steps = held_out_draw(searches, args.val_examples, args.seed)
+    llm = LocalLLM(args.queries, dtype="auto", prefix_cache_mb=4096)
+    embedder = TextEmbedder(cache_dir=str(ROOT / "data" / "04_feature" / "embedding_cache"))
+    targets = search_targets(held_out)
+    by_temperature = {}
+    with prefilled(llm, [list(m[:2]) for m in steps["messages"]]):
+        for temperature in args.temperatures:
+            report = query_scores(llm, steps, targets, embedder, 12, temperature, args.seed)
+            by_temperature[str(temperature)] = report
+            print(
+                f"temperature {temperature}: cosine {report['cosine']:.3f} "
+                f"{[round(x, 3) for x in report['cosine_interval']]}, "
+                f"empty {report['empty_share']:.2f}, id-like {report['id_like_share']:.2f}, "
+                f"title as query {report.get('title_as_query', {}).get('cosine', float('nan')):.3f}"
+            )
+    return {
+        "model": args.queries,
+        "search_steps": len(steps),
+        "by_temperature": by_temperature,
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_facts(),
+    }
+
+
+def _step_features(steps: pd.DataFrame) -> pd.DataFrame:
+    """What a step's prompt says besides product text, as numbers (``--feature-baseline``)."""
+    users = [m[1]["content"] for m in steps["messages"]]
+    progress = [u.split("Progress:\n", 1)[1].split("\nPage:\n", 1)[0] for u in users]
+    entries = [[line for line in p.split("\n") if line[:1].isdigit()] for p in progress]
+    previous = [e[-1].split(" ", 2)[1] if e else "none" for e in entries]
+    return pd.DataFrame(
+        {
+            "page": pd.Categorical(steps["page"]).codes,
+            "stratum": pd.Categorical(steps["stratum"]).codes,
+            "step": steps["step"].to_numpy(),
+            "views": [p.count("viewed ") for p in progress],
+            "searches": [p.count("searched ") for p in progress],
+            "carted": [p.count("added ") for p in progress],
+            "cart_empty": ["Cart: empty" in u for u in users],
+            "previous": pd.Categorical(previous).codes,
+        }
+    )
+
+
+def feature_baseline(args: argparse.Namespace) -> dict:
+    """Held-out next-action accuracy of a gradient-boosted classifier on :func:`_step_features`
+    (fit on the training steps) beside the majority action's."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    features = _step_features(frame)
+    train = (frame["split"] == "train").to_numpy()
+    held_out = (frame["split"] == "validation").to_numpy()
+    actions = frame["action"].to_numpy()
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, random_state=args.seed, categorical_features=[0, 7]
+    ).fit(features[train], actions[train])
+    predicted = model.predict(features[held_out])
+    classes = list(model.classes_)
+    truth = actions[held_out]
+    p_truth = model.predict_proba(features[held_out])[
+        np.arange(len(truth)), [classes.index(a) for a in truth]
+    ]
+    majority = pd.Series(actions[train]).mode()[0]
+    report = {
+        "held_out_steps": int(held_out.sum()),
+        "classifier_accuracy": float((predicted == truth).mean()),
+        "majority_accuracy": float((truth == majority).mean()),
+        "classifier_mean_p_next_action": float(p_truth.mean()),
+        "features": list(features.columns),
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_facts(),
+    }
+    print(report)
+    return report
+
+
 def _plot_curve(curve: list[dict], baselines: dict, settings: str, path: Path) -> None:
     import matplotlib
 
@@ -684,6 +786,9 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="--learning-curve: the PNG to draw")
     parser.add_argument("--page-distribution", default=None, metavar="MODEL_DIR")
     parser.add_argument("--product-pages", type=int, default=40)
+    parser.add_argument("--queries", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--feature-baseline", action="store_true")
+    parser.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.3, 0.7, 1.0])
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None, help="stage-2 seeds (default: sft.seed)"
@@ -709,6 +814,8 @@ def main() -> None:
         "compare_budget": (compare_budget, "budget"),
         "learning_curve": (learning_curve, "curve"),
         "page_distribution": (page_distribution, "pages"),
+        "queries": (query_temperatures, "queries"),
+        "feature_baseline": (feature_baseline, "feature_baseline"),
     }
     for flag, (compare, name) in comparisons.items():
         if getattr(args, flag):

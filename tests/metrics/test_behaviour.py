@@ -11,6 +11,7 @@ import pytest
 from persona_shoppers.metrics.behaviour import (
     ab_agreement,
     accuracy,
+    accuracy_against_baseline,
     action_rate_alignment,
     calibration,
     cohens_d,
@@ -19,6 +20,7 @@ from persona_shoppers.metrics.behaviour import (
     pair_action_rates,
     permutation_test,
     persona_pairing_alignment,
+    probability_against_frequency,
     rank_distribution_kl,
     separation_tests,
     stratified_alignment,
@@ -315,3 +317,23 @@ def test_calibration_hand_values():
     assert math.isnan(calibration([0, 0], [1, 0])["precision"])
     with pytest.raises(ValueError, match="booleans or 0/1"):
         calibration([2, 0], [1, 0])
+
+
+def test_accuracy_against_baseline_by_hand():
+    out = accuracy_against_baseline([1, 1, 0, 1], [1, 0, 0, 0], draws=500, seed=1)
+    assert out["accuracy"] == 0.75 and out["baseline"] == 0.25
+    assert out["difference"] == 0.5 and out["n"] == 4
+    low, high = out["difference_interval"]
+    assert 0 <= low <= 0.5 <= high <= 1  # per-step gains are 0 or 1
+    with pytest.raises(ValueError, match="baseline_correct has 3 entries"):
+        accuracy_against_baseline([1, 0, 1, 1], [1, 0, 1])
+
+
+def test_probability_against_frequency_by_hand():
+    out = probability_against_frequency([0.2, 0.4, 0.0, 0.2], [1, 0, 0, 1], draws=500, seed=1)
+    assert out["model"] == pytest.approx(0.2) and out["human"] == 0.5
+    assert out["ratio"] == pytest.approx(0.4) and out["n"] == 4
+    never = probability_against_frequency([0.1, 0.3], [0, 0], draws=50)
+    assert np.isnan(never["ratio"]) and np.isnan(never["ratio_interval"][0])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        probability_against_frequency([1.5], [1])

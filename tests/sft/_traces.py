@@ -53,8 +53,13 @@ def synthetic_traces(
         for step in range(steps):
             action = rng.choice(ACTIONS)
             product = f"{shop}-p{rng.randrange(10_000):04d}"
+            argument = {
+                "search": {"query": category},
+                "view": {"product": product},
+                "add_to_cart": {"product": product},
+            }
             answer = json.dumps(
-                {"action": action, "product": product, "reason": "It matches what I want."}
+                {"action": action, **argument.get(action, {}), "reason": "It matches what I want."}
             )
             user = "\n".join(
                 [
@@ -78,6 +83,7 @@ def synthetic_traces(
                     "token": token,
                     "persona_token": f"<|persona_{token}|>",
                     "stratum": stratum,
+                    "category": category,
                     "step": step,
                     "n_steps": steps,
                     "action": action,

@@ -12,6 +12,7 @@ from persona_shoppers.sft.data import (
     even_shares,
     length_grouped_batches,
     pack_rows,
+    query_only,
     sample_split,
     shared_prefix_length,
     tokenize_example,
@@ -44,6 +45,20 @@ def test_labels_are_the_assistant_answer_and_end_of_turn(persona_model):
     assert labelled[-1] == len(example.input_ids) - 3 and example.labels[-1] == IGNORE
     prompt = tokenize_example(_conversation(answer, user="Something else entirely"), tokenizer)
     assert [x for x in prompt.labels if x != IGNORE] == targets
+
+
+def test_query_examples_carry_the_loss_on_the_query_only(persona_model):
+    _, tokenizer, _ = persona_model
+    answer = '{"action": "search", "query": "red trail shoes", "reason": "Looking."}'
+    full = tokenize_example(_conversation(answer), tokenizer)
+    example = tokenize_example(query_only(_conversation(answer)), tokenizer)
+    assert example.input_ids == full.input_ids
+    targets = tokenizer.decode([label for label in example.labels if label != IGNORE])
+    assert targets.startswith("red trail shoes") or targets.startswith(" red trail shoes")
+    assert targets.endswith('", "reason": "Looking."}<|im_end|>')
+    assert example.decision == 0  # the action type carries no loss
+    with pytest.raises(ValueError, match="must end with a search answer"):
+        query_only(_conversation('{"action": "end"}'))
 
 
 @pytest.mark.parametrize(

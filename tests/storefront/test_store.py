@@ -14,6 +14,7 @@ from persona_shoppers.storefront import (
     StoreVariant,
     approx_token_count,
     build_stores,
+    listed_title,
 )
 
 PRODUCTS = pd.DataFrame(
@@ -76,6 +77,8 @@ def test_search_ranks_bm25_matches_and_shows_short_ids():
     assert page.startswith('[search] "running shoes": 3 results, showing 1-3')
     assert "- p1: Northwind Trail Running Shoes | $120.00 | 4.1/5" in page
     assert "Acme" not in page  # the t-shirt does not match
+    assert listed_title(page, "p1") == "Northwind Trail Running Shoes"
+    assert listed_title(page, "p2") is None
 
 
 def test_collection_page_lists_members_by_the_variant_ranking():

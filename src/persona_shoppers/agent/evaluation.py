@@ -1,5 +1,7 @@
 """How well a model acts as the shopping agent on held-out trace steps: next-action-type
-accuracy, JSON validity of free answers and persona-token sensitivity.
+accuracy against baselines, the probability it gives the funnel's actions where buyers take
+them, the search queries it writes, JSON validity of free answers and persona-token
+sensitivity.
 
 See docs/sft.md, "Evaluation before and after SFT (`sft_evaluation`)".
 """
@@ -7,20 +9,33 @@ See docs/sft.md, "Evaluation before and after SFT (`sft_evaluation`)".
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..clickstream.buyers import BUYING_STRATA
+from ..features.embeddings import TextEmbedder
 from ..llm.base import LLM, prefilled
+from ..metrics.behaviour import accuracy_against_baseline, probability_against_frequency
 from ..metrics.distributions import kl_divergence
+from ..metrics.intervals import mean_interval
+from ..metrics.text import rowwise_cosine
 from ..personas.token_format import PERSONA_PATTERN, persona_token
-from ..storefront import ACTION_TYPES, Action, InvalidAction
-from .rollout import type_text
+from ..storefront import ACTION_TYPES, Action, InvalidAction, listed_title
+from .rollout import type_text, write_queries
 
 TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
 _PROFILE = re.compile(rf"Buyer profile: {PERSONA_PATTERN.pattern}")
+# What a query must not be: a store's display id (p0222, c01) or nothing.
+_ID_LIKE = re.compile(r"^\W*[a-z]{0,6}\d{2,}\W*$", re.IGNORECASE)
+# (page kind, action): where the funnel is decided, and which steps count (None: all).
+FUNNEL_CHECKS = {
+    "purchase_on_checkout": ("checkout", "purchase", "buy"),
+    "add_to_cart_on_product": ("product", "add_to_cart", None),
+}
 
 
 def action_type_distributions(llm: LLM, prompts: list[list[dict[str, str]]]) -> np.ndarray:
@@ -50,43 +65,207 @@ def with_token(prompt: list[dict[str, str]], k: int) -> list[dict[str, str]]:
     return [prompt[0], {"role": "user", "content": replaced}, *prompt[2:]]
 
 
-def evaluate_agent(
-    llm: LLM,
-    traces: pd.DataFrame,
-    tokens: list[int],
-    n_examples: int,
-    n_sensitivity_prompts: int,
-    max_new_tokens: int,
-    seed: int,
+def held_out_draw(traces: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` steps of ``traces`` drawn at random (seeded), in draw order: the first ``m`` rows
+    of a draw are the draw of ``m`` with the same seed, so smaller evaluations are subsets."""
+    order = np.random.default_rng(seed).permutation(len(traces))[:n]
+    return traces.iloc[order]
+
+
+def page_modes(traces: pd.DataFrame) -> dict[str, str]:
+    """The most frequent next action of each kind of page (ties: the first action type)."""
+    counts = traces.groupby(["page", "action"]).size().unstack(fill_value=0)
+    ordered = counts.reindex(columns=[t for t in ACTION_TYPES if t in counts.columns])
+    return ordered.idxmax(axis=1).to_dict()
+
+
+def _prompts(steps: pd.DataFrame) -> list[list[dict[str, str]]]:
+    return [list(m[:2]) for m in steps["messages"]]
+
+
+def _answer(messages: list[dict[str, str]]) -> dict[str, Any]:
+    try:
+        value = json.loads(messages[2]["content"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def action_scores(llm: LLM, steps: pd.DataFrame) -> pd.DataFrame:
+    """Per step: the model's probability of each action type (``p_<type>``), its greedy type
+    (``predicted``) and the buyer's (``action``), with the step's page and stratum."""
+    probs = action_type_distributions(llm, _prompts(steps))
+    scores = pd.DataFrame(probs, columns=[f"p_{t}" for t in ACTION_TYPES], index=steps.index)
+    scores["predicted"] = np.array(ACTION_TYPES)[probs.argmax(axis=1)]
+    for column in ("action", "page", "stratum"):
+        scores[column] = steps[column].to_numpy() if column in steps else None
+    return scores
+
+
+def summarize_actions(
+    scores: pd.DataFrame, modes: dict[str, str], draws: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Accuracy, JSON validity and token sensitivity of ``llm`` on held-out trace steps."""
-    rng = np.random.default_rng(seed)
-    rows = traces.iloc[np.sort(rng.permutation(len(traces))[:n_examples])]
-    prompts = [list(m[:2]) for m in rows["messages"]]
-    with prefilled(llm, prompts):  # scoring and answering share each prompt's KV cache
-        probs = action_type_distributions(llm, prompts)
-        validity = json_validity(llm, prompts, max_new_tokens)
-    predicted = np.array(ACTION_TYPES)[probs.argmax(axis=1)]
-    truth = rows["action"].to_numpy()
-    per_type = {
-        t: float((predicted[truth == t] == t).mean()) for t in ACTION_TYPES if (truth == t).any()
+    """Accuracy against the majority action of the same steps and against the training steps'
+    most frequent action per kind of page (paired intervals), the mean probability of the
+    buyer's action, per-type and per-page figures, and :data:`FUNNEL_CHECKS`."""
+    truth = scores["action"].to_numpy()
+    correct = scores["predicted"].to_numpy() == truth
+    majority = pd.Series(truth).value_counts().index[0]
+    by_page_mode = scores["page"].map(modes).to_numpy()
+    unknown = sorted(set(truth) - set(ACTION_TYPES))
+    if unknown:
+        raise ValueError(f"summarize_actions: action column holds unknown types {unknown}")
+    probs = scores[[f"p_{t}" for t in ACTION_TYPES]].to_numpy(dtype=float)
+    p_truth = probs[np.arange(len(scores)), [ACTION_TYPES.index(t) for t in truth]]
+    report: dict[str, Any] = {
+        "examples": len(scores),
+        "next_action_type_accuracy": float(correct.mean()),
+        "majority_type_accuracy": float((truth == majority).mean()),
+        "against_majority": accuracy_against_baseline(correct, truth == majority, draws, seed),
+        "against_page_mode": accuracy_against_baseline(correct, truth == by_page_mode, draws, seed),
+        "mean_p_next_action": float(p_truth.mean()),
+        "mean_p_next_action_interval": list(mean_interval(p_truth, draws, seed)),
+        "accuracy_by_type": {
+            t: float(correct[truth == t].mean()) for t in ACTION_TYPES if (truth == t).any()
+        },
+        "by_page": {
+            page: {
+                "n": int(rows.sum()),
+                "accuracy": float(correct[rows].mean()),
+                "mean_p_next_action": float(p_truth[rows].mean()),
+            }
+            for page in sorted(scores["page"].dropna().unique())
+            for rows in [(scores["page"] == page).to_numpy()]
+        },
     }
-    sensitivity_prompts = prompts[:n_sensitivity_prompts]
-    variants = [with_token(p, k) for p in sensitivity_prompts for k in tokens]
+    buying = scores["stratum"].isin(BUYING_STRATA).to_numpy()
+    for name, (page, action, intent) in FUNNEL_CHECKS.items():
+        rows = (scores["page"] == page).to_numpy() & (buying if intent == "buy" else True)
+        if rows.any():
+            report[name] = probability_against_frequency(
+                scores[f"p_{action}"].to_numpy()[rows], truth[rows] == action, draws, seed
+            )
+    return report
+
+
+def search_targets(traces: pd.DataFrame) -> pd.Series:
+    """For each search step of ``traces``, the title of the product the buyer viewed next from
+    its results (None where the next step of the session is not a view of a listed product):
+    what the query was looking for, as a title-as-query baseline."""
+    following = traces.set_index(["session_id", "step"])
+    titles = {}
+    for index, row in traces[traces["action"] == "search"].iterrows():
+        key = (row["session_id"], row["step"] + 1)
+        title = None
+        if key in following.index:
+            after = following.loc[key]
+            viewed = (
+                _answer(after["messages"]).get("product") if after["action"] == "view" else None
+            )
+            if isinstance(viewed, str):
+                title = listed_title(after["messages"][1]["content"], viewed)
+        titles[index] = title
+    return pd.Series(titles, dtype=object)
+
+
+def query_scores(
+    llm: LLM,
+    steps: pd.DataFrame,
+    targets: pd.Series,
+    embedder: TextEmbedder,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    draws: int = 1000,
+) -> dict[str, Any]:
+    """The queries the model writes on the search steps of ``steps`` (as the simulation writes
+    them) against the buyers' queries: MiniLM cosine (0 for an empty query) beside the
+    title-as-query baseline (:func:`search_targets`, on the steps that have one) and the goal's
+    category as the query; the share of empty and id-like queries; a few examples."""
+    searches = steps[steps["action"] == "search"]
+    human = [_answer(m).get("query") for m in searches["messages"]]
+    keep = [isinstance(q, str) and bool(q.strip()) for q in human]
+    searches, human = searches[keep], [q for q, k in zip(human, keep, strict=True) if k]
+    if searches.empty:
+        return {"n": 0}
+    seeds = np.random.SeedSequence(seed).generate_state(len(searches)).tolist()
+    agent = write_queries(llm, _prompts(searches), max_tokens, temperature, seeds)
+    human_vectors = embedder.embed(human)
+    cosine = rowwise_cosine(embedder.embed(agent), human_vectors)
+    cosine[[not q for q in agent]] = 0.0
+    report: dict[str, Any] = {
+        "n": len(agent),
+        "temperature": temperature,
+        "cosine": float(cosine.mean()),
+        "cosine_interval": list(mean_interval(cosine, draws, seed)),
+        "empty_share": float(np.mean([not q for q in agent])),
+        "id_like_share": float(np.mean([bool(_ID_LIKE.match(q)) for q in agent if q] or [0.0])),
+        "examples": [{"human": h, "agent": a} for h, a in list(zip(human, agent, strict=True))[:8]],
+    }
+    titles = targets.reindex(searches.index)
+    has_title = titles.notna().to_numpy()
+    if has_title.any():
+        title_cos = rowwise_cosine(
+            embedder.embed(titles[has_title].tolist()), human_vectors[has_title]
+        )
+        report["title_as_query"] = {
+            "cosine": float(title_cos.mean()),
+            "cosine_interval": list(mean_interval(title_cos, draws, seed)),
+            "agent_cosine_same_steps": float(cosine[has_title].mean()),
+            "n": int(has_title.sum()),
+        }
+    if "category" in searches:
+        category_cos = rowwise_cosine(embedder.embed(searches["category"].tolist()), human_vectors)
+        report["category_as_query"] = {
+            "cosine": float(category_cos.mean()),
+            "cosine_interval": list(mean_interval(category_cos, draws, seed)),
+            "n": len(searches),
+        }
+    return report
+
+
+def token_sensitivity(llm: LLM, prompts: list[list[dict[str, str]]], tokens: list[int]) -> float:
+    """The mean KL between the action-type distributions of different persona tokens on the
+    same prompts."""
+    variants = [with_token(p, k) for p in prompts for k in tokens]
     with prefilled(llm, variants, upto="Buyer profile: "):  # each prompt's head, once
         by_token = action_type_distributions(llm, variants)
-    by_token = by_token.reshape(len(sensitivity_prompts), len(tokens), len(ACTION_TYPES))
+    by_token = by_token.reshape(len(prompts), len(tokens), len(ACTION_TYPES))
     kls = [
         np.mean([kl_divergence(d[i], d[j]) for i, j in itertools.permutations(range(len(d)), 2)])
         for d in by_token
     ]
-    return {
-        "examples": len(rows),
-        "next_action_type_accuracy": float((predicted == truth).mean()),
-        "accuracy_by_type": per_type,
-        "majority_type_accuracy": float(pd.Series(truth).value_counts(normalize=True).iloc[0]),
-        "json_validity": validity,
-        "token_sensitivity_kl": float(np.mean(kls)),
-        "sensitivity_prompts": len(sensitivity_prompts),
-        "sensitivity_tokens": len(tokens),
-    }
+    return float(np.mean(kls))
+
+
+def evaluate_agent(
+    llm: LLM,
+    steps: pd.DataFrame,
+    tokens: list[int],
+    modes: dict[str, str],
+    n_json: int,
+    n_sensitivity_prompts: int,
+    max_new_tokens: int,
+    queries: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Every figure of the evaluation of ``llm`` on held-out ``steps`` (draw order: JSON
+    validity and token sensitivity use the first ``n_json`` and ``n_sensitivity_prompts``).
+    ``queries``: ``query_scores``'s ``targets``, ``embedder``, ``max_tokens`` and
+    ``temperature`` (None: no query figures). Returns the report and the per-step scores."""
+    prompts = _prompts(steps)
+    # No prompt is prefilled for reuse: each call runs a prompt once, and the KV caches of
+    # hundreds of prompts would not fit a prefix cache.
+    scores = action_scores(llm, steps)
+    validity = json_validity(llm, prompts[:n_json], max_new_tokens)
+    query_report = query_scores(llm, steps, **queries, seed=seed) if queries else None
+    report = summarize_actions(scores, modes, seed=seed)
+    report["json_validity"] = validity
+    report["json_examples"] = min(n_json, len(prompts))
+    if query_report is not None:
+        report["queries"] = query_report
+    sensitivity_prompts = prompts[:n_sensitivity_prompts]
+    report["token_sensitivity_kl"] = token_sensitivity(llm, sensitivity_prompts, tokens)
+    report["sensitivity_prompts"] = len(sensitivity_prompts)
+    report["sensitivity_tokens"] = len(tokens)
+    return report, scores

@@ -318,24 +318,23 @@ class RolloutEngine:
         searching = [i for i, k in enumerate(picks) if k == 0]
         queries = {}
         if searching:
-            prefilled = [
-                [*prompts[i], {"role": "assistant", "content": SEARCH_PREFIX}] for i in searching
-            ]
-            seeds = [_step_seed(agents[i]) for i in searching]
-            answers = self._queries(prefilled, seeds)
+            temperature = 0.0 if self.decoding == "greedy" else self.query_temperature
+            answers = write_queries(
+                self.llm,
+                [prompts[i] for i in searching],
+                self.max_query_tokens,
+                temperature,
+                [_step_seed(agents[i]) for i in searching],
+            )
             queries = dict(zip(searching, answers, strict=True))
         for i, agent in enumerate(agents):
-            query = _fit_query(queries.get(i, ""))
+            query = queries.get(i, "")
             if picks[i] == 0 and query:
                 agent.act(json.dumps({"action": "search", "query": query}, ensure_ascii=False))
                 continue
             if picks[i] == 0:  # an empty query is no search: the best of the other actions
                 picks[i] = 1 + self._pick(agent, logprobs[i][1:])
             agent.act(options[i][picks[i] - 1])
-
-    def _queries(self, prompts: list[list[dict[str, str]]], seeds: list[int]) -> list[str]:
-        temperature = 0.0 if self.decoding == "greedy" else self.query_temperature
-        return self.llm.generate(prompts, self.max_query_tokens, temperature, ['"'], seeds)
 
     def _pick(self, agent: _Live, logprobs: list[float]) -> int:
         values = np.asarray(logprobs, dtype=float)
@@ -344,6 +343,21 @@ class RolloutEngine:
         weights = np.exp((values - values.max()) / self.temperature)
         rng = np.random.default_rng(_step_seed(agent))
         return int(rng.choice(len(values), p=weights / weights.sum()))
+
+
+def write_queries(
+    llm: LLM,
+    prompts: Sequence[list[dict[str, str]]],
+    max_tokens: int,
+    temperature: float,
+    seeds: Sequence[int],
+) -> list[str]:
+    """The search query an agent writes on each prompt: its answer is started as a search
+    (:data:`SEARCH_PREFIX`) and the model writes up to the closing quote; the query is cut to
+    fit the store ("" when the model writes none)."""
+    started = [[*p, {"role": "assistant", "content": SEARCH_PREFIX}] for p in prompts]
+    answers = llm.generate(started, max_tokens, temperature, ['"'], list(seeds))
+    return [_fit_query(a) for a in answers]
 
 
 def _fit_query(text: str) -> str:

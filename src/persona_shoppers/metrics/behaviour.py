@@ -14,10 +14,12 @@ import numpy as np
 from scipy import stats
 
 from .distributions import kl_divergence
+from .intervals import bootstrap_interval, mean_interval
 
 __all__ = [
     "ab_agreement",
     "accuracy",
+    "accuracy_against_baseline",
     "action_rate_alignment",
     "calibration",
     "cohens_d",
@@ -25,6 +27,7 @@ __all__ = [
     "kruskal_wallis",
     "pair_action_rates",
     "permutation_test",
+    "probability_against_frequency",
     "pairing_alignment",
     "persona_pairing_alignment",
     "rank_distribution_kl",
@@ -146,6 +149,48 @@ def accuracy(predicted: Any, actual: Any) -> float:
     pred = _vector(predicted, "predicted")
     act = _vector(actual, "actual", pred.size)
     return float(np.mean(pred == act))
+
+
+def accuracy_against_baseline(
+    correct: Any, baseline_correct: Any, draws: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """A predictor's accuracy beside a baseline's on the same steps (flags per step): both
+    accuracies, their difference with a paired 95% bootstrap interval over steps, and n."""
+    model = _bools(correct, "correct").astype(float)
+    base = _bools(baseline_correct, "baseline_correct", model.size).astype(float)
+    gain = model - base
+    return {
+        "accuracy": float(model.mean()),
+        "interval": list(mean_interval(model, draws, seed)),
+        "baseline": float(base.mean()),
+        "difference": float(gain.mean()),
+        "difference_interval": list(mean_interval(gain, draws, seed)),
+        "n": int(model.size),
+    }
+
+
+def probability_against_frequency(
+    probabilities: Any, taken: Any, draws: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """A model's mean probability of an action against how often the humans took it on the
+    same steps: both means with 95% bootstrap intervals over steps, the ratio model / human
+    with a paired interval (NaN where the humans never took it), and n."""
+    p = _rate(probabilities, "probabilities")
+    human = _bools(taken, "taken", p.size).astype(float)
+
+    def ratio(idx: np.ndarray) -> float:
+        rate = human[idx].mean()
+        return float(p[idx].mean() / rate) if rate > 0 else float("nan")
+
+    return {
+        "model": float(p.mean()),
+        "model_interval": list(mean_interval(p, draws, seed)),
+        "human": float(human.mean()),
+        "human_interval": list(mean_interval(human, draws, seed)),
+        "ratio": ratio(np.arange(p.size)),
+        "ratio_interval": list(bootstrap_interval(ratio, p.size, draws, seed)),
+        "n": int(p.size),
+    }
 
 
 def ab_agreement(simulated_effect: float, reference_effect: float) -> dict[str, Any]:

@@ -19,11 +19,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from persona_shoppers.agent.rollout import type_text
+from persona_shoppers.agent.rollout import SEARCH_PREFIX, type_text
 
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
+LOSS_FROM = "loss_from"  # an assistant message's key: its first characters carry no loss
 OVERLONG_POLICIES = ("drop", "truncate")
 
 
@@ -85,17 +86,31 @@ def decision_chars(answer: str) -> int:
     return len(start) - 1 if answer.startswith(start) else 0
 
 
+def query_only(messages: Sequence[dict]) -> list[dict]:
+    """A search step trained on its query only: the answer's start up to the query
+    (:data:`~persona_shoppers.agent.rollout.SEARCH_PREFIX`, which fixes the action type)
+    carries no loss (``LOSS_FROM``), so extra query examples leave the action mix alone."""
+    answer = messages[-1]
+    if answer.get("role") != "assistant" or not answer["content"].startswith(SEARCH_PREFIX):
+        raise ValueError(
+            f"a query example must end with a search answer starting {SEARCH_PREFIX!r}, got "
+            f"{answer.get('content', '')[:60]!r}"
+        )
+    return [*messages[:-1], {**answer, LOSS_FROM: len(SEARCH_PREFIX)}]
+
+
 def tokenize_example(messages: Sequence[dict], tokenizer: Any) -> Example:
     """Token ids of ``messages`` rendered by the chat template, labels on the final assistant
-    turn's content and end-of-turn token only."""
+    turn's content (from its ``LOSS_FROM`` character, 0 by default) and end-of-turn token."""
     text, start, stop = _label_span(messages, tokenizer)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
     begins = [begin for begin, _ in encoded["offset_mapping"]]
-    labelled = [start <= begin < stop for begin in begins]
+    first = start + int(messages[-1].get(LOSS_FROM, 0))
+    labelled = [first <= begin < stop for begin in begins]
     labels = [ids[t + 1] if labelled[t + 1] else IGNORE for t in range(len(ids) - 1)]
     decided = start + decision_chars(messages[-1]["content"])
-    decision = sum(start <= begin < decided for begin in begins)
+    decision = sum(first <= begin < decided for begin in begins)
     return Example(input_ids=ids, labels=[*labels, IGNORE], decision=decision)
 
 

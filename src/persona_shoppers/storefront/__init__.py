@@ -3,7 +3,15 @@ actions. See docs/storefront.md."""
 
 from .actions import ACTION_ARGUMENTS, ACTION_SCHEMA, ACTION_TYPES, Action, InvalidAction
 from .search import ProductSearch
-from .store import Page, StepResult, Store, Visit, approx_token_count, build_stores
+from .store import (
+    Page,
+    StepResult,
+    Store,
+    Visit,
+    approx_token_count,
+    build_stores,
+    listed_title,
+)
 from .variants import RANKINGS, StoreVariant
 
 __all__ = [
@@ -21,4 +29,5 @@ __all__ = [
     "Visit",
     "approx_token_count",
     "build_stores",
+    "listed_title",
 ]

@@ -391,6 +391,13 @@ class Store:
         return "[confirmation] Thank you, your order is placed.", [], [self._cart_line(visit)]
 
 
+def listed_title(observation: str, display_id: str) -> str | None:
+    """The title a listing page shows for ``display_id`` (the line of
+    :meth:`Store.listing_line`, brand suffix included), None where the page does not list it."""
+    match = re.search(rf"^- {re.escape(display_id)}: (.+?) \| \$", observation, re.MULTILINE)
+    return match.group(1) if match else None
+
+
 def build_stores(
     products: pd.DataFrame,
     collections: pd.DataFrame,

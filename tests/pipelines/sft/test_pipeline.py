@@ -12,7 +12,7 @@ from kedro.runner import SequentialRunner
 
 from persona_shoppers.datasets import HuggingFaceModelDataset
 from persona_shoppers.pipelines.sft import create_pipeline
-from persona_shoppers.pipelines.sft.nodes import evaluate_sft
+from persona_shoppers.pipelines.sft.nodes import evaluate_sft, query_steps
 from persona_shoppers.sft.tokens import find_persona_tokens, is_tied
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
@@ -41,7 +41,7 @@ def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
         params[stage]["max_examples"] = 12
         params[stage]["max_val_examples"] = 4
     params["stage2"]["data"] = {"batch_size": 3}  # a stage's own data settings win
-    params["stage2"].update(top_layers=1, trainer={})  # the tiny model has 2 layers
+    params["stage2"].update(top_layers=1, trainer={}, query_examples=1)  # tiny: 2 layers
     params["single_stage"].update(max_examples=12, max_val_examples=4)
     return params
 
@@ -79,8 +79,8 @@ def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_p
         for n in ("sft_model_stage1", "sft_model")
     ]
     assert not torch.equal(*upper)
-    # 12 examples at batch 4; 12 at batch 3; both stages' 24 at stage 2's batch 3
-    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 4, 12), ("single_stage", 8, 24)):
+    # 12 examples at batch 4; 12 and a query example at batch 3; both stages' 24 at batch 3
+    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 5, 13), ("single_stage", 8, 24)):
         history = catalog.load(f"sft_{stage}_history")
         assert [p["step"] for p in history["train_loss"]] == list(range(1, steps + 1)), stage
         assert history["val_loss"] and history["train_kept"][0]["value"] == examples
@@ -116,17 +116,32 @@ def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
     traces = synthetic_traces(sessions=8, steps=3, stage=2, num_tokens=16, validation_share=0.5)
     saved = HuggingFaceModelDataset(str(tiny_base_dir)).load()
     assert saved.folder == tiny_base_dir
-    params["evaluation"].update(examples=6, sensitivity_prompts=2, sensitivity_tokens=3)
+    params["evaluation"].update(
+        examples={"two_stage": 6, "zero_shot": 4, "single_stage": 4},
+        sensitivity_prompts=2,
+        sensitivity_tokens=3,
+        embedding_cache_dir=None,
+    )
     llm = {"backend": "local", "model": "unused", "dtype": "float32", "cache": False}
     report, metrics = evaluate_sft(
         traces, saved, saved, params["evaluation"], params["model"], params["hf_cache_dir"], llm
     )
     assert len(report["tokens"]) == 3
-    for name in ("zero_shot", "two_stage", "single_stage"):
-        assert report[name]["examples"] == 6
+    for name, n in (("zero_shot", 4), ("two_stage", 6), ("single_stage", 4)):
+        assert report[name]["examples"] == n
         assert 0 <= report[name]["next_action_type_accuracy"] <= 1
         assert 0 <= report[name]["json_validity"] <= 1
         assert report[name]["token_sensitivity_kl"] >= 0
         assert metrics[f"{name}.token_sensitivity_kl"]["value"] == pytest.approx(
             report[name]["token_sensitivity_kl"]
         )
+
+
+def test_query_steps_are_training_searches_outside_the_draw():
+    traces = synthetic_traces(sessions=12, steps=4, stage=2, validation_share=0.3)
+    searches = traces[(traces["split"] == "train") & (traces["action"] == "search")]
+    drawn = searches.index[:2]
+    picked = query_steps(traces, drawn, 100, seed=0)
+    assert set(picked.index) == set(searches.index) - set(drawn)  # every other one, no more
+    assert len(query_steps(traces, drawn, 1, seed=0)) == 1
+    assert query_steps(traces, drawn, 3, seed=4).equals(query_steps(traces, drawn, 3, seed=4))

@@ -16,11 +16,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from persona_shoppers.agent.evaluation import evaluate_agent
+from persona_shoppers.agent.evaluation import (
+    evaluate_agent,
+    held_out_draw,
+    page_modes,
+    search_targets,
+)
 from persona_shoppers.datasets import ModelAndTokenizer
+from persona_shoppers.features.embeddings import TextEmbedder
 from persona_shoppers.llm import build_llm
 from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, resolve_model
-from persona_shoppers.sft.data import conversations, sample_split
+from persona_shoppers.sft.data import conversations, query_only, sample_split
 from persona_shoppers.sft.tokens import add_persona_tokens, find_persona_tokens
 from persona_shoppers.sft.training import train_stage
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
@@ -101,7 +107,17 @@ def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Con
         len(val),
         int((traces["split"] == "validation").sum()),
     )
-    return conversations(train), conversations(val)
+    extra = query_steps(traces, train.index, stage.get("query_examples") or 0, seed)
+    if len(extra):
+        logger.info("and %d training search steps trained on their query only", len(extra))
+    return conversations(train) + [query_only(c) for c in conversations(extra)], conversations(val)
+
+
+def query_steps(traces: pd.DataFrame, drawn: pd.Index, n: int, seed: int) -> pd.DataFrame:
+    """Up to ``n`` training search steps outside the ``drawn`` rows (seeded, trace order)."""
+    searches = traces[(traces["split"] == "train") & (traces["action"] == "search")]
+    searches = searches.drop(index=drawn, errors="ignore")
+    return searches.sample(n=min(n, len(searches)), random_state=seed).sort_index()
 
 
 def _train(
@@ -207,41 +223,79 @@ def evaluate_sft(
     llm_params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The agent before and after SFT on held-out trace steps (``split == "validation"``):
-    next-action-type accuracy, JSON validity and token sensitivity (the mean KL between the
-    action-type distributions of different persona tokens on the same prompts) of the zero-shot
-    base model, the two-stage model and the single-stage ablation. Returns the report and its
-    MLflow metrics."""
+    the zero-shot base model, the two-stage model and the single-stage ablation, each on the
+    first ``evaluation.examples[<model>]`` steps of one seeded draw (docs/sft.md, "Evaluation
+    before and after SFT"). Returns the report and its MLflow metrics."""
     held_out = sft_traces_stage2[sft_traces_stage2["split"] == "validation"]
     if held_out.empty:
         raise ValueError("evaluate_sft: sft_traces_stage2 has no validation steps")
+    training = sft_traces_stage2[sft_traces_stage2["split"] == "train"]
+    modes = page_modes(training if not training.empty else held_out)
     rng = np.random.default_rng(evaluation["seed"])
     in_use = np.sort(held_out["token"].unique())
     tokens = sorted(rng.choice(in_use, min(evaluation["sensitivity_tokens"], len(in_use)), False))
+    sizes = evaluation["examples"]
     models = {
         "zero_shot": _base_model_folder(model, hf_cache_dir, llm_params),
         "two_stage": sft_model.folder,
         "single_stage": sft_model_single_stage.folder,
     }
-    report: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
+    missing = sorted(set(models) - set(sizes))
+    if missing:
+        raise ValueError(f"sft.evaluation.examples: no number of steps for {missing}")
+    draw = held_out_draw(held_out, max(sizes[name] for name in models), evaluation["seed"])
+    queries = {
+        "targets": search_targets(held_out),
+        "embedder": TextEmbedder(evaluation["embedding_model"], evaluation["embedding_cache_dir"]),
+        **evaluation["queries"],
+    }
+    report: dict[str, Any] = {"tokens": [int(t) for t in tokens], "page_modes": modes}
+    correct = {}
     bar = tqdm(models.items(), desc="SFT evaluation", unit="model")
     for name, folder in bar:
         bar.set_postfix_str(name)
-        logger.info("SFT evaluation of the %s model (%s)", name, folder)
+        logger.info("SFT evaluation of the %s model (%s) on %d steps", name, folder, sizes[name])
         llm = build_llm({**llm_params, "model": str(folder), "cache": False})
-        report[name] = evaluate_agent(
+        report[name], scores = evaluate_agent(
             llm,
-            held_out,
+            draw.iloc[: sizes[name]],
             [int(t) for t in tokens],
-            evaluation["examples"],
+            modes,
+            evaluation["json_examples"],
             evaluation["sensitivity_prompts"],
             evaluation["max_new_tokens"],
+            queries,
             evaluation["seed"],
         )
-        logger.info("SFT evaluation, %s: %s", name, report[name])
+        correct[name] = (scores["predicted"] == scores["action"]).to_numpy()
+        logger.info("SFT evaluation, %s: %s", name, _headline(report[name]))
+    shared = min(len(c) for c in correct.values())
+    report["shared_steps"] = {"n": shared} | {
+        name: float(c[:shared].mean()) for name, c in correct.items()
+    }
     metrics = {
-        f"{name}.{key}": {"value": float(value), "step": 0}
-        for name in models
-        for key, value in report[name].items()
-        if isinstance(value, int | float)
+        key: {"value": value, "step": 0}
+        for key, value in _numbers({k: report[k] for k in (*models, "shared_steps")}).items()
     }
     return report, metrics
+
+
+def _headline(report: dict[str, Any]) -> str:
+    against = report["against_majority"]
+    return (
+        f"accuracy {against['accuracy']:.3f} vs majority {against['baseline']:.3f} "
+        f"(difference {against['difference']:+.3f}, n={against['n']}), "
+        f"mean P(next action) {report['mean_p_next_action']:.3f}"
+    )
+
+
+def _numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a nested report, keyed by their dotted path."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _numbers(value, f"{path}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
+            out[path] = float(value)
+    return out
