@@ -26,19 +26,20 @@ class KeptDataset(MemoryDataset):
 
 
 @cache
-def _base_parameters() -> dict[str, Any]:
+def _base_parameters(env: str = "base") -> dict[str, Any]:
+    """The parameters as Kedro resolves them in ``env`` (merged over conf/base)."""
     from kedro.config import OmegaConfigLoader
 
     from persona_shoppers.settings import CONFIG_LOADER_ARGS
 
-    loader = OmegaConfigLoader(conf_source=str(CONF), env="base", **CONFIG_LOADER_ARGS)
+    loader = OmegaConfigLoader(conf_source=str(CONF), env=env, **CONFIG_LOADER_ARGS)
     return loader["parameters"]
 
 
-def conf_params(name: str) -> dict:
-    """The ``name`` block of conf/base's parameters as Kedro resolves them (``${globals:...}``
+def conf_params(name: str, env: str = "base") -> dict:
+    """The ``name`` block of the parameters as Kedro resolves them in ``env`` (``${globals:...}``
     included); a copy the caller may change."""
-    return copy.deepcopy(_base_parameters()[name])
+    return copy.deepcopy(_base_parameters(env)[name])
 
 
 def param_datasets(**blocks: Any) -> dict[str, MemoryDataset]:

@@ -164,3 +164,17 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
     assert row["control"].item() == control["has_purchase"].mean()
     row = results[(results["test"] == names[0]) & (results["metric"] == "atc_rate")]
     assert row["control"].item() == control["has_add_to_cart"].mean()
+
+
+def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
+    """conf/fidelity: at least 100 agents per main condition and A/B arm on the default data's
+    6 eval shops, every matched agent with a text persona."""
+    eval_shops = 6
+    populations = conf_params("simulation", env="fidelity")["populations"]
+    mining = conf_params("persona_mining", env="fidelity")["text_personas"]
+    assert populations["matched_per_shop"] * eval_shops >= 100
+    assert populations["ab_sample_per_shop"] * eval_shops >= 100
+    assert mining["n_buyers"] >= populations["matched_per_shop"] * eval_shops
+    base = conf_params("simulation")
+    fidelity = conf_params("simulation", env="fidelity")
+    assert fidelity["conditions"] == base["conditions"]  # only the sizes change
