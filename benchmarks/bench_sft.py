@@ -112,8 +112,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 STAGE1_MODEL = ROOT / "data" / "06_models" / "sft_model_stage1"
 TRACES = ROOT / "data" / "05_model_input" / "sft_traces_stage{}.jsonl"
 CONF = ROOT / "conf" / "base" / "parameters_sft.yml"
+GLOBALS = ROOT / "conf" / "base" / "globals.yml"
 VARIANTS = ("naive", "head_only", "bf16", "grouped", "flat", "shared", "default", "packed")
 LIGHTNING = ("default", "packed")
+
+
+def _stage2_traces() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The default run's stage-2 traces, and their held-out (validation) steps."""
+    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    return frame, frame[frame["split"] == "validation"]
+
+
+def _max_query_tokens() -> int:
+    """The simulation's query length (``agent_decoding.max_query_tokens`` in globals.yml)."""
+    import yaml
+
+    return yaml.safe_load(GLOBALS.read_text())["agent_decoding"]["max_query_tokens"]
 
 
 def _params() -> dict:
@@ -489,7 +503,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
     each, the mean action-type distribution (over all types, as ``sft_evaluation`` scores
     them) on up to ``--val-examples`` held-out steps per true next action. A model that reads
     the page puts more mass on the true action."""
-    from persona_shoppers.agent.evaluation import action_type_distributions
+    from persona_shoppers.agent.evaluation import action_type_distributions, step_prompts
     from persona_shoppers.llm.local import LocalLLM
     from persona_shoppers.pipelines.sft.nodes import TRAINING_SETTINGS, train_stage2
     from persona_shoppers.storefront import ACTION_TYPES
@@ -500,8 +514,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
     if args.stage2_batch_size is not None:
         stage2["data"] = {"batch_size": args.stage2_batch_size}
     params = _stage2_params(args, **stage2)
-    frame = pd.read_json(str(TRACES).format(2), lines=True)
-    held_out = frame[frame["split"] == "validation"]
+    frame, held_out = _stage2_traces()
     batch_size = {**params["data"], **(params["stage2"].get("data") or {})}["batch_size"]
     rows = []
     for seed, budget in itertools.product(args.seeds or [params["seed"]], args.budgets):
@@ -518,7 +531,7 @@ def compare_budget(args: argparse.Namespace) -> dict:
         llm = LocalLLM(str(folder), dtype="auto")
         for (page, action), steps in held_out.groupby(["page", "action"]):
             steps = steps.head(args.val_examples)
-            probs = action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
+            probs = action_type_distributions(llm, step_prompts(steps))
             rows.append(
                 {
                     "seed": seed,
@@ -557,14 +570,15 @@ def learning_curve(args: argparse.Namespace) -> dict:
     held-out next-action accuracy and loss against examples seen and seconds, beside the
     majority and page-majority baselines of the same held-out steps. Draws the curve into
     ``--plot`` (a PNG)."""
+    from persona_shoppers.agent.evaluation import page_modes
     from persona_shoppers.pipelines.sft.nodes import TRAINING_SETTINGS, train_stage2
     from persona_shoppers.sft.data import sample_split
 
     params = _stage2_params(args, max_examples=args.budgets[0], max_val_examples=args.val_examples)
-    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    frame, _ = _stage2_traces()
     held_out = sample_split(frame, "validation", args.val_examples, params["seed"])
     train = frame[frame["split"] == "train"]
-    page_mode = train.groupby("page")["action"].agg(lambda a: a.value_counts().index[0])
+    page_mode = page_modes(train)
     baselines = {
         "majority": float(held_out["action"].value_counts(normalize=True).iloc[0]),
         "page_majority": float((held_out["page"].map(page_mode) == held_out["action"]).mean()),
@@ -606,16 +620,15 @@ def page_distribution(args: argparse.Namespace) -> dict:
     folder) on ``--val-examples`` held-out stage-2 steps of each kind of page (drawn with
     ``--seed``), as the simulation scores actions, beside the buyers' actions on the same
     steps; and P(add_to_cart) on ``--product-pages`` held-out product pages."""
-    from persona_shoppers.agent.evaluation import action_type_distributions
+    from persona_shoppers.agent.evaluation import action_type_distributions, step_prompts
     from persona_shoppers.llm.local import LocalLLM
     from persona_shoppers.storefront import ACTION_TYPES
 
-    frame = pd.read_json(str(TRACES).format(2), lines=True)
-    held_out = frame[frame["split"] == "validation"]
+    _, held_out = _stage2_traces()
     llm = LocalLLM(args.page_distribution, dtype="auto")
 
     def distributions(steps: pd.DataFrame):
-        return action_type_distributions(llm, [list(m[:2]) for m in steps["messages"]])
+        return action_type_distributions(llm, step_prompts(steps))
 
     pages = {}
     for page, steps in held_out.groupby("page"):
@@ -647,22 +660,28 @@ def page_distribution(args: argparse.Namespace) -> dict:
 def query_temperatures(args: argparse.Namespace) -> dict:
     """``query_scores`` of the model in ``--queries`` on up to ``--val-examples`` held-out
     search steps (drawn with ``--seed``), at each of ``--temperatures`` (0: greedy)."""
-    from persona_shoppers.agent.evaluation import held_out_draw, query_scores, search_targets
+    from persona_shoppers.agent.evaluation import (
+        held_out_draw,
+        query_scores,
+        search_targets,
+        step_prompts,
+    )
     from persona_shoppers.features.embeddings import TextEmbedder
     from persona_shoppers.llm.base import prefilled
     from persona_shoppers.llm.local import LocalLLM
 
-    frame = pd.read_json(str(TRACES).format(2), lines=True)
-    held_out = frame[frame["split"] == "validation"]
+    _, held_out = _stage2_traces()
     searches = held_out[held_out["action"] == "search"]
     steps = held_out_draw(searches, args.val_examples, args.seed)
     llm = LocalLLM(args.queries, dtype="auto", prefix_cache_mb=4096)
     embedder = TextEmbedder(cache_dir=str(ROOT / "data" / "04_feature" / "embedding_cache"))
     targets = search_targets(held_out)
     by_temperature = {}
-    with prefilled(llm, [list(m[:2]) for m in steps["messages"]]):
+    with prefilled(llm, step_prompts(steps)):
         for temperature in args.temperatures:
-            report = query_scores(llm, steps, targets, embedder, 12, temperature, args.seed)
+            report = query_scores(
+                llm, steps, targets, embedder, _max_query_tokens(), temperature, args.seed
+            )
             by_temperature[str(temperature)] = report
             print(
                 f"temperature {temperature}: cosine {report['cosine']:.3f} "
@@ -704,7 +723,7 @@ def feature_baseline(args: argparse.Namespace) -> dict:
     (fit on the training steps) beside the majority action's."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    frame = pd.read_json(str(TRACES).format(2), lines=True)
+    frame, _ = _stage2_traces()
     features = _step_features(frame)
     train = (frame["split"] == "train").to_numpy()
     held_out = (frame["split"] == "validation").to_numpy()

@@ -79,7 +79,8 @@ def page_modes(traces: pd.DataFrame) -> dict[str, str]:
     return ordered.idxmax(axis=1).to_dict()
 
 
-def _prompts(steps: pd.DataFrame) -> list[list[dict[str, str]]]:
+def step_prompts(steps: pd.DataFrame) -> list[list[dict[str, str]]]:
+    """The prompt (system and user messages) of each trace step, without the answer."""
     return [list(m[:2]) for m in steps["messages"]]
 
 
@@ -94,7 +95,7 @@ def _answer(messages: list[dict[str, str]]) -> dict[str, Any]:
 def action_scores(llm: LLM, steps: pd.DataFrame) -> pd.DataFrame:
     """Per step: the model's probability of each action type (``p_<type>``), its greedy type
     (``predicted``) and the buyer's (``action``), with the step's page and stratum."""
-    probs = action_type_distributions(llm, _prompts(steps))
+    probs = action_type_distributions(llm, step_prompts(steps))
     scores = pd.DataFrame(probs, columns=[f"p_{t}" for t in ACTION_TYPES], index=steps.index)
     scores["predicted"] = np.array(ACTION_TYPES)[probs.argmax(axis=1)]
     for column in ("action", "page", "stratum"):
@@ -189,16 +190,17 @@ def query_scores(
     if searches.empty:
         return {"n": 0}
     seeds = np.random.SeedSequence(seed).generate_state(len(searches)).tolist()
-    agent = write_queries(llm, _prompts(searches), max_tokens, temperature, seeds)
+    agent = write_queries(llm, step_prompts(searches), max_tokens, temperature, seeds)
     human_vectors = embedder.embed(human)
+    empty = np.array([not q for q in agent])
     cosine = rowwise_cosine(embedder.embed(agent), human_vectors)
-    cosine[[not q for q in agent]] = 0.0
+    cosine[empty] = 0.0
     report: dict[str, Any] = {
         "n": len(agent),
         "temperature": temperature,
         "cosine": float(cosine.mean()),
         "cosine_interval": list(mean_interval(cosine, draws, seed)),
-        "empty_share": float(np.mean([not q for q in agent])),
+        "empty_share": float(empty.mean()),
         "id_like_share": float(np.mean([bool(_ID_LIKE.match(q)) for q in agent if q] or [0.0])),
         "examples": [{"human": h, "agent": a} for h, a in list(zip(human, agent, strict=True))[:8]],
     }
@@ -253,7 +255,7 @@ def evaluate_agent(
     validity and token sensitivity use the first ``n_json`` and ``n_sensitivity_prompts``).
     ``queries``: ``query_scores``'s ``targets``, ``embedder``, ``max_tokens`` and
     ``temperature`` (None: no query figures). Returns the report and the per-step scores."""
-    prompts = _prompts(steps)
+    prompts = step_prompts(steps)
     # No prompt is prefilled for reuse: each call runs a prompt once, and the KV caches of
     # hundreds of prompts would not fit a prefix cache.
     scores = action_scores(llm, steps)
