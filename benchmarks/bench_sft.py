@@ -66,6 +66,11 @@ simulation writes them, at each temperature, and scores them against the buyers'
 (MiniLM cosine, beside title-as-query and the goal's category as the query;
 ``benchmarks/results/bench_sft_queries.json``).
 
+``--evaluate MODEL_DIR [--val-examples 200]`` scores one model as ``sft_evaluation`` scores
+the two-stage model (``agent.evaluation.evaluation_setup`` with the resolved
+``sft.evaluation`` parameters of conf/base) on the first ``--val-examples`` steps of its draw
+(``benchmarks/results/bench_sft_evaluate.json``).
+
 ``--feature-baseline`` fits a gradient-boosted classifier of the next action type on what a
 step's prompt says besides product text (kind of page, intent stratum, step, counts of views,
 searches and cart additions in the progress log, the previous action, whether the cart is
@@ -698,6 +703,39 @@ def query_temperatures(args: argparse.Namespace) -> dict:
     }
 
 
+def evaluate_model(args: argparse.Namespace) -> dict:
+    """The ``sft_evaluation`` report of the model in ``--evaluate`` on the first
+    ``--val-examples`` steps of the node's draw, with the node's settings."""
+    from kedro.config import OmegaConfigLoader
+
+    from persona_shoppers.agent.evaluation import (
+        evaluate_agent,
+        evaluation_settings,
+        evaluation_setup,
+    )
+    from persona_shoppers.llm import build_llm
+    from persona_shoppers.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), env="base", **CONFIG_LOADER_ARGS)
+    parameters = loader["parameters"]
+    evaluation = parameters["sft"]["evaluation"]
+    frame, _ = _stage2_traces()
+    draw, tokens, modes, queries = evaluation_setup(frame, evaluation, args.val_examples)
+    llm = build_llm({**parameters["llm"], "model": args.evaluate, "cache": False})
+    started = time.perf_counter()
+    report, _ = evaluate_agent(
+        llm, draw, tokens, modes, queries=queries, **evaluation_settings(evaluation)
+    )
+    report.update(
+        seconds=round(time.perf_counter() - started, 1),
+        model=args.evaluate,
+        command=" ".join(["python", *sys.argv]),
+        machine=machine_facts(),
+    )
+    print(json.dumps({k: report[k] for k in ("against_majority", "mean_p_next_action")}))
+    return report
+
+
 def _step_features(steps: pd.DataFrame) -> pd.DataFrame:
     """What a step's prompt says besides product text, as numbers (``--feature-baseline``)."""
     users = [m[1]["content"] for m in steps["messages"]]
@@ -807,6 +845,7 @@ def main() -> None:
     parser.add_argument("--product-pages", type=int, default=40)
     parser.add_argument("--queries", default=None, metavar="MODEL_DIR")
     parser.add_argument("--feature-baseline", action="store_true")
+    parser.add_argument("--evaluate", default=None, metavar="MODEL_DIR")
     parser.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.3, 0.7, 1.0])
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument(
@@ -835,6 +874,7 @@ def main() -> None:
         "page_distribution": (page_distribution, "pages"),
         "queries": (query_temperatures, "queries"),
         "feature_baseline": (feature_baseline, "feature_baseline"),
+        "evaluate": (evaluate_model, "evaluate"),
     }
     for flag, (compare, name) in comparisons.items():
         if getattr(args, flag):

@@ -271,3 +271,37 @@ def evaluate_agent(
     report["sensitivity_prompts"] = len(sensitivity_prompts)
     report["sensitivity_tokens"] = len(tokens)
     return report, scores
+
+
+def evaluation_setup(
+    traces: pd.DataFrame, evaluation: dict[str, Any], n: int
+) -> tuple[pd.DataFrame, list[int], dict[str, str], dict[str, Any]]:
+    """What every model of ``sft_evaluation`` is scored with (``evaluation``: the
+    ``sft.evaluation`` parameters): the first ``n`` held-out steps of the seeded draw, the
+    persona tokens of the sensitivity check, the training steps' page modes and the queries'
+    settings (:func:`query_scores`)."""
+    held_out = traces[traces["split"] == "validation"]
+    if held_out.empty:
+        raise ValueError("evaluate_sft: sft_traces_stage2 has no validation steps")
+    training = traces[traces["split"] == "train"]
+    modes = page_modes(training if not training.empty else held_out)
+    rng = np.random.default_rng(evaluation["seed"])
+    in_use = np.sort(held_out["token"].unique())
+    tokens = sorted(rng.choice(in_use, min(evaluation["sensitivity_tokens"], len(in_use)), False))
+    queries = {
+        "targets": search_targets(held_out),
+        "embedder": TextEmbedder(evaluation["embedding_model"], evaluation["embedding_cache_dir"]),
+        **evaluation["queries"],
+    }
+    draw = held_out_draw(held_out, n, evaluation["seed"])
+    return draw, [int(t) for t in tokens], modes, queries
+
+
+def evaluation_settings(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """:func:`evaluate_agent`'s settings from the ``sft.evaluation`` parameters."""
+    return {
+        "n_json": evaluation["json_examples"],
+        "n_sensitivity_prompts": evaluation["sensitivity_prompts"],
+        "max_new_tokens": evaluation["max_new_tokens"],
+        "seed": evaluation["seed"],
+    }

@@ -18,12 +18,10 @@ from tqdm.auto import tqdm
 
 from persona_shoppers.agent.evaluation import (
     evaluate_agent,
-    held_out_draw,
-    page_modes,
-    search_targets,
+    evaluation_settings,
+    evaluation_setup,
 )
 from persona_shoppers.datasets import ModelAndTokenizer
-from persona_shoppers.features.embeddings import TextEmbedder
 from persona_shoppers.llm import build_llm
 from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, resolve_model
 from persona_shoppers.sft.data import conversations, query_only, sample_split
@@ -226,14 +224,6 @@ def evaluate_sft(
     the zero-shot base model, the two-stage model and the single-stage ablation, each on the
     first ``evaluation.examples[<model>]`` steps of one seeded draw (docs/sft.md, "Evaluation
     before and after SFT"). Returns the report and its MLflow metrics."""
-    held_out = sft_traces_stage2[sft_traces_stage2["split"] == "validation"]
-    if held_out.empty:
-        raise ValueError("evaluate_sft: sft_traces_stage2 has no validation steps")
-    training = sft_traces_stage2[sft_traces_stage2["split"] == "train"]
-    modes = page_modes(training if not training.empty else held_out)
-    rng = np.random.default_rng(evaluation["seed"])
-    in_use = np.sort(held_out["token"].unique())
-    tokens = sorted(rng.choice(in_use, min(evaluation["sensitivity_tokens"], len(in_use)), False))
     sizes = evaluation["examples"]
     models = {
         "zero_shot": _base_model_folder(model, hf_cache_dir, llm_params),
@@ -243,13 +233,11 @@ def evaluate_sft(
     missing = sorted(set(models) - set(sizes))
     if missing:
         raise ValueError(f"sft.evaluation.examples: no number of steps for {missing}")
-    draw = held_out_draw(held_out, max(sizes[name] for name in models), evaluation["seed"])
-    queries = {
-        "targets": search_targets(held_out),
-        "embedder": TextEmbedder(evaluation["embedding_model"], evaluation["embedding_cache_dir"]),
-        **evaluation["queries"],
-    }
-    report: dict[str, Any] = {"tokens": [int(t) for t in tokens], "page_modes": modes}
+    draw, tokens, modes, queries = evaluation_setup(
+        sft_traces_stage2, evaluation, max(sizes[name] for name in models)
+    )
+    settings = evaluation_settings(evaluation)
+    report: dict[str, Any] = {"tokens": tokens, "page_modes": modes}
     correct = {}
     bar = tqdm(models.items(), desc="SFT evaluation", unit="model")
     for name, folder in bar:
@@ -257,15 +245,7 @@ def evaluate_sft(
         logger.info("SFT evaluation of the %s model (%s) on %d steps", name, folder, sizes[name])
         llm = build_llm({**llm_params, "model": str(folder), "cache": False})
         report[name], scores = evaluate_agent(
-            llm,
-            draw.iloc[: sizes[name]],
-            [int(t) for t in tokens],
-            modes,
-            evaluation["json_examples"],
-            evaluation["sensitivity_prompts"],
-            evaluation["max_new_tokens"],
-            queries,
-            evaluation["seed"],
+            llm, draw.iloc[: sizes[name]], tokens, modes, queries=queries, **settings
         )
         correct[name] = (scores["predicted"] == scores["action"]).to_numpy()
         logger.info("SFT evaluation, %s: %s", name, _headline(report[name]))
