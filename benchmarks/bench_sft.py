@@ -66,9 +66,11 @@ simulation writes them, at each temperature, and scores them against the buyers'
 (MiniLM cosine, beside title-as-query and the goal's category as the query;
 ``benchmarks/results/bench_sft_queries.json``).
 
-``--evaluate MODEL_DIR [--val-examples 200]`` scores one model as ``sft_evaluation`` scores
-the two-stage model (``agent.evaluation.evaluation_setup`` with the resolved
-``sft.evaluation`` parameters of conf/base) on the first ``--val-examples`` steps of its draw
+``--evaluate MODEL_DIR [--val-examples 200] [--calibrate]`` scores one model as
+``sft_evaluation`` scores the two-stage model (``agent.evaluation.evaluation_setup`` with the
+resolved ``sft.evaluation`` parameters of conf/base) on the first ``--val-examples`` steps of
+its draw; ``--calibrate`` first fits its calibration as the ``calibrate_sft_agent`` node does
+(``sft.calibration``, ``sft.stage2``) and reports the calibrated figures too
 (``benchmarks/results/bench_sft_evaluate.json``).
 
 ``--feature-baseline`` fits a gradient-boosted classifier of the next action type on what a
@@ -709,6 +711,7 @@ def evaluate_model(args: argparse.Namespace) -> dict:
     from kedro.config import OmegaConfigLoader
 
     from persona_shoppers.agent.evaluation import (
+        FUNNEL_CHECKS,
         evaluate_agent,
         evaluation_settings,
         evaluation_setup,
@@ -723,16 +726,38 @@ def evaluate_model(args: argparse.Namespace) -> dict:
     draw, tokens, modes, queries = evaluation_setup(frame, evaluation, args.val_examples)
     llm = build_llm({**parameters["llm"], "model": args.evaluate, "cache": False})
     started = time.perf_counter()
+    calibration = None
+    if args.calibrate:
+        from types import SimpleNamespace
+
+        from persona_shoppers.pipelines.sft.nodes import calibrate_sft_agent
+
+        sft = parameters["sft"]
+        model = SimpleNamespace(folder=args.evaluate)
+        calibration = calibrate_sft_agent(
+            frame, model, sft["stage2"], sft["calibration"], sft["seed"], parameters["llm"]
+        )
+        calibration["seconds"] = round(time.perf_counter() - started, 1)
     report, _ = evaluate_agent(
-        llm, draw, tokens, modes, queries=queries, **evaluation_settings(evaluation)
+        llm,
+        draw,
+        tokens,
+        modes,
+        queries=queries,
+        type_bias=calibration["type_bias"] if calibration else None,
+        **evaluation_settings(evaluation),
     )
     report.update(
+        calibration=calibration,
         seconds=round(time.perf_counter() - started, 1),
         model=args.evaluate,
         command=" ".join(["python", *sys.argv]),
         machine=machine_facts(),
     )
-    print(json.dumps({k: report[k] for k in ("against_majority", "mean_p_next_action")}))
+    shown = ("against_majority", "mean_p_next_action", *FUNNEL_CHECKS)
+    for name, part in {"model": report, "calibrated": report.get("calibrated")}.items():
+        if part:
+            print(name, json.dumps({k: part.get(k) for k in shown}))
     return report
 
 
@@ -846,6 +871,7 @@ def main() -> None:
     parser.add_argument("--queries", default=None, metavar="MODEL_DIR")
     parser.add_argument("--feature-baseline", action="store_true")
     parser.add_argument("--evaluate", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--calibrate", action="store_true", help="--evaluate: calibrated too")
     parser.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.3, 0.7, 1.0])
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 320])
     parser.add_argument(

@@ -210,3 +210,33 @@ def test_action_probabilities_are_type_then_argument():
     likelihoods = [0.1, 0.6, 0.2, 0.1, 0.6 * 0.03, 0.6 * 0.01]
     probs = np.exp(action_logprobs(options, types, np.log(likelihoods)))
     np.testing.assert_allclose(probs, [0.1, 0.45, 0.15, 0.2, 0.1])
+
+
+def test_a_page_bias_reweights_the_types_before_the_arguments():
+    options = [Action("view", "p1"), Action("view", "p2"), Action("add_to_cart", "p1")]
+    types, texts = choice_texts(options)
+    assert types == ["search", "view", "add_to_cart"]
+    # types: search .2, view .6, add_to_cart .2; add_to_cart's bias doubles its weight:
+    # .2 / .6 / .4 over 1.2; the split of view between p1 and p2 (3:1) is unchanged.
+    likelihoods = [0.2, 0.6, 0.2, 0.6 * 0.03, 0.6 * 0.01]
+    bias = {"add_to_cart": np.log(2.0), "purchase": 3.0}  # types not valid here are ignored
+    probs = np.exp(action_logprobs(options, types, np.log(likelihoods), bias))
+    np.testing.assert_allclose(probs, [0.2 / 1.2, 0.375, 0.125, 0.4 / 1.2])
+
+
+def test_the_engine_applies_the_bias_of_the_agent_s_page(llm, stores):
+    # A start page whose bias makes `end` certain: every agent leaves at once; a bias on
+    # another kind of page changes nothing there.
+    specs = _specs(4)
+    plain = _sessions(
+        RolloutEngine(llm, stores, max_steps=4, decoding="greedy").run(specs, progress=False)
+    )
+    assert any(actions != ['{"action": "end"}'] for _, actions, _, _ in plain)
+    home = RolloutEngine(
+        llm, stores, max_steps=4, decoding="greedy", type_bias={"home": {"end": 50.0}}
+    )
+    assert [r.actions for r in home.run(specs, progress=False)] == [['{"action": "end"}']] * 4
+    other = RolloutEngine(
+        llm, stores, max_steps=4, decoding="greedy", type_bias={"cart": {"end": 50.0}}
+    )
+    assert _sessions(other.run(specs, progress=False)) == plain

@@ -13,6 +13,8 @@ from persona_shoppers.alignment.metrics import (
     ab_metrics,
     ablation_metrics,
     action_rate_metrics,
+    counterpart_rates,
+    funnel_metrics,
     held_out_human_sessions,
     instruction_metrics,
     item_selection_metrics,
@@ -259,6 +261,64 @@ def test_conditions_on_different_agents_are_refused():
     simulated = _simulated({"a": one, "b": one}).assign(agent_id=["x", "y"])
     with pytest.raises(ValueError, match="different agents"):
         session_metrics(one, simulated, "pop", 2, seed=0, draws=10)
+
+
+def _funnel_sessions(condition: str, atc: list, checkout: list, purchase: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "population": "matched",
+            "condition": condition,
+            "agent_id": ["a1", "a2", "a3", "a4"],
+            "shop_id": ["s1", "s1", "s2", "s2"],
+            "counterpart_id": ["b1", "b2", "b3", "b4"],
+            "has_add_to_cart": atc,
+            "has_checkout": checkout,
+            "has_purchase": purchase,
+        }
+    )
+
+
+def test_funnel_rates_and_ratios_against_the_buyers_the_agents_stand_for():
+    # b1: 2 sessions, one with a cart, a checkout and a purchase; b2: one cart only;
+    # b3: none of 1; b4: 2 carts of 2, one purchase. Another buyer (b9) is not counted.
+    human = pl.DataFrame(
+        {
+            "shop_id": ["s1", "s1", "s1", "s2", "s2", "s2", "s2"],
+            "buyer_id": ["b1", "b1", "b2", "b3", "b4", "b4", "b9"],
+            "has_add_to_cart": [True, False, True, False, True, True, True],
+            "has_checkout": [True, False, False, False, False, True, True],
+            "has_purchase": [True, False, False, False, False, True, True],
+        }
+    )
+    agent = _funnel_sessions("persona_token", [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0])
+    rates = counterpart_rates(human, agent)
+    assert rates["has_add_to_cart"].tolist() == [0.5, 1.0, 0.0, 1.0]
+    assert rates["has_purchase"].tolist() == [0.5, 0.0, 0.0, 0.5]
+    base = _funnel_sessions("base", [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0])
+    metrics = funnel_metrics(pd.concat([base, agent]), rates, "matched", seed=0, draws=200)
+    assert metrics["funnel/atc_rate/matched_humans"] == pytest.approx(2.5 / 4)
+    assert metrics["funnel/atc_rate/persona_token"] == 0.5
+    assert metrics["funnel/atc_ratio/persona_token"] == pytest.approx(2 / 2.5)
+    assert metrics["funnel/checkout_ratio/persona_token"] == pytest.approx(1 / (0.5 + 0.5))
+    assert metrics["funnel/purchase_ratio/persona_token"] == 0.0
+    assert metrics["funnel/atc_ratio/base"] == 0.0 and metrics["funnel/atc_ratio/base/n"] == 4
+    low, high = _interval(metrics, "funnel/atc_ratio/persona_token")
+    assert low <= 0.8 <= high
+
+
+def test_funnel_needs_every_agent_s_buyer_in_the_sessions():
+    human = pl.DataFrame(
+        {
+            "shop_id": ["s1"],
+            "buyer_id": ["b1"],
+            "has_add_to_cart": [True],
+            "has_checkout": [False],
+            "has_purchase": [False],
+        }
+    )
+    agent = _funnel_sessions("persona_token", [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="3 agents stand for buyers without a session"):
+        counterpart_rates(human, agent)
 
 
 def test_held_out_human_sessions_come_from_the_simulated_shops():

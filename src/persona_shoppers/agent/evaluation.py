@@ -25,6 +25,7 @@ from ..metrics.intervals import mean_interval
 from ..metrics.text import rowwise_cosine
 from ..personas.token_format import PERSONA_PATTERN, persona_token
 from ..storefront import ACTION_TYPES, Action, InvalidAction, listed_title
+from .calibration import TypeBias, calibrate_by_page, fit_type_bias, type_frequencies
 from .rollout import type_text, write_queries
 
 TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
@@ -95,7 +96,49 @@ def _answer(messages: list[dict[str, str]]) -> dict[str, Any]:
 def action_scores(llm: LLM, steps: pd.DataFrame) -> pd.DataFrame:
     """Per step: the model's probability of each action type (``p_<type>``), its greedy type
     (``predicted``) and the buyer's (``action``), with the step's page and stratum."""
-    probs = action_type_distributions(llm, step_prompts(steps))
+    return _scores(action_type_distributions(llm, step_prompts(steps)), steps)
+
+
+def calibrated_scores(scores: pd.DataFrame, type_bias: TypeBias) -> pd.DataFrame:
+    """:func:`action_scores` with each page's calibration applied (:mod:`.calibration`)."""
+    columns = [f"p_{t}" for t in ACTION_TYPES]
+    probs = calibrate_by_page(scores[columns].to_numpy(), scores["page"], ACTION_TYPES, type_bias)
+    return _scores(probs, scores)
+
+
+def fit_agent_calibration(
+    llm: LLM, steps: pd.DataFrame, targets: pd.DataFrame, max_bias: float
+) -> dict[str, Any]:
+    """The calibration of ``llm`` (:func:`.calibration.fit_type_bias`) fitted on its scores of
+    ``steps`` to the next-action frequencies per kind of page of ``targets`` (trace rows).
+    Returns ``type_bias`` with what it was fitted on and the mean probabilities per page
+    before and after."""
+    scores = action_scores(llm, steps)
+    columns = [f"p_{t}" for t in ACTION_TYPES]
+    frequencies = type_frequencies(targets["page"], targets["action"])
+    bias = fit_type_bias(
+        scores[columns].to_numpy(), scores["page"], frequencies, ACTION_TYPES, max_bias
+    )
+    after = calibrated_scores(scores, bias)
+
+    def means(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+        grouped = table.groupby("page")[columns].mean()
+        return {page: {c[2:]: float(v) for c, v in row.items()} for page, row in grouped.iterrows()}
+
+    return {
+        "type_bias": bias,
+        "steps": int(len(steps)),
+        "steps_by_page": {
+            str(k): int(v) for k, v in steps["page"].value_counts().sort_index().items()
+        },
+        "target_steps": int(len(targets)),
+        "targets": frequencies,
+        "mean_before": means(scores),
+        "mean_after": means(after),
+    }
+
+
+def _scores(probs: np.ndarray, steps: pd.DataFrame) -> pd.DataFrame:
     scores = pd.DataFrame(probs, columns=[f"p_{t}" for t in ACTION_TYPES], index=steps.index)
     scores["predicted"] = np.array(ACTION_TYPES)[probs.argmax(axis=1)]
     for column in ("action", "page", "stratum"):
@@ -250,11 +293,14 @@ def evaluate_agent(
     max_new_tokens: int,
     queries: dict[str, Any] | None = None,
     seed: int = 0,
+    type_bias: TypeBias | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every figure of the evaluation of ``llm`` on held-out ``steps`` (draw order: JSON
     validity and token sensitivity use the first ``n_json`` and ``n_sensitivity_prompts``).
     ``queries``: ``query_scores``'s ``targets``, ``embedder``, ``max_tokens`` and
-    ``temperature`` (None: no query figures). Returns the report and the per-step scores."""
+    ``temperature`` (None: no query figures). ``type_bias``: the model's calibration, whose
+    action figures are reported under ``calibrated`` from the same scores. Returns the report
+    and the per-step scores (uncalibrated)."""
     prompts = step_prompts(steps)
     # No prompt is prefilled for reuse: each call runs a prompt once, and the KV caches of
     # hundreds of prompts would not fit a prefix cache.
@@ -262,6 +308,10 @@ def evaluate_agent(
     validity = json_validity(llm, prompts[:n_json], max_new_tokens)
     query_report = query_scores(llm, steps, **queries, seed=seed) if queries else None
     report = summarize_actions(scores, modes, seed=seed)
+    if type_bias:
+        report["calibrated"] = summarize_actions(
+            calibrated_scores(scores, type_bias), modes, seed=seed
+        )
     report["json_validity"] = validity
     report["json_examples"] = min(n_json, len(prompts))
     if query_report is not None:

@@ -11,7 +11,7 @@ import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from ..llm.base import LLM
 from ..storefront import Action, Store
 from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
+from .calibration import TypeBias, page_bias
 from .prompts import SYSTEM_PROMPT, chat, user_turn
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,17 @@ def choice_texts(options: Sequence[Action]) -> tuple[list[str], list[str]]:
 
 
 def action_logprobs(
-    options: Sequence[Action], types: Sequence[str], logprobs: Sequence[float]
+    options: Sequence[Action],
+    types: Sequence[str],
+    logprobs: Sequence[float],
+    type_bias: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """Log-probabilities of search and of each of ``options`` (in that order) from the
     log-likelihoods of :func:`choice_texts`'s texts: log P(type | valid types) plus
-    log P(argument | type, valid arguments)."""
-    values = np.asarray(logprobs, dtype=float)
+    log P(argument | type, valid arguments). ``type_bias``: log-biases added to the types
+    (the page's calibration, :mod:`.calibration`)."""
+    values = np.asarray(logprobs, dtype=float).copy()
+    values[: len(types)] += page_bias(type_bias, types)
     by_type = dict(zip(types, _log_softmax(values[: len(types)]), strict=True))
     counts = Counter(o.type for o in options)
     arguments: dict[str, list[float]] = {}
@@ -203,6 +209,8 @@ class RolloutEngine:
         lockstep: agents per LLM call; 1 runs one agent at a time (the reference behaviour).
         max_query_tokens: tokens a search query may take.
         max_progress: progress-log entries in the prompt.
+        type_bias: per kind of page, log-biases of the action types (the SFT model's
+            calibration, :func:`.calibration.fit_type_bias`; None: the model's own).
         start_time: the first event's timestamp (events are 20 s apart).
     """
 
@@ -217,6 +225,7 @@ class RolloutEngine:
         lockstep: int = 64,
         max_query_tokens: int = 12,
         max_progress: int = 8,
+        type_bias: TypeBias | None = None,
         start_time: datetime = datetime(2026, 1, 1, tzinfo=UTC),
     ):
         if decoding not in ("sample", "greedy"):
@@ -231,6 +240,7 @@ class RolloutEngine:
             max_query_tokens,
             max_progress,
         )
+        self.type_bias = type_bias or {}
         self.start_time = start_time
 
     def run(
@@ -311,8 +321,8 @@ class RolloutEngine:
     def _decide(self, agents, prompts, options, texts) -> None:
         choices = self.llm.choose(prompts, [scored for _, scored in texts])
         logprobs = [
-            action_logprobs(opts, types, c.logprobs)
-            for opts, (types, _), c in zip(options, texts, choices, strict=True)
+            action_logprobs(opts, types, c.logprobs, self.type_bias.get(a.visit.page.kind))
+            for a, opts, (types, _), c in zip(agents, options, texts, choices, strict=True)
         ]
         picks = [self._pick(a, lp) for a, lp in zip(agents, logprobs, strict=True)]
         searching = [i for i, k in enumerate(picks) if k == 0]

@@ -16,7 +16,7 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.agent.rollout import OUTCOMES
-from persona_shoppers.alignment.naming import metric_name
+from persona_shoppers.alignment.naming import MATCHED_HUMANS, metric_name
 from persona_shoppers.clickstream.buyers import PERSONA_STRATA
 from persona_shoppers.metrics.behaviour import (
     calibration,
@@ -408,6 +408,69 @@ def session_metrics(
         "human_reference_sessions": len(reference),
     }
     return metrics, detail
+
+
+# The funnel: a session's add to cart, checkout start and purchase.
+FUNNEL_FLAGS = {"atc": "has_add_to_cart", "checkout": "has_checkout", "purchase": "has_purchase"}
+
+
+def counterpart_rates(enriched_sessions: pl.DataFrame, agents: pd.DataFrame) -> pd.DataFrame:
+    """For each agent (``shop_id``, ``counterpart_id``: the buyer it stands for), the share of
+    that buyer's sessions with each :data:`FUNNEL_FLAGS` flag, in the agents' order."""
+    keys = ["shop_id", "buyer_id"]
+    wanted = agents[["shop_id", "counterpart_id"]].rename(columns={"counterpart_id": "buyer_id"})
+    human = (
+        enriched_sessions.filter(pl.col("shop_id").is_in(wanted["shop_id"].unique().tolist()))
+        .select(*keys, *FUNNEL_FLAGS.values())
+        .to_pandas()
+    )
+    rates = human.groupby(keys)[list(FUNNEL_FLAGS.values())].mean()
+    out = rates.reindex(pd.MultiIndex.from_frame(wanted))
+    missing = out.index[out.isna().any(axis=1)].tolist()
+    if missing:
+        raise ValueError(
+            f"funnel: {len(missing)} agents stand for buyers without a session in "
+            f"enriched_sessions, e.g. {missing[:3]}"
+        )
+    return out.reset_index(drop=True)
+
+
+def funnel_metrics(
+    simulated: pd.DataFrame,
+    human_rates: pd.DataFrame,
+    population: str,
+    seed: int,
+    draws: int,
+) -> Metrics:
+    """Per condition of ``population`` (the same agents in each): the share of sessions with an
+    add to cart, a checkout and a purchase, beside the humans the agents stand for
+    (``human_rates``: :func:`counterpart_rates` of the agents in ``agent_id`` order, column
+    per flag), and their ratio agent / human with a paired bootstrap interval over agents."""
+    task = "funnel"
+    sim = population_sessions(simulated, population)
+    metrics: Metrics = {}
+    for name, flag in FUNNEL_FLAGS.items():
+        human = human_rates[flag].to_numpy(float)
+        _put_mean(metrics, task, f"{name}_rate", MATCHED_HUMANS, human, draws, seed)
+        for condition, group in sim.groupby("condition"):
+            agent = group[flag].to_numpy(float)
+            if agent.size != human.size:
+                raise ValueError(
+                    f"funnel: {condition} has {agent.size} sessions for {human.size} agents"
+                )
+            _put_mean(metrics, task, f"{name}_rate", condition, agent, draws, seed)
+
+            def ratio(i, agent=agent, human=human):
+                below = human[i].sum()
+                return agent[i].sum() / below if below > 0 else np.nan
+
+            interval = bootstrap_interval(
+                ratio, agent.size, draws, _stream(seed, task, name, condition)
+            )
+            _put(
+                metrics, task, f"{name}_ratio", condition, ratio(slice(None)), agent.size, interval
+            )
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 SEPARATOR = "/"
 # What qualifies a value: its sample size and the bounds of its 95% interval.
 STATS = ("n", "ci_low", "ci_high")
+# The reference row of the funnel: the sessions of the buyers the agents stand for.
+MATCHED_HUMANS = "matched_humans"
 
 
 def metric_name(task: str, metric: str, condition: str, stat: str | None = None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from persona_shoppers.alignment.naming import split_metric_name
+from persona_shoppers.alignment.naming import MATCHED_HUMANS, split_metric_name
 
 # Rows that are not agent conditions: shown last, in this order.
 REFERENCES = (
@@ -22,6 +22,7 @@ REFERENCES = (
     "shop_rate_baseline",
     "shop_stratum_rate_baseline",
     "human",
+    MATCHED_HUMANS,
     "human_noise_floor",
 )
 
@@ -58,6 +59,14 @@ SECTIONS = (
         "capped, additive smoothing 1e-6), and type-token ratios of queries and viewed titles "
         "(human TTRs on samples of the agents' size). Every condition runs on the same agents; "
         "the floor is a disjoint sample of human sessions, as many per shop as the agents.",
+    ),
+    (
+        "funnel",
+        "The funnel against the humans the agents stand for",
+        "Share of sessions with an add to cart, a checkout and a purchase per condition, beside "
+        "the same shares over the sessions of the buyers the agents stand for "
+        "(`matched_humans`, each buyer weighted as one agent), and the ratio agent / human "
+        "with a paired interval over agents (1 is a match).",
     ),
     (
         "action_rate",

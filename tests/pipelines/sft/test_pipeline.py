@@ -12,7 +12,8 @@ from kedro.runner import SequentialRunner
 
 from persona_shoppers.datasets import HuggingFaceModelDataset
 from persona_shoppers.pipelines.sft import create_pipeline
-from persona_shoppers.pipelines.sft.nodes import evaluate_sft, query_steps
+from persona_shoppers.pipelines.sft.nodes import calibrate_sft_agent, evaluate_sft, query_steps
+from persona_shoppers.sft.data import sample_split
 from persona_shoppers.sft.tokens import find_persona_tokens, is_tied
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
@@ -100,6 +101,7 @@ def test_node_names():
         "train_sft_stage1",
         "train_sft_stage2",
         "train_sft_single_stage",
+        "calibrate_sft_agent",
         "evaluate_sft",
     }
 
@@ -123,10 +125,24 @@ def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
         embedding_cache_dir=None,
     )
     llm = {"backend": "local", "model": "unused", "dtype": "float32", "cache": False}
+    calibration = calibrate_sft_agent(
+        traces, saved, params["stage2"], params["calibration"], params["seed"], llm
+    )
     report, metrics = evaluate_sft(
-        traces, saved, saved, params["evaluation"], params["model"], params["hf_cache_dir"], llm
+        traces,
+        saved,
+        saved,
+        calibration,
+        params["evaluation"],
+        params["model"],
+        params["hf_cache_dir"],
+        llm,
     )
     assert len(report["tokens"]) == 3
+    # Only the two-stage model has a calibration; its calibrated figures use the same steps.
+    assert report["two_stage"]["calibrated"]["examples"] == 6
+    assert "calibrated" not in report["single_stage"]
+    assert "two_stage.calibrated.mean_p_next_action" in metrics
     for name, n in (("zero_shot", 4), ("two_stage", 6), ("single_stage", 4)):
         assert report[name]["examples"] == n
         assert 0 <= report[name]["next_action_type_accuracy"] <= 1
@@ -145,3 +161,31 @@ def test_query_steps_are_training_searches_outside_the_draw():
     assert set(picked.index) == set(searches.index) - set(drawn)  # every other one, no more
     assert len(query_steps(traces, drawn, 1, seed=0)) == 1
     assert query_steps(traces, drawn, 3, seed=4).equals(query_steps(traces, drawn, 3, seed=4))
+
+
+def test_calibration_is_fitted_on_training_steps_stage2_did_not_train_on(
+    params, tiny_base_dir, monkeypatch
+):
+    traces = synthetic_traces(sessions=12, steps=4, stage=2, validation_share=0.3)
+    traces.loc[traces.index % 3 == 0, "page"] = "product"
+    params["stage2"].update(max_examples=10, query_examples=2)
+    params["calibration"].update(examples=8)
+    scored = []
+
+    def fit(llm, steps, targets, max_bias):
+        scored.append(steps)
+        return {"steps": len(steps), "targets_n": len(targets), "type_bias": {}, "mean_after": {}}
+
+    monkeypatch.setattr("persona_shoppers.pipelines.sft.nodes.fit_agent_calibration", fit)
+    model = HuggingFaceModelDataset(str(tiny_base_dir)).load()
+    llm = {"backend": "local", "model": "unused", "dtype": "float32", "cache": False}
+    report = calibrate_sft_agent(
+        traces, model, params["stage2"], params["calibration"], params["seed"], llm
+    )
+    training = traces[traces["split"] == "train"]
+    assert report["steps"] == 8 and report["targets_n"] == len(training)
+    drawn = sample_split(traces, "train", 10, params["seed"], params["stage2"]["stratify_by"])
+    extra = query_steps(traces, drawn.index, 2, params["seed"])
+    steps = scored[0]
+    assert set(steps.index) <= set(training.index) - set(drawn.index) - set(extra.index)
+    assert steps["page"].value_counts().to_dict() == {"product": 4, "search": 4}  # even shares

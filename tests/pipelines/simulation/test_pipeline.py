@@ -15,6 +15,7 @@ from persona_shoppers.agent.rollout import OUTCOMES
 from persona_shoppers.clickstream import SESSION_COLUMNS
 from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import simulation
+from persona_shoppers.pipelines.simulation.nodes import condition_engine
 from persona_shoppers.storefront import StoreVariant
 
 from .._kedro import (
@@ -64,6 +65,7 @@ def run(tiny_model_dir: Path):
             "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
             "sft_model_single_stage": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
+            "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
             "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
@@ -178,3 +180,21 @@ def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
     base = conf_params("simulation")
     fidelity = conf_params("simulation", env="fidelity")
     assert fidelity["conditions"] == base["conditions"]  # only the sizes change
+
+
+def test_only_the_sft_model_s_agents_are_calibrated():
+    rollout = conf_params("simulation")["rollout"]
+    assert rollout["calibrated"] is True
+    calibration = {"type_bias": {"product": {"add_to_cart": 1.2}}}
+    assert (
+        condition_engine(None, {}, rollout, "sft", calibration).type_bias
+        == calibration["type_bias"]
+    )
+    for model in ("llm", "sft_single_stage"):
+        assert condition_engine(None, {}, rollout, model, calibration).type_bias == {}
+    assert (
+        condition_engine(None, {}, {**rollout, "calibrated": False}, "sft", calibration).type_bias
+        == {}
+    )
+    with pytest.raises(ValueError, match="sft_action_calibration is empty"):
+        condition_engine(None, {}, rollout, "sft", {})

@@ -35,8 +35,11 @@ from persona_shoppers.alignment.cases import (
 from persona_shoppers.alignment.instructions import instruction_tasks, task_success
 from persona_shoppers.alignment.metrics import (
     Metrics,
+    counterpart_rates,
+    funnel_metrics,
     held_out_human_sessions,
     merge_metric_families,
+    population_sessions,
     query_generation_metrics,
     session_metrics,
 )
@@ -389,13 +392,19 @@ def measure_sessions(
     seed: int,
     bootstrap_draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
-    """Session-generation metrics against a sample of the simulated shops' human sessions."""
+    """Session-generation metrics against a sample of the simulated shops' human sessions, and
+    the funnel against the humans the same agents stand for."""
     human = held_out_human_sessions(
         enriched_sessions, simulated_sessions, session["human_sessions"], seed
     )
-    return session_metrics(
+    metrics, detail = session_metrics(
         human, simulated_sessions, population, session["max_count"], seed, bootstrap_draws
     )
+    agents = population_sessions(simulated_sessions, population)
+    agents = agents[agents["condition"] == agents["condition"].iloc[0]]
+    rates = counterpart_rates(enriched_sessions, agents)
+    metrics |= funnel_metrics(simulated_sessions, rates, population, seed, bootstrap_draws)
+    return metrics, detail
 
 
 def merge_alignment_metrics(

@@ -20,6 +20,7 @@ from persona_shoppers.agent.evaluation import (
     evaluate_agent,
     evaluation_settings,
     evaluation_setup,
+    fit_agent_calibration,
 )
 from persona_shoppers.datasets import ModelAndTokenizer
 from persona_shoppers.llm import build_llm
@@ -90,9 +91,17 @@ def add_persona_tokens_to_model(
     return ModelAndTokenizer(base, tokenizer)
 
 
+def _training_rows(
+    traces: pd.DataFrame, stage: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A stage's drawn training steps and its query-only search steps."""
+    train = sample_split(traces, "train", stage.get("max_examples"), seed, stage.get("stratify_by"))
+    return train, query_steps(traces, train.index, stage.get("query_examples") or 0, seed)
+
+
 def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Conversations, ...]:
     stratify_by = stage.get("stratify_by")
-    train = sample_split(traces, "train", stage.get("max_examples"), seed, stratify_by)
+    train, extra = _training_rows(traces, stage, seed)
     val = sample_split(traces, "validation", stage.get("max_val_examples"), seed)
     shares = (
         f" (by {stratify_by}: {train[stratify_by].value_counts().to_dict()})" if stratify_by else ""
@@ -105,7 +114,6 @@ def _sample(traces: pd.DataFrame, stage: dict[str, Any], seed: int) -> tuple[Con
         len(val),
         int((traces["split"] == "validation").sum()),
     )
-    extra = query_steps(traces, train.index, stage.get("query_examples") or 0, seed)
     if len(extra):
         logger.info("and %d training search steps trained on their query only", len(extra))
     return conversations(train) + [query_only(c) for c in conversations(extra)], conversations(val)
@@ -211,10 +219,46 @@ def train_single_stage(
     )
 
 
+def calibrate_sft_agent(
+    sft_traces_stage2: pd.DataFrame,
+    sft_model: ModelAndTokenizer,
+    stage2: dict[str, Any],
+    calibration: dict[str, Any],
+    seed: int,
+    llm_params: dict[str, Any],
+) -> dict[str, Any]:
+    """The two-stage model's action-type calibration per kind of page (docs/sft.md,
+    "Calibration"): fitted on ``calibration.examples`` training steps that stage 2 did not
+    train on (an equal share per kind of page), to the next-action frequencies of every
+    training step."""
+    train, extra = _training_rows(sft_traces_stage2, stage2, seed)
+    training = sft_traces_stage2[sft_traces_stage2["split"] == "train"]
+    unseen = training.drop(index=train.index.union(extra.index))
+    steps = sample_split(unseen, "train", calibration["examples"], calibration["seed"], "page")
+    if steps.empty:
+        raise ValueError("calibrate_sft_agent: no training step of sft_traces_stage2 is left")
+    llm = build_llm({**llm_params, "model": str(sft_model.folder), "cache": False})
+    report = fit_agent_calibration(llm, steps, training, calibration["max_bias"])
+    for page, after in report["mean_after"].items():
+        logger.info(
+            "calibration, %s pages (%d steps): %s",
+            page,
+            report["steps_by_page"][page],
+            ", ".join(
+                f"{t} {report['mean_before'][page][t]:.3f}->{p:.3f} "
+                f"(buyers {report['targets'][page].get(t, 0.0):.3f})"
+                for t, p in after.items()
+                if p >= 0.01 or report["targets"][page].get(t)
+            ),
+        )
+    return report
+
+
 def evaluate_sft(
     sft_traces_stage2: pd.DataFrame,
     sft_model: ModelAndTokenizer,
     sft_model_single_stage: ModelAndTokenizer,
+    sft_action_calibration: dict[str, Any],
     evaluation: dict[str, Any],
     model: str | None,
     hf_cache_dir: str | None,
@@ -223,7 +267,8 @@ def evaluate_sft(
     """The agent before and after SFT on held-out trace steps (``split == "validation"``):
     the zero-shot base model, the two-stage model and the single-stage ablation, each on the
     first ``evaluation.examples[<model>]`` steps of one seeded draw (docs/sft.md, "Evaluation
-    before and after SFT"). Returns the report and its MLflow metrics."""
+    before and after SFT"); the two-stage model's figures also calibrated. Returns the report
+    and its MLflow metrics."""
     sizes = evaluation["examples"]
     models = {
         "zero_shot": _base_model_folder(model, hf_cache_dir, llm_params),
@@ -244,8 +289,15 @@ def evaluate_sft(
         bar.set_postfix_str(name)
         logger.info("SFT evaluation of the %s model (%s) on %d steps", name, folder, sizes[name])
         llm = build_llm({**llm_params, "model": str(folder), "cache": False})
+        bias = sft_action_calibration["type_bias"] if name == "two_stage" else None
         report[name], scores = evaluate_agent(
-            llm, draw.iloc[: sizes[name]], tokens, modes, queries=queries, **settings
+            llm,
+            draw.iloc[: sizes[name]],
+            tokens,
+            modes,
+            queries=queries,
+            type_bias=bias,
+            **settings,
         )
         correct[name] = (scores["predicted"] == scores["action"]).to_numpy()
         logger.info("SFT evaluation, %s: %s", name, _headline(report[name]))

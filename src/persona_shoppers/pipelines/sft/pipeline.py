@@ -6,6 +6,7 @@ from kedro.pipeline import Pipeline, node
 from .nodes import (
     TRAINING_SETTINGS,
     add_persona_tokens_to_model,
+    calibrate_sft_agent,
     evaluate_sft,
     train_single_stage,
     train_stage1,
@@ -68,11 +69,25 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="train_sft_single_stage",
             ),
             node(
+                calibrate_sft_agent,
+                [
+                    "sft_traces_stage2",
+                    "sft_model",
+                    "params:sft.stage2",
+                    "params:sft.calibration",
+                    "params:sft.seed",
+                    "params:llm",
+                ],
+                "sft_action_calibration",
+                name="calibrate_sft_agent",
+            ),
+            node(
                 evaluate_sft,
                 [
                     "sft_traces_stage2",
                     "sft_model",
                     "sft_model_single_stage",
+                    "sft_action_calibration",
                     "params:sft.evaluation",
                     "params:sft.model",
                     "params:sft.hf_cache_dir",

@@ -100,7 +100,21 @@ def build_simulation_agents(
     return agents
 
 
-def _engine(llm: Any, stores: dict[str, Store], rollout: dict[str, Any]) -> RolloutEngine:
+def condition_engine(
+    llm: Any,
+    stores: dict[str, Store],
+    rollout: dict[str, Any],
+    model: str,
+    sft_action_calibration: dict[str, Any] | None,
+) -> RolloutEngine:
+    """The rollout engine of the conditions on ``model``: the two-stage SFT model's agents act
+    calibrated where ``rollout.calibrated`` is true (docs/sft.md, "Calibration")."""
+    calibrated = model == "sft" and rollout.get("calibrated", False)
+    if calibrated and not sft_action_calibration:
+        raise ValueError(
+            "simulation.rollout.calibrated is true but sft_action_calibration is empty: run "
+            "the sft pipeline's calibrate_sft_agent node or set calibrated: false"
+        )
     return RolloutEngine(
         llm,
         stores,
@@ -111,6 +125,7 @@ def _engine(llm: Any, stores: dict[str, Store], rollout: dict[str, Any]) -> Roll
         lockstep=rollout["lockstep"],
         max_query_tokens=rollout["max_query_tokens"],
         max_progress=rollout["max_progress_steps"],
+        type_bias=sft_action_calibration["type_bias"] if calibrated else None,
     )
 
 
@@ -194,6 +209,7 @@ def simulate_conditions(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
     sft_model_single_stage: Any,
+    sft_action_calibration: dict[str, Any],
     storefronts: dict[str, Store],
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
@@ -215,8 +231,12 @@ def simulate_conditions(
     tables = [
         _rollout(
             arms,
-            _engine(
-                condition_llm(model, models, llm_params, cache=llm_cache), storefronts, rollout
+            condition_engine(
+                condition_llm(model, models, llm_params, cache=llm_cache),
+                storefronts,
+                rollout,
+                model,
+                sft_action_calibration,
             ),
             raw_products,
             raw_collections,
@@ -291,6 +311,7 @@ def _reference_effects(
 def run_ab_tests(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
+    sft_action_calibration: dict[str, Any],
     storefronts: dict[str, Store],
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
@@ -330,7 +351,7 @@ def run_ab_tests(
     llm = condition_llm(spec["model"], {"sft": sft_model}, llm_params, cache=llm_cache)
     sessions = _rollout(
         [Arm(condition, spec, agents, name) for name in variants],
-        _engine(llm, stores, rollout),
+        condition_engine(llm, stores, rollout, spec["model"], sft_action_calibration),
         raw_products,
         raw_collections,
     )

@@ -28,6 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "simulation_agents",
                     "sft_model",
                     "sft_model_single_stage",
+                    "sft_action_calibration",
                     "storefronts",
                     "raw_products",
                     "raw_collections",
@@ -44,6 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "simulation_agents",
                     "sft_model",
+                    "sft_action_calibration",
                     "storefronts",
                     "raw_products",
                     "raw_collections",

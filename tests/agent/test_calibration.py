@@ -1,0 +1,69 @@
+"""Action-type calibration per kind of page: hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from persona_shoppers.agent.calibration import (
+    calibrate,
+    calibrate_by_page,
+    fit_type_bias,
+    type_frequencies,
+)
+
+TYPES = ["view", "add_to_cart", "end"]
+
+
+def test_calibrate_multiplies_by_exp_bias_and_renormalises():
+    # (0.5, 0.25, 0.25) times (1, e^ln2, 1) = (0.5, 0.5, 0.25) / 1.25
+    out = calibrate(np.array([[0.5, 0.25, 0.25]]), np.array([0.0, math.log(2), 0.0]))
+    np.testing.assert_allclose(out, [[0.4, 0.4, 0.2]])
+
+
+def test_fit_matches_the_target_means_per_page():
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.7, 0.1, 0.2], [0.2, 0.3, 0.5]])
+    pages = ["product", "product", "product", "cart"]
+    targets = {"product": {"view": 0.5, "add_to_cart": 0.3, "end": 0.2}, "cart": {"end": 1.0}}
+    bias = fit_type_bias(probs, pages, targets, TYPES)
+    product = calibrate(probs[:3], [bias["product"][t] for t in TYPES]).mean(axis=0)
+    np.testing.assert_allclose(product, [0.5, 0.3, 0.2], atol=1e-4)
+    # A type the buyers never take on a page is pushed to the clip, not to -inf (the biases
+    # are centred on the types buyers take).
+    assert bias["cart"] == {"view": -5.0, "add_to_cart": -5.0, "end": 0.0}
+
+
+def test_one_step_of_one_page_has_the_closed_form_bias():
+    # One row: the bias is log(target / prob) up to a shift.
+    bias = fit_type_bias(
+        np.array([[0.5, 0.25, 0.25]]),
+        ["p"],
+        {"p": {"view": 0.25, "add_to_cart": 0.5, "end": 0.25}},
+        TYPES,
+    )["p"]
+    assert bias["add_to_cart"] - bias["view"] == pytest.approx(math.log(4), abs=1e-5)
+    assert bias["end"] - bias["view"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_pages_without_a_bias_or_without_steps_are_left_alone():
+    probs = np.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]])
+    bias = {"product": {"add_to_cart": math.log(2)}, "checkout": {"end": 1.0}}
+    out = calibrate_by_page(probs, ["product", "home"], TYPES, bias)
+    np.testing.assert_allclose(out, [[0.4, 0.4, 0.2], [0.2, 0.3, 0.5]])
+    assert set(fit_type_bias(probs, ["a", "b"], {"a": {"end": 1.0}}, TYPES)) == {"a"}
+
+
+def test_type_frequencies_per_page():
+    freq = type_frequencies(
+        ["p", "p", "p", "p", "c"], ["view", "view", "add_to_cart", "end", "end"]
+    )
+    assert freq == {"c": {"end": 1.0}, "p": {"add_to_cart": 0.25, "end": 0.25, "view": 0.5}}
+
+
+def test_bad_shapes_and_empty_targets_are_errors():
+    with pytest.raises(ValueError, match="2 steps and 3 types"):
+        fit_type_bias(np.ones((3, 3)) / 3, ["p", "p"], {"p": {"end": 1.0}}, TYPES)
+    with pytest.raises(ValueError, match="all zero"):
+        fit_type_bias(np.ones((1, 3)) / 3, ["p"], {"p": {"end": 0.0}}, TYPES)
