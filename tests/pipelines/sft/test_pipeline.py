@@ -4,6 +4,7 @@ SequentialRunner on an in-memory catalog."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -189,3 +190,14 @@ def test_calibration_is_fitted_on_training_steps_stage2_did_not_train_on(
     steps = scored[0]
     assert set(steps.index) <= set(training.index) - set(drawn.index) - set(extra.index)
     assert steps["page"].value_counts().to_dict() == {"product": 4, "search": 4}  # even shares
+
+
+def test_paper_scale_fits_no_calibration_and_its_agents_use_none():
+    sft, simulation = conf_params("sft", "paper"), conf_params("simulation", "paper")
+    assert sft["stage2"]["max_examples"] is None and sft["calibration"]["examples"] == 0
+    assert simulation["rollout"]["calibrated"] is False
+    model = SimpleNamespace(folder="never loaded")
+    report = calibrate_sft_agent(
+        synthetic_traces(), model, sft["stage2"], sft["calibration"], sft["seed"], {}
+    )
+    assert report == {"type_bias": {}, "steps": 0}

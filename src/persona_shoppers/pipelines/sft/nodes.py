@@ -230,13 +230,21 @@ def calibrate_sft_agent(
     """The two-stage model's action-type calibration per kind of page (docs/sft.md,
     "Calibration"): fitted on ``calibration.examples`` training steps that stage 2 did not
     train on (an equal share per kind of page), to the next-action frequencies of every
-    training step."""
+    training step. ``examples: 0`` fits none (an empty ``type_bias``), e.g. where stage 2
+    trains on every training step."""
+    if not calibration["examples"]:
+        logger.info("calibration: sft.calibration.examples is 0, the agent is not calibrated")
+        return {"type_bias": {}, "steps": 0}
     train, extra = _training_rows(sft_traces_stage2, stage2, seed)
     training = sft_traces_stage2[sft_traces_stage2["split"] == "train"]
     unseen = training.drop(index=train.index.union(extra.index))
     steps = sample_split(unseen, "train", calibration["examples"], calibration["seed"], "page")
     if steps.empty:
-        raise ValueError("calibrate_sft_agent: no training step of sft_traces_stage2 is left")
+        raise ValueError(
+            "calibrate_sft_agent: stage 2 trains on every training step of sft_traces_stage2, "
+            "none is left to fit the calibration on; lower sft.stage2.max_examples or set "
+            "sft.calibration.examples: 0 and simulation.rollout.calibrated: false"
+        )
     llm = build_llm({**llm_params, "model": str(sft_model.folder), "cache": False})
     report = fit_agent_calibration(llm, steps, training, calibration["max_bias"])
     for page, after in report["mean_after"].items():
