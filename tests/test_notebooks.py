@@ -120,7 +120,7 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
             "text_personas": MemoryDataset(_text_personas(assignments)),
             "sft_model": MemoryDataset(model),
             "sft_model_single_stage": MemoryDataset(model),
-            "sft_action_calibration": MemoryDataset({"type_bias": {}}),
+            "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
             "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),

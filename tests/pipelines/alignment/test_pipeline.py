@@ -100,7 +100,7 @@ def run(tiny_model_dir: Path):
             "text_personas": MemoryDataset(text_personas(assignments, 30)),
             "sft_model": model,
             "sft_model_single_stage": model,
-            "sft_action_calibration": MemoryDataset({"type_bias": {}}),
+            "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
             "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),

@@ -196,5 +196,6 @@ def test_only_the_sft_model_s_agents_are_calibrated():
         condition_engine(None, {}, {**rollout, "calibrated": False}, "sft", calibration).type_bias
         == {}
     )
-    with pytest.raises(ValueError, match="sft_action_calibration is empty"):
-        condition_engine(None, {}, rollout, "sft", {})
+    for empty in ({}, {"type_bias": {}, "steps": 0}):
+        with pytest.raises(ValueError, match="sft_action_calibration has no type_bias"):
+            condition_engine(None, {}, rollout, "sft", empty)

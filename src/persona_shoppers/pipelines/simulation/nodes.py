@@ -110,10 +110,11 @@ def condition_engine(
     """The rollout engine of the conditions on ``model``: the two-stage SFT model's agents act
     calibrated where ``rollout.calibrated`` is true (docs/sft.md, "Calibration")."""
     calibrated = model == "sft" and rollout.get("calibrated", False)
-    if calibrated and not sft_action_calibration:
+    if calibrated and not (sft_action_calibration or {}).get("type_bias"):
         raise ValueError(
-            "simulation.rollout.calibrated is true but sft_action_calibration is empty: run "
-            "the sft pipeline's calibrate_sft_agent node or set calibrated: false"
+            "simulation.rollout.calibrated is true but sft_action_calibration has no type_bias "
+            "(sft.calibration.examples 0, or the calibrate_sft_agent node not run): fit one or "
+            "set simulation.rollout.calibrated: false"
         )
     return RolloutEngine(
         llm,
