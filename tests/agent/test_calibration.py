@@ -9,7 +9,8 @@ import pytest
 
 from persona_shoppers.agent.calibration import (
     calibrate,
-    calibrate_by_page,
+    calibrate_by_context,
+    calibration_context,
     fit_type_bias,
     type_frequencies,
 )
@@ -50,7 +51,7 @@ def test_one_step_of_one_page_has_the_closed_form_bias():
 def test_pages_without_a_bias_or_without_steps_are_left_alone():
     probs = np.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]])
     bias = {"product": {"add_to_cart": math.log(2)}, "checkout": {"end": 1.0}}
-    out = calibrate_by_page(probs, ["product", "home"], TYPES, bias)
+    out = calibrate_by_context(probs, ["product", "home"], TYPES, bias)
     np.testing.assert_allclose(out, [[0.4, 0.4, 0.2], [0.2, 0.3, 0.5]])
     assert set(fit_type_bias(probs, ["a", "b"], {"a": {"end": 1.0}}, TYPES)) == {"a"}
 
@@ -67,3 +68,8 @@ def test_bad_shapes_and_empty_targets_are_errors():
         fit_type_bias(np.ones((3, 3)) / 3, ["p", "p"], {"p": {"end": 1.0}}, TYPES)
     with pytest.raises(ValueError, match="all zero"):
         fit_type_bias(np.ones((1, 3)) / 3, ["p"], {"p": {"end": 0.0}}, TYPES)
+
+
+def test_the_context_is_the_page_and_the_cart_state():
+    assert calibration_context("product", cart_empty=True) == "product|empty"
+    assert calibration_context("product", cart_empty=False) == "product|items"

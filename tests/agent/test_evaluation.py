@@ -17,6 +17,7 @@ from persona_shoppers.agent.evaluation import (
     page_modes,
     query_scores,
     search_targets,
+    step_contexts,
     summarize_actions,
     with_token,
 )
@@ -230,3 +231,16 @@ def test_query_scores_by_hand():
         "n": 1,
     }
     assert report["category_as_query"]["cosine"] == 0.5  # "shoes" vs "red shoes" and "socks"
+
+
+def test_step_contexts_read_the_page_s_cart_line():
+    steps = pd.DataFrame(
+        {
+            "page": ["product", "cart"],
+            "messages": [
+                chat(SYSTEM_PROMPT, user_turn("do view", "[product]\nCart: empty"), "{}"),
+                chat(SYSTEM_PROMPT, user_turn("do view", "[cart]\nCart: 1 item(s), $9.00"), "{}"),
+            ],
+        }
+    )
+    assert step_contexts(steps) == ["product|empty", "cart|items"]

@@ -225,18 +225,18 @@ def test_a_page_bias_reweights_the_types_before_the_arguments():
 
 
 def test_the_engine_applies_the_bias_of_the_agent_s_page(llm, stores):
-    # A start page whose bias makes `end` certain: every agent leaves at once; a bias on
-    # another kind of page changes nothing there.
+    # A start page (empty cart) whose bias makes `end` certain: every agent leaves at once; a
+    # bias on the same page with items in the cart changes nothing there.
     specs = _specs(4)
     plain = _sessions(
         RolloutEngine(llm, stores, max_steps=4, decoding="greedy").run(specs, progress=False)
     )
     assert any(actions != ['{"action": "end"}'] for _, actions, _, _ in plain)
     home = RolloutEngine(
-        llm, stores, max_steps=4, decoding="greedy", type_bias={"home": {"end": 50.0}}
+        llm, stores, max_steps=4, decoding="greedy", type_bias={"home|empty": {"end": 50.0}}
     )
     assert [r.actions for r in home.run(specs, progress=False)] == [['{"action": "end"}']] * 4
     other = RolloutEngine(
-        llm, stores, max_steps=4, decoding="greedy", type_bias={"cart": {"end": 50.0}}
+        llm, stores, max_steps=4, decoding="greedy", type_bias={"home|items": {"end": 50.0}}
     )
     assert _sessions(other.run(specs, progress=False)) == plain

@@ -1,10 +1,11 @@
-"""Action-type calibration of a fine-tuned agent per kind of page.
+"""Action-type calibration of a fine-tuned agent per kind of page and cart state.
 
 A small model fine-tuned on a few hundred steps learns where the funnel is decided (checkout
 -> purchase) but stays far below the buyers on frequent, weakly signalled choices (adding to
-cart on a product page). Calibration adds one log-bias per (kind of page, action type) so
-that, on steps the model did not train on, its mean probability of each type on each kind of
-page equals the buyers' frequency there: prior correction of a classifier's intercepts
+cart on a product page). Calibration adds one log-bias per (context, action type), a context
+being the kind of page and whether the cart is empty (which decides whether checking out is
+possible), so that, on steps the model did not train on, its mean probability of each type in
+each context equals the buyers' frequency there: prior correction of a classifier's intercepts
 (Saerens et al. 2002; Zhao et al. 2021 for language models). Everything that varies between
 steps, personas and goals still comes from the model. See docs/sft.md, "Calibration".
 """
@@ -15,7 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-TypeBias = Mapping[str, Mapping[str, float]]  # page kind -> action type -> log-bias
+TypeBias = Mapping[str, Mapping[str, float]]  # context -> action type -> log-bias
+
+
+def calibration_context(page: str, cart_empty: bool) -> str:
+    """The context a bias applies to: ``product|empty``, ``cart|items``, ..."""
+    return f"{page}|{'empty' if cart_empty else 'items'}"
 
 
 def fit_type_bias(
@@ -27,13 +33,14 @@ def fit_type_bias(
     iterations: int = 500,
     tolerance: float = 1e-6,
 ) -> dict[str, dict[str, float]]:
-    """Log-biases per kind of page that make the mean calibrated probability of each type over
-    that page's rows equal ``targets[page][type]`` (iterative proportional fitting).
+    """Log-biases per context (:func:`calibration_context`) that make the mean calibrated
+    probability of each type over that context's rows equal ``targets[context][type]``
+    (iterative proportional fitting).
 
     Args:
         probs: (steps, types) model probabilities of each of ``types``.
-        pages: the kind of page of each step.
-        targets: per kind of page, the frequency of each type (missing types: 0).
+        pages: the context of each step.
+        targets: per context, the frequency of each type (missing types: 0).
         types: the columns of ``probs``.
         max_bias: the bias is clipped to [-max_bias, max_bias]: a type the buyers never take
             on a page is made rare, not impossible.
@@ -71,14 +78,14 @@ def calibrate(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return weighted / weighted.sum(axis=1, keepdims=True)
 
 
-def calibrate_by_page(
-    probs: np.ndarray, pages: Sequence[str], types: Sequence[str], type_bias: TypeBias
+def calibrate_by_context(
+    probs: np.ndarray, contexts: Sequence[str], types: Sequence[str], type_bias: TypeBias
 ) -> np.ndarray:
-    """:func:`calibrate` with each row's kind-of-page bias (pages without one: unchanged)."""
+    """:func:`calibrate` with each row's context bias (contexts without one: unchanged)."""
     out = np.asarray(probs, dtype=float).copy()
-    pages = np.asarray(pages)
-    for page, bias in type_bias.items():
-        rows = pages == page
+    contexts = np.asarray(contexts)
+    for context, bias in type_bias.items():
+        rows = contexts == context
         if rows.any():
             out[rows] = calibrate(out[rows], page_bias(bias, types))
     return out
@@ -90,7 +97,7 @@ def page_bias(bias: Mapping[str, float] | None, types: Sequence[str]) -> np.ndar
 
 
 def type_frequencies(pages: Sequence[str], actions: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per kind of page, the share of steps whose next action is each type."""
+    """Per context (or kind of page), the share of steps whose next action is each type."""
     pages, actions = np.asarray(pages), np.asarray(actions)
     out = {}
     for page in sorted(set(pages.tolist())):

@@ -24,8 +24,14 @@ from ..metrics.distributions import kl_divergence
 from ..metrics.intervals import mean_interval
 from ..metrics.text import rowwise_cosine
 from ..personas.token_format import PERSONA_PATTERN, persona_token
-from ..storefront import ACTION_TYPES, Action, InvalidAction, listed_title
-from .calibration import TypeBias, calibrate_by_page, fit_type_bias, type_frequencies
+from ..storefront import ACTION_TYPES, EMPTY_CART_LINE, Action, InvalidAction, listed_title
+from .calibration import (
+    TypeBias,
+    calibrate_by_context,
+    calibration_context,
+    fit_type_bias,
+    type_frequencies,
+)
 from .rollout import type_text, write_queries
 
 TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
@@ -96,41 +102,50 @@ def _answer(messages: list[dict[str, str]]) -> dict[str, Any]:
 def action_scores(llm: LLM, steps: pd.DataFrame) -> pd.DataFrame:
     """Per step: the model's probability of each action type (``p_<type>``), its greedy type
     (``predicted``) and the buyer's (``action``), with the step's page and stratum."""
-    return _scores(action_type_distributions(llm, step_prompts(steps)), steps)
+    probs = action_type_distributions(llm, step_prompts(steps))
+    return _scores(probs, steps.assign(context=step_contexts(steps)))
 
 
 def calibrated_scores(scores: pd.DataFrame, type_bias: TypeBias) -> pd.DataFrame:
-    """:func:`action_scores` with each page's calibration applied (:mod:`.calibration`)."""
+    """:func:`action_scores` with each context's calibration applied (:mod:`.calibration`)."""
     columns = [f"p_{t}" for t in ACTION_TYPES]
-    probs = calibrate_by_page(scores[columns].to_numpy(), scores["page"], ACTION_TYPES, type_bias)
+    probs = calibrate_by_context(
+        scores[columns].to_numpy(), scores["context"], ACTION_TYPES, type_bias
+    )
     return _scores(probs, scores)
+
+
+def step_contexts(steps: pd.DataFrame) -> list[str]:
+    """Each trace step's calibration context: its kind of page and whether the prompt's page
+    says the cart is empty."""
+    return [
+        calibration_context(page, EMPTY_CART_LINE in messages[1]["content"])
+        for page, messages in zip(steps["page"], steps["messages"], strict=True)
+    ]
 
 
 def fit_agent_calibration(
     llm: LLM, steps: pd.DataFrame, targets: pd.DataFrame, max_bias: float
 ) -> dict[str, Any]:
     """The calibration of ``llm`` (:func:`.calibration.fit_type_bias`) fitted on its scores of
-    ``steps`` to the next-action frequencies per kind of page of ``targets`` (trace rows).
-    Returns ``type_bias`` with what it was fitted on and the mean probabilities per page
-    before and after."""
+    ``steps`` to the next-action frequencies per context of ``targets`` (trace rows). Returns
+    ``type_bias`` with what it was fitted on and the mean probabilities per context before and
+    after."""
     scores = action_scores(llm, steps)
     columns = [f"p_{t}" for t in ACTION_TYPES]
-    frequencies = type_frequencies(targets["page"], targets["action"])
-    bias = fit_type_bias(
-        scores[columns].to_numpy(), scores["page"], frequencies, ACTION_TYPES, max_bias
-    )
+    frequencies = type_frequencies(step_contexts(targets), targets["action"])
+    probs = scores[columns].to_numpy()
+    bias = fit_type_bias(probs, scores["context"], frequencies, ACTION_TYPES, max_bias)
     after = calibrated_scores(scores, bias)
 
     def means(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-        grouped = table.groupby("page")[columns].mean()
-        return {page: {c[2:]: float(v) for c, v in row.items()} for page, row in grouped.iterrows()}
+        grouped = table.groupby("context")[columns].mean()
+        return {c: {k[2:]: float(v) for k, v in row.items()} for c, row in grouped.iterrows()}
 
     return {
         "type_bias": bias,
         "steps": int(len(steps)),
-        "steps_by_page": {
-            str(k): int(v) for k, v in steps["page"].value_counts().sort_index().items()
-        },
+        "steps_by_context": scores["context"].value_counts().sort_index().to_dict(),
         "target_steps": int(len(targets)),
         "targets": frequencies,
         "mean_before": means(scores),
@@ -141,7 +156,7 @@ def fit_agent_calibration(
 def _scores(probs: np.ndarray, steps: pd.DataFrame) -> pd.DataFrame:
     scores = pd.DataFrame(probs, columns=[f"p_{t}" for t in ACTION_TYPES], index=steps.index)
     scores["predicted"] = np.array(ACTION_TYPES)[probs.argmax(axis=1)]
-    for column in ("action", "page", "stratum"):
+    for column in ("action", "page", "stratum", "context"):
         scores[column] = steps[column].to_numpy() if column in steps else None
     return scores
 

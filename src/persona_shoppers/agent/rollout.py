@@ -24,7 +24,7 @@ from ..llm.base import LLM
 from ..storefront import Action, Store
 from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
-from .calibration import TypeBias, page_bias
+from .calibration import TypeBias, calibration_context, page_bias
 from .prompts import SYSTEM_PROMPT, chat, user_turn
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def action_logprobs(
     """Log-probabilities of search and of each of ``options`` (in that order) from the
     log-likelihoods of :func:`choice_texts`'s texts: log P(type | valid types) plus
     log P(argument | type, valid arguments). ``type_bias``: log-biases added to the types
-    (the page's calibration, :mod:`.calibration`)."""
+    (the context's calibration, :mod:`.calibration`)."""
     values = np.asarray(logprobs, dtype=float).copy()
     values[: len(types)] += page_bias(type_bias, types)
     by_type = dict(zip(types, _log_softmax(values[: len(types)]), strict=True))
@@ -209,8 +209,9 @@ class RolloutEngine:
         lockstep: agents per LLM call; 1 runs one agent at a time (the reference behaviour).
         max_query_tokens: tokens a search query may take.
         max_progress: progress-log entries in the prompt.
-        type_bias: per kind of page, log-biases of the action types (the SFT model's
-            calibration, :func:`.calibration.fit_type_bias`; None: the model's own).
+        type_bias: per context (kind of page and cart state), log-biases of the action types
+            (the SFT model's calibration, :func:`.calibration.fit_type_bias`; None: the
+            model's own).
         start_time: the first event's timestamp (events are 20 s apart).
     """
 
@@ -321,7 +322,7 @@ class RolloutEngine:
     def _decide(self, agents, prompts, options, texts) -> None:
         choices = self.llm.choose(prompts, [scored for _, scored in texts])
         logprobs = [
-            action_logprobs(opts, types, c.logprobs, self.type_bias.get(a.visit.page.kind))
+            action_logprobs(opts, types, c.logprobs, self.type_bias.get(_context(a.visit)))
             for a, opts, (types, _), c in zip(agents, options, texts, choices, strict=True)
         ]
         picks = [self._pick(a, lp) for a, lp in zip(agents, logprobs, strict=True)]
@@ -378,6 +379,10 @@ def _fit_query(text: str) -> str:
         return query
     cut = query[:MAX_QUERY_CHARS]
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut).strip()
+
+
+def _context(visit) -> str:
+    return calibration_context(visit.page.kind, not visit.cart)
 
 
 def _store_key(spec: AgentSpec) -> str:

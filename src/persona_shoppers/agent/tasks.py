@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..llm.base import LLM, prefilled
-from ..storefront import Action, Store
+from ..storefront import EMPTY_CART_LINE, Action, Store
 from .prompts import SYSTEM_PROMPT, chat, user_turn
 from .rollout import SEARCH_PREFIX, candidate_text
 
@@ -59,7 +59,7 @@ def generate_queries(
 def options_page(store: Store, product_ids: Sequence[str]) -> str:
     """A listing page of the given products (display ids, titles, prices, ratings)."""
     lines = [store.listing_line(p) for p in product_ids]
-    return "\n".join([f"[products] {len(lines)} products shown", *lines, "Cart: empty"])
+    return "\n".join([f"[products] {len(lines)} products shown", *lines, EMPTY_CART_LINE])
 
 
 def select_items(

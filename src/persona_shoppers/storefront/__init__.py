@@ -4,6 +4,7 @@ actions. See docs/storefront.md."""
 from .actions import ACTION_ARGUMENTS, ACTION_SCHEMA, ACTION_TYPES, Action, InvalidAction
 from .search import ProductSearch
 from .store import (
+    EMPTY_CART_LINE,
     Page,
     StepResult,
     Store,
@@ -18,6 +19,7 @@ __all__ = [
     "ACTION_ARGUMENTS",
     "ACTION_SCHEMA",
     "ACTION_TYPES",
+    "EMPTY_CART_LINE",
     "RANKINGS",
     "Action",
     "InvalidAction",

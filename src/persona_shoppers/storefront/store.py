@@ -20,6 +20,7 @@ from .actions import Action, InvalidAction
 from .search import ProductSearch
 from .variants import StoreVariant
 
+EMPTY_CART_LINE = "Cart: empty"  # the last line of every page while the cart is empty
 PRODUCT_COLUMNS = ("product_id", "title", "category", "brand", "price", "rating", "review_count")
 _TOKEN_PIECES = re.compile(r"\d|[A-Za-z]+|[^\sA-Za-z\d]")
 
@@ -330,7 +331,7 @@ class Store:
 
     def _cart_line(self, visit: Visit) -> str:
         if not visit.cart:
-            return "Cart: empty"
+            return EMPTY_CART_LINE
         total = sum(self.price(p) * q for p, q in visit.cart.items())
         return f"Cart: {sum(visit.cart.values())} item(s), ${total:.2f}"
 

@@ -21,6 +21,7 @@ from persona_shoppers.agent.evaluation import (
     evaluation_settings,
     evaluation_setup,
     fit_agent_calibration,
+    step_contexts,
 )
 from persona_shoppers.datasets import ModelAndTokenizer
 from persona_shoppers.llm import build_llm
@@ -227,9 +228,9 @@ def calibrate_sft_agent(
     seed: int,
     llm_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """The two-stage model's action-type calibration per kind of page (docs/sft.md,
-    "Calibration"): fitted on ``calibration.examples`` training steps that stage 2 did not
-    train on (an equal share per kind of page), to the next-action frequencies of every
+    """The two-stage model's action-type calibration per kind of page and cart state
+    (docs/sft.md, "Calibration"): fitted on ``calibration.examples`` training steps that stage
+    2 did not train on (an equal share per context), to the next-action frequencies of every
     training step. ``examples: 0`` fits none (an empty ``type_bias``), e.g. where stage 2
     trains on every training step."""
     if not calibration["examples"]:
@@ -238,7 +239,8 @@ def calibrate_sft_agent(
     train, extra = _training_rows(sft_traces_stage2, stage2, seed)
     training = sft_traces_stage2[sft_traces_stage2["split"] == "train"]
     unseen = training.drop(index=train.index.union(extra.index))
-    steps = sample_split(unseen, "train", calibration["examples"], calibration["seed"], "page")
+    unseen = unseen.assign(context=step_contexts(unseen))
+    steps = sample_split(unseen, "train", calibration["examples"], calibration["seed"], "context")
     if steps.empty:
         raise ValueError(
             "calibrate_sft_agent: stage 2 trains on every training step of sft_traces_stage2, "
@@ -247,16 +249,16 @@ def calibrate_sft_agent(
         )
     llm = build_llm({**llm_params, "model": str(sft_model.folder), "cache": False})
     report = fit_agent_calibration(llm, steps, training, calibration["max_bias"])
-    for page, after in report["mean_after"].items():
+    for context, after in report["mean_after"].items():
         logger.info(
-            "calibration, %s pages (%d steps): %s",
-            page,
-            report["steps_by_page"][page],
+            "calibration, %s (%d steps): %s",
+            context,
+            report["steps_by_context"][context],
             ", ".join(
-                f"{t} {report['mean_before'][page][t]:.3f}->{p:.3f} "
-                f"(buyers {report['targets'][page].get(t, 0.0):.3f})"
+                f"{t} {report['mean_before'][context][t]:.3f}->{p:.3f} "
+                f"(buyers {report['targets'][context].get(t, 0.0):.3f})"
                 for t, p in after.items()
-                if p >= 0.01 or report["targets"][page].get(t)
+                if p >= 0.01 or report["targets"][context].get(t)
             ),
         )
     return report
