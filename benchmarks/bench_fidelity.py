@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fidelity.py [--matched-per-shop 8] [--ab-per-shop 8]
         [--conditions base persona_token token_mismatch] [--uncalibrated] [--no-ab]
+        [--reuse base --reuse-from OLD.sessions.parquet]
         [--env base] [--out benchmarks/results/bench_fidelity.json]
 
 Reads the catalog datasets of a finished default run (``data/``: the personas, the text
@@ -13,6 +14,9 @@ personas, the SFT model and its calibration, the stores, the human sessions) and
 2. rolls out the chosen ``--conditions`` (from ``simulation.conditions``) on the matched
    agents with ``simulate_conditions``; ``--uncalibrated`` adds the persona-token agents
    without the calibration (``persona_token_uncalibrated``), on the same agents;
+   ``--reuse`` takes conditions' sessions from an earlier run's ``.sessions.parquet`` instead
+   (``--reuse-from``; refused unless they hold the same matched agents), e.g. the base
+   condition, which no change to the SFT model or its calibration touches;
 3. runs the A/B tests with ``run_ab_tests`` (unless ``--no-ab``);
 4. scores them with the alignment pipeline's functions: the funnel against the matched
    humans, session KL, ARA with correct minus all-mismatch, the A/B directions.
@@ -57,6 +61,20 @@ def _catalog(env: str):
     return context.catalog, context.params
 
 
+def _reused(conditions: list[str], path: str | None, agents: pd.DataFrame) -> pd.DataFrame:
+    """The sessions of ``conditions`` from an earlier run, if they are of the same agents."""
+    if path is None:
+        raise SystemExit("--reuse needs --reuse-from")
+    earlier = pd.read_parquet(path)
+    matched = set(agents.loc[agents["population"] == "matched", "agent_id"])
+    out = earlier[earlier["condition"].isin(conditions)]
+    for condition in conditions:
+        ids = set(out.loc[out["condition"] == condition, "agent_id"])
+        if ids != matched:
+            raise SystemExit(f"--reuse {condition}: {path} does not hold the same matched agents")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--matched-per-shop", type=int, default=8)
@@ -65,6 +83,8 @@ def main() -> None:
         "--conditions", nargs="+", default=["base", "persona_token", "token_mismatch"]
     )
     parser.add_argument("--uncalibrated", action="store_true")
+    parser.add_argument("--reuse", nargs="+", default=[], metavar="CONDITION")
+    parser.add_argument("--reuse-from", default=None, metavar="SESSIONS_PARQUET")
     parser.add_argument("--no-ab", action="store_true")
     parser.add_argument("--env", default="base")
     parser.add_argument("--out", default=str(RESULTS / "bench_fidelity.json"))
@@ -123,6 +143,8 @@ def main() -> None:
         )
         minutes[" + ".join(conditions)] = round((time.perf_counter() - started) / 60, 1)
         tables.append(sessions)
+    if args.reuse:
+        tables.append(_reused(args.reuse, args.reuse_from, agents))
     sessions = pd.concat(tables, ignore_index=True)
     enriched_sessions = load("enriched_sessions")
     population, seed, draws = "matched", alignment["seed"], alignment["bootstrap_draws"]
