@@ -26,7 +26,7 @@ def calibration_context(page: str, cart_empty: bool) -> str:
 
 def fit_type_bias(
     probs: np.ndarray,
-    pages: Sequence[str],
+    contexts: Sequence[str],
     targets: Mapping[str, Mapping[str, float]],
     types: Sequence[str],
     max_bias: float = 5.0,
@@ -39,36 +39,35 @@ def fit_type_bias(
 
     Args:
         probs: (steps, types) model probabilities of each of ``types``.
-        pages: the context of each step.
+        contexts: the context of each step.
         targets: per context, the frequency of each type (missing types: 0).
         types: the columns of ``probs``.
         max_bias: the bias is clipped to [-max_bias, max_bias]: a type the buyers never take
-            on a page is made rare, not impossible.
+            in a context is made rare, not impossible.
     """
     probs = np.asarray(probs, dtype=float)
-    pages = np.asarray(pages)
-    if probs.shape != (len(pages), len(types)):
+    contexts = np.asarray(contexts)
+    if probs.shape != (len(contexts), len(types)):
         raise ValueError(
-            f"fit_type_bias: probs {probs.shape} for {len(pages)} steps and {len(types)} types"
+            f"fit_type_bias: probs {probs.shape} for {len(contexts)} steps and {len(types)} types"
         )
     out = {}
-    for page in sorted(set(pages.tolist()) & set(targets)):
-        rows = probs[pages == page]
-        target = np.array([float(targets[page].get(t, 0.0)) for t in types])
+    for context in sorted(set(contexts.tolist()) & set(targets)):
+        rows = probs[contexts == context]
+        target = bias_vector(targets[context], types)
         if target.sum() <= 0:
-            raise ValueError(f"fit_type_bias: the targets of page {page!r} are all zero")
+            raise ValueError(f"fit_type_bias: the targets of context {context!r} are all zero")
         target = target / target.sum()
         bias = np.zeros(len(types))
         for _ in range(iterations):
             mean = calibrate(rows, bias).mean(axis=0)
-            step = np.log(np.maximum(target, 1e-12)) - np.log(np.maximum(mean, 1e-12))
-            new = bias + step
+            new = bias + np.log(np.maximum(target, 1e-12)) - np.log(np.maximum(mean, 1e-12))
             new = np.clip(new - new[target > 0].mean(), -max_bias, max_bias)  # a shift is free
-            if np.abs(new - bias).max() < tolerance:
-                bias = new
-                break
+            converged = np.abs(new - bias).max() < tolerance
             bias = new
-        out[str(page)] = {t: float(b) for t, b in zip(types, bias, strict=True)}
+            if converged:
+                break
+        out[str(context)] = {t: float(b) for t, b in zip(types, bias, strict=True)}
     return out
 
 
@@ -87,21 +86,25 @@ def calibrate_by_context(
     for context, bias in type_bias.items():
         rows = contexts == context
         if rows.any():
-            out[rows] = calibrate(out[rows], page_bias(bias, types))
+            out[rows] = calibrate(out[rows], bias_vector(bias, types))
     return out
 
 
-def page_bias(bias: Mapping[str, float] | None, types: Sequence[str]) -> np.ndarray:
-    """The log-biases of ``types`` (0 for a type without one)."""
-    return np.array([float((bias or {}).get(t, 0.0)) for t in types])
+def bias_vector(values: Mapping[str, float] | None, types: Sequence[str]) -> np.ndarray:
+    """The values of ``types`` in order (0 for a type without one)."""
+    return np.array([float((values or {}).get(t, 0.0)) for t in types])
 
 
-def type_frequencies(pages: Sequence[str], actions: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per context (or kind of page), the share of steps whose next action is each type."""
-    pages, actions = np.asarray(pages), np.asarray(actions)
+def type_frequencies(
+    contexts: Sequence[str], actions: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per context, the share of steps whose next action is each type."""
+    contexts, actions = np.asarray(contexts), np.asarray(actions)
     out = {}
-    for page in sorted(set(pages.tolist())):
-        taken = actions[pages == page]
+    for context in sorted(set(contexts.tolist())):
+        taken = actions[contexts == context]
         kinds, counts = np.unique(taken, return_counts=True)
-        out[str(page)] = {str(k): float(c / len(taken)) for k, c in zip(kinds, counts, strict=True)}
+        out[str(context)] = {
+            str(k): float(c / len(taken)) for k, c in zip(kinds, counts, strict=True)
+        }
     return out

@@ -24,7 +24,7 @@ from ..llm.base import LLM
 from ..storefront import Action, Store
 from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
-from .calibration import TypeBias, calibration_context, page_bias
+from .calibration import TypeBias, bias_vector, calibration_context
 from .prompts import SYSTEM_PROMPT, chat, user_turn
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def action_logprobs(
     log P(argument | type, valid arguments). ``type_bias``: log-biases added to the types
     (the context's calibration, :mod:`.calibration`)."""
     values = np.asarray(logprobs, dtype=float).copy()
-    values[: len(types)] += page_bias(type_bias, types)
+    values[: len(types)] += bias_vector(type_bias, types)
     by_type = dict(zip(types, _log_softmax(values[: len(types)]), strict=True))
     counts = Counter(o.type for o in options)
     arguments: dict[str, list[float]] = {}
