@@ -54,6 +54,7 @@ from .pipelines._kedro import (
     enriched_sample,
     param_datasets,
     storefronts,
+    text_personas,
     token_assignments,
 )
 
@@ -87,17 +88,6 @@ def _catalog(path: Path, names: list[str]) -> DataCatalog:
     return DataCatalog.from_config({name: rebase(entries[name]) for name in names})
 
 
-def _text_personas(assignments: pd.DataFrame) -> pd.DataFrame:
-    """text_personas of four held-out buyers, with the columns persona_mining writes."""
-    held_out = assignments[assignments["shop_role"] == "eval"].head(4)
-    return held_out[["shop_id", "buyer_id"]].assign(
-        status="ok",
-        profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(held_out),
-        preferences=[{"price_sensitivity": "high", "interests": ["Apparel > Skirts"]}]
-        * len(held_out),
-    )
-
-
 def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) -> dict:
     """The simulation pipeline on the small sample with the tiny model."""
     params = conf_params("simulation")
@@ -117,7 +107,7 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
             "shop_persona_distributions": MemoryDataset(shop_distributions(assignments, N_TOKENS)),
             "persona_assignments": MemoryDataset(assignments),
             "enriched_events": MemoryDataset(enriched["enriched_events"]),
-            "text_personas": MemoryDataset(_text_personas(assignments)),
+            "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(model),
             "sft_model_single_stage": MemoryDataset(model),
             "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),

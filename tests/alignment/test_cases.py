@@ -8,7 +8,10 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.alignment.cases import (
+    CUTOFF,
+    before_cutoff,
     item_selection_cases,
+    persona_cutoffs,
     query_generation_cases,
     rank_selection_cases,
     redact_history,
@@ -122,3 +125,44 @@ def test_instruction_tasks_end_at_the_deepest_funnel_action():
     assert "7) purchase" in task["goal"]
     assert task_success([{"event_type": "purchase"}], "purchase")
     assert not task_success([{"event_type": "checkout_start"}], "purchase")
+
+
+def test_persona_cutoffs_and_the_events_a_persona_may_use():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        # session 1: a search and a view of p1; session 2: buys p2; session 3: views p1, buys p3
+        ("b", "s1", 0, "search", None, "red boots"),
+        ("b", "s1", 10, "product_view", "p1", None),
+        ("b", "s2", 1000, "purchase", "p2", None),
+        ("b", "s3", 2000, "search", None, "red boots"),
+        ("b", "s3", 2010, "product_view", "p1", None),
+        ("b", "s3", 2020, "purchase", "p3", None),
+        # a buyer whose only session holds its test events: nothing before
+        ("c", "s4", 0, "purchase", "p2", None),
+    ]
+    events = pl.DataFrame(
+        [
+            {
+                "shop_id": "x",
+                "buyer_id": buyer,
+                "session_id": session,
+                "ts": t0 + timedelta(seconds=sec),
+                "event_type": kind,
+                "product_id": product,
+                "query": query,
+                "title": product,
+                "category": "Boots" if product else None,
+            }
+            for buyer, session, sec, kind, product, query in rows
+        ]
+    )
+    cutoffs = persona_cutoffs(events, window_s=60).to_pandas().set_index("buyer_id")
+    # the last purchase session and the last search+view session are both s3
+    assert cutoffs.loc["b", CUTOFF] == t0 + timedelta(seconds=2000)
+    assert cutoffs.loc["b", "events_before"] == 3
+    assert cutoffs.loc["c", "events_before"] == 0
+    buyers = cutoffs.reset_index()[["shop_id", "buyer_id", CUTOFF]]
+    allowed = before_cutoff(events, buyers.head(1)).to_pandas()
+    # p1 and "red boots" come back after the cutoff: only the purchase of p2 is left
+    assert allowed["event_type"].tolist() == ["purchase"]
+    assert allowed["product_id"].tolist() == ["p2"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 from kedro.io import MemoryDataset
 
 from persona_shoppers.storefront import Store
@@ -139,12 +140,32 @@ def token_assignments(buyers: pd.DataFrame, planted_truth: dict) -> pd.DataFrame
     )
 
 
-def text_personas(assignments: pd.DataFrame, n: int) -> pd.DataFrame:
-    """``text_personas`` of the first ``n`` held-out buyers, as persona_mining writes them."""
-    held_out = assignments[assignments["shop_role"] == "eval"].head(n)
-    return held_out[["shop_id", "buyer_id"]].assign(
+def text_personas(
+    assignments: pd.DataFrame,
+    n: int,
+    events: pl.DataFrame | None = None,
+    products: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """``text_personas`` of ``n`` held-out buyers, as persona_mining writes them (a fixed
+    persona each). With ``events`` and ``products``: the buyers, cutoffs and leakage-free
+    histories persona_mining's nodes choose; without: the first ``n``, no history."""
+    from persona_shoppers.pipelines.persona_mining.nodes import (
+        build_persona_inputs,
+        sample_persona_buyers,
+    )
+
+    if events is None:
+        held_out = assignments[assignments["shop_role"] == "eval"].head(n)
+        chosen = held_out[["shop_id", "buyer_id"]].assign(history="")
+    else:
+        window_s = conf_params("alignment")["cases"]["window_s"]
+        buyers = sample_persona_buyers(assignments, events, n, 0, window_s)
+        history = conf_params("data_enrichment")["history"]
+        inputs = build_persona_inputs(buyers, events, products, history, 100_000)
+        chosen = inputs[["shop_id", "buyer_id", "history_until", "history", "evidence"]]
+    return chosen.assign(
         status="ok",
-        profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(held_out),
+        profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(chosen),
         preferences=[{"price_sensitivity": "high", "interests": ["Apparel > Skirts"]}]
-        * len(held_out),
+        * len(chosen),
     )

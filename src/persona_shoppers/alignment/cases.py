@@ -10,6 +10,10 @@
 * Reference pairs: the same query-view pairs from other buyers of the same shops, the humans
   that the noise floors compare with the cases' humans.
 
+Leakage-free: a case buyer's persona is mined from the events before its *test cutoff*
+(:func:`persona_cutoffs`), and its cases
+come from events at or after it.
+
 Every function is deterministic for its seed and says how many candidates it skipped and why
 (``logger``), so a thin test set is never a silent one.
 """
@@ -29,9 +33,67 @@ logger = logging.getLogger(__name__)
 _KEYS = ["shop_id", "buyer_id"]
 
 
+CUTOFF = "history_until"  # the column of a buyer's test cutoff
+
+
+def _keys(buyers: pd.DataFrame) -> pl.DataFrame:
+    """(shop_id, buyer_id) of ``buyers`` and, where it has one, their cutoff (UTC)."""
+    buyers = buyers.drop_duplicates(_KEYS)
+    keys = pl.from_pandas(buyers[_KEYS])
+    if CUTOFF not in buyers:
+        return keys
+    cutoff = pd.to_datetime(buyers[CUTOFF], utc=True).dt.tz_convert(None).to_numpy()
+    return keys.with_columns(pl.Series(CUTOFF, cutoff).dt.replace_time_zone("UTC"))
+
+
 def _of_buyers(events: pl.DataFrame, buyers: pd.DataFrame) -> pl.DataFrame:
-    keys = pl.from_pandas(buyers[_KEYS].drop_duplicates())
-    return events.join(keys, on=_KEYS, how="semi").sort([*_KEYS, "session_id", "ts"])
+    """The buyers' events, only those at or after their cutoff where ``buyers`` has one."""
+    mine = events.join(_keys(buyers), on=_KEYS, how="inner")
+    if CUTOFF in buyers:
+        mine = mine.filter(pl.col("ts") >= pl.col(CUTOFF)).drop(CUTOFF)
+    return mine.sort([*_KEYS, "session_id", "ts"])
+
+
+def persona_cutoffs(events: pl.DataFrame, window_s: float) -> pl.DataFrame:
+    """Per buyer of ``events`` with a test event: ``history_until``, the earliest of the
+    starts of its last session with a purchase and of its last session whose first search is
+    followed by a view within ``window_s`` (so each kind of case it has stays after the
+    cutoff), and ``events_before``, how many of its events precede it (a persona needs some)."""
+    events = events.sort([*_KEYS, "session_id", "ts"])
+    starts = events.group_by([*_KEYS, "session_id"]).agg(pl.col("ts").min().alias(CUTOFF))
+    kinds = [
+        query_view_pairs(events, window_s).select(*_KEYS, "session_id"),
+        events.filter(pl.col("event_type") == "purchase").select(*_KEYS, "session_id").unique(),
+    ]
+    last = [
+        kind.join(starts, on=[*_KEYS, "session_id"]).group_by(_KEYS).agg(pl.col(CUTOFF).max())
+        for kind in kinds
+    ]
+    cutoffs = pl.concat(last).group_by(_KEYS).agg(pl.col(CUTOFF).min())
+    before = (
+        events.select(*_KEYS, "ts")
+        .join(cutoffs, on=_KEYS)
+        .group_by(_KEYS)
+        .agg((pl.col("ts") < pl.col(CUTOFF)).sum().cast(pl.Int64).alias("events_before"))
+    )
+    return cutoffs.join(before, on=_KEYS).sort(_KEYS)
+
+
+def before_cutoff(events: pl.DataFrame, buyers: pd.DataFrame) -> pl.DataFrame:
+    """What a persona of ``buyers`` (with ``history_until``) may be mined from: their events
+    strictly before their cutoff, without any event on a product they touch at or after it
+    and without searches for a query they search at or after it (a test item seen earlier
+    stays out too)."""
+    mine = events.join(_keys(buyers[[*_KEYS, CUTOFF]]), on=_KEYS, how="inner")
+    after = mine.filter(pl.col("ts") >= pl.col(CUTOFF))
+    later_products = after.select(*_KEYS, "product_id").drop_nulls().unique()
+    later_queries = after.select(*_KEYS, "query").drop_nulls().unique()
+    return (
+        mine.filter(pl.col("ts") < pl.col(CUTOFF))
+        .drop(CUTOFF)
+        .join(later_products, on=[*_KEYS, "product_id"], how="anti", nulls_equal=False)
+        .join(later_queries, on=[*_KEYS, "query"], how="anti", nulls_equal=False)
+    )
 
 
 def query_view_pairs(events: pl.DataFrame, window_s: float) -> pl.DataFrame:
@@ -85,18 +147,21 @@ def item_selection_cases(
     max_per_buyer: int = 1,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """A purchased product and ``n_distractors`` products of categories the buyer never viewed.
+    """A purchased product and ``n_distractors`` products of categories the buyer never viewed
+    (in the whole log; the purchase at or after the buyer's cutoff where ``buyers`` has one).
 
     Options are shuffled (seeded); ``answer`` is the purchased product's index. Columns:
     shop_id, buyer_id, product_ids, titles, categories, answer."""
-    mine = _of_buyers(events, buyers)
+    keys = pl.from_pandas(buyers[_KEYS].drop_duplicates())
     seen = (
-        mine.filter(pl.col("category").is_not_null())
+        events.join(keys, on=_KEYS, how="semi")
+        .filter(pl.col("category").is_not_null())
         .group_by(_KEYS)
         .agg(pl.col("category").unique().alias("seen"))
     )
     bought = (
-        mine.filter(pl.col("event_type") == "purchase")
+        _of_buyers(events, buyers)
+        .filter(pl.col("event_type") == "purchase")
         .unique([*_KEYS, "product_id"], keep="first", maintain_order=True)
         .group_by(_KEYS, maintain_order=True)
         .head(max_per_buyer)

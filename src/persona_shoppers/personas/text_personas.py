@@ -1,8 +1,9 @@
-"""PAARS text personas (section 3): an LLM reads a buyer's shopping history and writes a
-consumer profile, then shopping preferences, each as schema-validated JSON with its reasoning;
-and the check of the personas against what the data can verify.
+"""PAARS text personas (section 3): the persona fields and their options, and PAARS's own
+method (``paars``): an LLM reads a buyer's shopping history and writes a consumer profile, then
+shopping preferences, each as schema-validated JSON with its reasoning. The default method
+scores the options instead (``likelihood``, :mod:`persona_shoppers.personas.likelihood_mining`).
 
-See docs/persona_mining.md, "Text personas (PAARS)".
+See docs/persona_mining.md, "Text personas".
 """
 
 from __future__ import annotations
@@ -10,13 +11,24 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
+MINING_METHODS = ("likelihood", "paars")
 LEVELS = ["low", "medium", "high"]
+FREQUENCIES = ["rare", "occasional", "frequent"]
+OCCUPATIONS = [
+    "student",
+    "office worker",
+    "professional",
+    "skilled trade",
+    "service worker",
+    "homemaker",
+    "retired",
+    "self-employed",
+]
 
 # The persona fields a prompt shows (PAARS appendix A), in order; "reasoning" is the model's own.
 PROFILE_FIELDS: tuple[str, ...] = (
@@ -28,6 +40,7 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "occupation",
     "location",
 )
+INTERESTS = "interests"  # the preference that lists categories
 PREFERENCE_FIELDS: tuple[str, ...] = (
     "price_sensitivity",
     "value_perception",
@@ -48,7 +61,7 @@ PROFILE_SCHEMA: dict[str, Any] = {
         "marital_status": {"type": "string", "enum": ["single", "married", "unknown"]},
         "household": {"type": "string", "enum": ["lives alone", "couple", "family with children"]},
         "income": {"type": "string", "enum": LEVELS},
-        "occupation": {"type": "string", "maxLength": 40},
+        "occupation": {"type": "string", "enum": OCCUPATIONS},
         "location": {"type": "string", "enum": ["urban", "suburban", "rural"]},
     },
     "required": ["reasoning", *PROFILE_FIELDS],
@@ -68,7 +81,7 @@ def preferences_schema(categories: list[str]) -> dict[str, Any]:
             },
             "review_reliance": {"type": "string", "enum": LEVELS},
             "brand_reliance": {"type": "string", "enum": LEVELS},
-            "shopping_frequency": {"type": "string", "enum": ["rare", "occasional", "frequent"]},
+            "shopping_frequency": {"type": "string", "enum": FREQUENCIES},
             "interests": {
                 "type": "array",
                 "items": {"type": "string", "enum": categories},
@@ -77,6 +90,15 @@ def preferences_schema(categories: list[str]) -> dict[str, Any]:
         },
         "required": ["reasoning", *PREFERENCE_FIELDS, "interests"],
     }
+
+
+def enumerated_options() -> dict[str, list[str]]:
+    """Every profile and preference field (in prompt order) with its options."""
+    properties = {
+        **PROFILE_SCHEMA["properties"],
+        **preferences_schema([])["properties"],
+    }
+    return {f: list(properties[f]["enum"]) for f in (*PROFILE_FIELDS, *PREFERENCE_FIELDS)}
 
 
 SYSTEM = "You are a retail analyst. You describe a real customer from their shopping history."
@@ -117,14 +139,14 @@ class JsonLLM(Protocol):
 
 
 def mine_text_personas(
-    llm: JsonLLM, buyers: pd.DataFrame, categories: dict[str, list[str]], history_chars: int
+    llm: JsonLLM, buyers: pd.DataFrame, categories: dict[str, list[str]]
 ) -> pd.DataFrame:
-    """The two PAARS prompts for every row of ``buyers`` (shop_id, buyer_id, history_text).
+    """The two PAARS prompts for every row of ``buyers`` (shop_id, buyer_id, history).
 
     ``categories`` maps a shop to its product categories (the allowed interests). Returns one
     row per buyer: profile, preferences, reasoning, history, status (ok / failed) and error.
     """
-    histories = [text[-history_chars:] for text in buyers["history_text"]]
+    histories = list(buyers["history"])
     logger.info("text personas: step 1 of 2, consumer profiles of %d buyers", len(histories))
     profiles = llm.generate_json([profile_prompt(h) for h in histories], PROFILE_SCHEMA)
     rows: list[dict[str, Any]] = [
@@ -164,89 +186,3 @@ def mine_text_personas(
             part: (row[part] or {}).get("reasoning") for part in ("profile", "preferences")
         }
     return pd.DataFrame(rows)
-
-
-def _tercile_levels(values: np.ndarray, reverse: bool = False) -> np.ndarray:
-    """low / medium / high by terciles of ``values`` over the given buyers."""
-    edges = np.quantile(values, [1 / 3, 2 / 3])
-    level = np.digitize(values, edges, right=True)
-    return np.array(LEVELS)[2 - level if reverse else level]
-
-
-def buyer_evidence(views: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
-    """What the data says about each buyer, from its product views.
-
-    ``views``: (shop_id, buyer_id, product_id) one row per view. Returns per buyer: the mean
-    price percentile of viewed products within their shop and category, the share of views on
-    the most viewed brand, and the set of viewed categories.
-    """
-    catalog = products[["shop_id", "product_id", "category", "brand", "price"]].copy()
-    catalog["price_pct"] = catalog.groupby(["shop_id", "category"])["price"].rank(pct=True)
-    seen = views.merge(catalog, on=["shop_id", "product_id"])
-    keys = ["shop_id", "buyer_id"]
-    brand_share = (
-        seen.groupby([*keys, "brand"])
-        .size()
-        .groupby(level=[0, 1])
-        .apply(lambda counts: counts.max() / counts.sum())
-    )
-    return pd.DataFrame(
-        {
-            "price_percentile": seen.groupby(keys)["price_pct"].mean(),
-            "top_brand_share": brand_share,
-            "categories": seen.groupby(keys)["category"].agg(lambda c: sorted(set(c))),
-        }
-    ).reset_index()
-
-
-def faithfulness(personas: pd.DataFrame, evidence: pd.DataFrame, seed: int = 0) -> dict[str, float]:
-    """Agreement of stated preferences with the data, and the same for shuffled personas.
-
-    - price: stated price sensitivity equals the level implied by the buyer's price
-      percentile terciles (cheap products -> high sensitivity);
-    - brand: stated brand reliance equals the terciles of the top-brand share;
-    - interests: share of stated interests among the categories the buyer viewed.
-    The baseline gives each buyer the preferences of another buyer of the same shop (a seeded
-    permutation within shops).
-    """
-    ok = personas[personas["status"] == "ok"].merge(evidence, on=["shop_id", "buyer_id"])
-    if len(ok) < 2:
-        return {"n": float(len(ok))}
-    implied_price = _tercile_levels(ok["price_percentile"].to_numpy(), reverse=True)
-    implied_brand = _tercile_levels(ok["top_brand_share"].to_numpy())
-    prefs = ok["preferences"].tolist()
-
-    def agreement(order: np.ndarray) -> dict[str, float]:
-        stated = [prefs[i] for i in order]
-        interests = [
-            np.mean([c in seen for c in p["interests"]]) if p["interests"] else 0.0
-            for p, seen in zip(stated, ok["categories"], strict=True)
-        ]
-        return {
-            "price": float(
-                np.mean(
-                    [
-                        p["price_sensitivity"] == v
-                        for p, v in zip(stated, implied_price, strict=True)
-                    ]
-                )
-            ),
-            "brand": float(
-                np.mean(
-                    [p["brand_reliance"] == v for p, v in zip(stated, implied_brand, strict=True)]
-                )
-            ),
-            "interests": float(np.mean(interests)),
-        }
-
-    # Shuffle within each shop, so interests stay drawn from the right catalog.
-    rng = np.random.default_rng(seed)
-    order = np.arange(len(ok))
-    for rows in ok.groupby("shop_id").indices.values():
-        order[rows] = rng.permutation(rows)
-    own = agreement(np.arange(len(ok)))
-    shuffled = agreement(order)
-    out = {"n": float(len(ok))}
-    out.update({f"{k}_agreement": v for k, v in own.items()})
-    out.update({f"{k}_agreement_shuffled": v for k, v in shuffled.items()})
-    return out

@@ -12,6 +12,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from persona_shoppers.agent.population import category_leaf
 from persona_shoppers.alignment.naming import split_metric_name
 from persona_shoppers.alignment.report import REFERENCES
 from persona_shoppers.personas.cards import shop_distributions
@@ -97,7 +98,9 @@ def run(tiny_model_dir: Path):
             "persona_assignments": MemoryDataset(assignments),
             "persona_cards": MemoryDataset(_cards(10)),
             "population_recovery": MemoryDataset(_recovery(eval_shops)),
-            "text_personas": MemoryDataset(text_personas(assignments, 30)),
+            "text_personas": MemoryDataset(
+                text_personas(assignments, 30, enriched["enriched_events"], data.products)
+            ),
             "sft_model": model,
             "sft_model_single_stage": model,
             "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
@@ -114,7 +117,7 @@ def run(tiny_model_dir: Path):
     SequentialRunner().run(simulation.create_pipeline() + alignment.create_pipeline(), catalog)
     inputs = {
         "text_personas": catalog.load("text_personas"),
-        "buyer_histories": enriched["buyer_histories"],
+        "enriched_events": enriched["enriched_events"],
         "persona_assignments": assignments,
         "raw_products": data.products,
         "storefronts": catalog.load("storefronts"),
@@ -233,6 +236,42 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
     assert all(split_metric_name(k)[1].endswith("_ttr") for k in undefined), undefined
 
 
+def test_personas_are_mined_from_before_the_cases(run):
+    """Every case comes at or after its buyer's cutoff, and the persona's input (history and
+    evidence lines) names no test product, title or query; a test category appears there only
+    where the buyer viewed another product of it before the cutoff."""
+    _, _, out = run
+    personas = out["text_personas"].set_index(["shop_id", "buyer_id"])
+    events = out["enriched_events"].to_pandas()
+    products = out["raw_products"].set_index(["shop_id", "product_id"])
+
+    def seen_before(shop, buyer):
+        cutoff = personas.loc[(shop, buyer), "history_until"]
+        mine = events[(events["shop_id"] == shop) & (events["buyer_id"] == buyer)]
+        return mine[mine["ts"] < cutoff], mine[mine["ts"] >= cutoff]
+
+    checked = 0
+    for table, product_of in (
+        (out["query_generation_cases"], lambda c: c["product_id"]),
+        (out["item_selection_cases"], lambda c: c["product_ids"][c["answer"]]),
+        (out["rank_selection_cases"], lambda c: c["product_id"]),
+    ):
+        for case in table.to_dict("records"):
+            shop, buyer, product = case["shop_id"], case["buyer_id"], product_of(case)
+            before, after = seen_before(shop, buyer)
+            assert product in set(after["product_id"])  # the test event is after the cutoff
+            row = personas.loc[(shop, buyer)]
+            text = f"{row['history']}\n{row['evidence']}".lower()
+            title, category = products.loc[(shop, product), ["title", "category"]]
+            assert product.lower() not in text and title.lower() not in text
+            if case.get("query"):
+                assert f'"{case["query"].lower()}"' not in text
+            if category_leaf(category) in text:
+                assert (before["category"] == category).any()
+            checked += 1
+    assert checked >= 5
+
+
 def test_no_prompt_of_an_alignment_task_holds_the_answer(run, monkeypatch):
     """The goal and the buyer profile (persona and redacted history) of every individual-task
     prompt name neither the answer's title, id nor category; the answer's query stays out of
@@ -245,7 +284,6 @@ def test_no_prompt_of_an_alignment_task_holds_the_answer(run, monkeypatch):
         out["item_selection_cases"],
         out["rank_selection_cases"],
         out["text_personas"],
-        out["buyer_histories"],
         out["persona_assignments"],
         None,
         out["raw_products"],

@@ -1,6 +1,7 @@
 """The persona_mining pipeline on a small generated sample (buyer features from random
-product embeddings), an untrained small VQ-VAE and an LLM backend that answers every schema
-with its first allowed value: Kedro's SequentialRunner on an in-memory catalog."""
+product embeddings), an untrained small VQ-VAE and an LLM backend that likes every option
+alike (so each field takes its first option) and answers every schema with its first allowed
+value: Kedro's SequentialRunner on an in-memory catalog."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from persona_shoppers.llm import registry
-from persona_shoppers.llm.base import JsonResult
+from persona_shoppers.llm.base import Choice, JsonResult
 from persona_shoppers.pipelines import persona_mining
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
@@ -31,9 +32,12 @@ OUTPUTS = (
     "population_recovery_mlflow_metrics",
     "population_recovery_plots",
     "persona_buyers",
+    "persona_inputs",
+    "persona_examples",
     "text_personas",
     "text_persona_metrics",
     "text_persona_mlflow_metrics",
+    "text_persona_plots",
 )
 
 
@@ -56,6 +60,9 @@ class FirstAllowedLLM:
         value = _first_allowed(schema)
         return [JsonResult(value, True, json.dumps(value)) for _ in prompts]
 
+    def choose(self, prompts: list, candidates: list, normalize: bool = False) -> list:
+        return [Choice(0, c[0], [0.0] * len(c)) for c in candidates]
+
 
 @pytest.fixture(scope="module")
 def run():
@@ -64,7 +71,7 @@ def run():
     )
     model = BehaviourVQVAE(embedding_dim=4, hidden_dims=(16,), latent_dim=4, num_codes=K).eval()
     params = conf_params("persona_mining")
-    params["text_personas"].update(n_buyers=N_BUYERS, history_chars=300)
+    params["text_personas"].update(n_buyers=N_BUYERS, history_chars=300, permutation_draws=50)
     llm = {"backend": "first_allowed", "model": "none", "cache": False}
     catalog = DataCatalog(
         {
@@ -72,9 +79,16 @@ def run():
             "buyers": MemoryDataset(sample["buyers"]),
             "buyer_histories": MemoryDataset(sample["buyer_histories"]),
             "enriched_sessions": MemoryDataset(sample["enriched_sessions"]),
+            "enriched_events": MemoryDataset(sample["enriched_events"]),
+            "planted_truth": MemoryDataset(data.planted_truth),
             "raw_products": MemoryDataset(data.products),
             "vq_vae_model": MemoryDataset(model),
-            **param_datasets(persona_mining=params, llm=llm),
+            **param_datasets(
+                persona_mining=params,
+                llm=llm,
+                data_enrichment={"history": conf_params("data_enrichment")["history"]},
+                alignment={"cases": conf_params("alignment")["cases"]},
+            ),
             **{name: KeptDataset() for name in OUTPUTS},
         }
     )
@@ -118,14 +132,44 @@ def test_cards_and_population_recovery(run):
 
 
 def test_text_personas_of_sampled_held_out_buyers(run):
-    _, out = run
+    sample, out = run
     buyers = out["persona_buyers"]
     assert len(buyers) == N_BUYERS
     assert (buyers["shop_role"] == "eval").all() and buyers["stratum"].isin(list("ABCD")).all()
     personas = out["text_personas"]
     assert personas[["shop_id", "buyer_id"]].equals(buyers[["shop_id", "buyer_id"]])
     assert (personas["status"] == "ok").all()
+    # every option alike, no prior to divide out: each field takes its first option
     assert personas["profile"].map(lambda p: p["age_range"]).eq("18-24").all()
+    assert personas["preferences"].map(lambda p: p["price_sensitivity"]).eq("low").all()
     report = out["text_persona_metrics"]
-    assert report["n_buyers"] == N_BUYERS
-    assert report["valid_rate"] == 1.0 and report["failures"] == 0
+    assert report["n_buyers"] == report["n_ok"] == N_BUYERS and report["failures"] == 0
+    assert report["spread"]["age_range"] == {"distinct": 1, "top_value": "18-24", "top_share": 1.0}
+    assert set(report["behaviour"]) == {
+        "price_sensitivity",
+        "brand_reliance",
+        "shopping_frequency",
+        "interests",
+    }
+    assert set(report["planted"]) == {"price_sensitivity", "brand_reliance"}
+    assert set(out["text_persona_plots"]) == {"planted_types.png"}
+
+
+def test_persona_inputs_hold_only_events_before_the_cutoff(run):
+    sample, out = run
+    inputs = out["persona_inputs"]
+    events = sample["enriched_events"].to_pandas()
+    for row in inputs.to_dict("records"):
+        mine = events[
+            (events["shop_id"] == row["shop_id"]) & (events["buyer_id"] == row["buyer_id"])
+        ]
+        before = mine[mine["ts"] < row["history_until"]]
+        assert len(before) and (mine["ts"] >= row["history_until"]).any()
+        # the evidence counts the events before the cutoff, no later one
+        assert row["n_sessions"] <= before["session_id"].nunique()
+        assert f"{row['n_views']} product views" in row["evidence"]
+    examples = out["persona_examples"]
+    assert 0 < len(examples) <= conf_params("persona_mining")["text_personas"]["few_shot"]
+    for example in examples:
+        assert example["answers"]["price_sensitivity"] in ("low", "medium", "high")
+        assert example["shop_id"] not in set(inputs["shop_id"])  # training shops only

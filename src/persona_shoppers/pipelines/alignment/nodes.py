@@ -26,6 +26,7 @@ from persona_shoppers.agent.tasks import (
     task_prompt,
 )
 from persona_shoppers.alignment.cases import (
+    CUTOFF,
     item_selection_cases,
     query_generation_cases,
     rank_selection_cases,
@@ -58,13 +59,19 @@ logger = logging.getLogger(__name__)
 
 
 def _persona_buyers(text_personas: pd.DataFrame) -> pd.DataFrame:
+    """The buyers with a valid text persona and their test cutoff (cases come after it)."""
     ok = text_personas[text_personas["status"] == "ok"]
     if ok.empty:
         raise ValueError(
             "alignment: text_personas has no buyer with status 'ok'; run "
             "`kedro run --pipelines=persona_mining` (persona_mining.text_personas.n_buyers > 0)"
         )
-    return ok[["shop_id", "buyer_id"]].drop_duplicates().reset_index(drop=True)
+    if CUTOFF not in ok:
+        raise ValueError(
+            f"alignment: text_personas has no {CUTOFF!r} column (personas mined before the "
+            "leakage-free cutoffs); rerun `kedro run --pipelines=persona_mining`"
+        )
+    return ok[["shop_id", "buyer_id", CUTOFF]].drop_duplicates().reset_index(drop=True)
 
 
 def _stores(storefronts: dict[str, Store], shops: list[str]) -> dict[str, Store]:
@@ -136,17 +143,17 @@ def build_alignment_cases(
 # --------------------------------------------------------------------------------------------
 
 
-def _persona_parts(
-    text_personas: pd.DataFrame, buyer_histories: pd.DataFrame, persona_assignments: pd.DataFrame
-) -> pd.DataFrame:
-    """Per (shop, buyer): the profile, preferences, history and persona token texts."""
+def _persona_parts(text_personas: pd.DataFrame, persona_assignments: pd.DataFrame) -> pd.DataFrame:
+    """Per (shop, buyer): the profile, preferences, history (the one the persona was mined
+    from: before the test cutoff) and persona token texts."""
     ok = text_personas[text_personas["status"] == "ok"]
     parts = ok[["shop_id", "buyer_id"]].copy()
     parts["profile"] = [text_persona_profile(as_dict(p), None) for p in ok["profile"]]
     parts["preferences"] = [text_persona_profile(None, as_dict(p)) for p in ok["preferences"]]
+    parts["history_text"] = ok["history"].fillna("").to_numpy()
     parts = parts.merge(
-        buyer_histories[["shop_id", "buyer_id", "history_text"]], on=["shop_id", "buyer_id"]
-    ).merge(persona_assignments[["shop_id", "buyer_id", "token"]], on=["shop_id", "buyer_id"])
+        persona_assignments[["shop_id", "buyer_id", "token"]], on=["shop_id", "buyer_id"]
+    )
     parts["token"] = [persona_token(k) for k in parts["token"]]
     return parts.set_index(["shop_id", "buyer_id"])
 
@@ -192,7 +199,6 @@ def answer_individual_tasks(
     item_cases: pd.DataFrame,
     rank_cases: pd.DataFrame,
     text_personas: pd.DataFrame,
-    buyer_histories: pd.DataFrame,
     persona_assignments: pd.DataFrame,
     sft_model: Any,
     raw_products: pd.DataFrame,
@@ -206,7 +212,7 @@ def answer_individual_tasks(
     """Every condition's answers to the three individual tasks (PAARS Table 3's ablation and
     the persona token). One row per (task, case, condition): ``query`` (query generation) or
     ``choice`` (item selection: the option index; rank selection: the 1-based rank)."""
-    parts = _persona_parts(text_personas, buyer_histories, persona_assignments)
+    parts = _persona_parts(text_personas, persona_assignments)
     _check_buyers(parts, query_cases, item_cases, rank_cases)
     shops = sorted({*query_cases["shop_id"], *item_cases["shop_id"], *rank_cases["shop_id"]})
     stores = _stores(storefronts, shops)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from persona_shoppers.alignment.cases import CUTOFF, before_cutoff, persona_cutoffs
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import feature_matrix
 from persona_shoppers.llm import build_llm
@@ -21,7 +22,23 @@ from persona_shoppers.personas.cards import (
     population_recovery,
     shop_distributions,
 )
-from persona_shoppers.personas.text_personas import buyer_evidence, faithfulness, mine_text_personas
+from persona_shoppers.personas.evidence import (
+    IMPLIED,
+    buyer_evidence,
+    evidence_lines,
+    implied_levels,
+    shop_ranks,
+)
+from persona_shoppers.personas.faithfulness import (
+    PLANTED,
+    behaviour_agreement,
+    planted_agreement,
+    value_spread,
+)
+from persona_shoppers.personas.likelihood_mining import behaviour_answers, mine_by_likelihood
+from persona_shoppers.personas.text_personas import MINING_METHODS, mine_text_personas
+from persona_shoppers.pipelines.data_enrichment.nodes import build_histories
+from persona_shoppers.synthetic.generator import planted_buyer_types
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
 logger = logging.getLogger(__name__)
@@ -173,69 +190,255 @@ def _recovery_plots(result: dict) -> dict:
 
 
 def sample_persona_buyers(
-    persona_assignments: pd.DataFrame, buyer_histories: pd.DataFrame, n_buyers: int, seed: int
+    persona_assignments: pd.DataFrame,
+    enriched_events: pl.DataFrame,
+    n_buyers: int,
+    seed: int,
+    window_s: float,
 ) -> pd.DataFrame:
-    """Held-out buyers (strata A-D) to mine text personas for: the same number per shop, seeded."""
+    """Held-out buyers (strata A-D) to mine text personas for, the same number per shop,
+    seeded, among those with a test cutoff and events before it; ``history_until`` is the
+    cutoff (docs/persona_mining.md, "Leakage-free")."""
     pool = persona_assignments[
         (persona_assignments["shop_role"] == "eval") & persona_assignments["stratum"].isin(STRATA)
-    ].merge(buyer_histories[[*_IDS, "history_text"]], on=_IDS)
+    ]
     shops = sorted(pool["shop_id"].unique())
+    cutoffs = persona_cutoffs(enriched_events.filter(pl.col("shop_id").is_in(shops)), window_s)
+    eligible = pool.merge(
+        cutoffs.filter(pl.col("events_before") > 0).drop("events_before").to_pandas(), on=_IDS
+    )
+    logger.info(
+        "text personas: %d of %d held-out buyers (strata A-D) have a test event after some "
+        "history; %d sampled",
+        len(eligible),
+        len(pool),
+        min(n_buyers, len(eligible)),
+    )
     per_shop = -(-n_buyers // max(len(shops), 1))
-    shuffled = pool.sample(frac=1.0, random_state=seed)
+    shuffled = eligible.sample(frac=1.0, random_state=seed)
     chosen = shuffled[shuffled.groupby("shop_id").cumcount() < per_shop]
     return chosen.sort_values(_IDS).head(n_buyers).reset_index(drop=True)
 
 
-def mine_personas(
+def _evidence(
+    events: pl.DataFrame, reference_events: pl.DataFrame, raw_products: pd.DataFrame
+) -> pd.DataFrame:
+    """Evidence of the buyers of ``events``, ranked among the buyers of ``reference_events``."""
+    ranked = shop_ranks(
+        buyer_evidence(events, raw_products), buyer_evidence(reference_events, raw_products)
+    )
+    ranked["evidence"] = [evidence_lines(row) for row in ranked.to_dict("records")]
+    return ranked
+
+
+def _shop_events(enriched_events: pl.DataFrame, buyers: pd.DataFrame) -> pl.DataFrame:
+    """Every event of the shops of ``buyers``: the reference their evidence is ranked in."""
+    return enriched_events.filter(pl.col("shop_id").is_in(sorted(buyers["shop_id"].unique())))
+
+
+def build_persona_inputs(
     persona_buyers: pd.DataFrame,
+    enriched_events: pl.DataFrame,
     raw_products: pd.DataFrame,
+    history_options: dict[str, Any],
     history_chars: int,
+) -> pd.DataFrame:
+    """What a persona may be mined from, per sampled buyer: its history text and evidence
+    lines from its events before ``history_until``, nothing after."""
+    before = before_cutoff(enriched_events, persona_buyers)
+    histories = build_histories(before, history_options)
+    inputs = persona_buyers[[*_IDS, CUTOFF]].merge(
+        _evidence(before, _shop_events(enriched_events, persona_buyers), raw_products),
+        on=_IDS,
+        how="left",
+    )
+    inputs = inputs.merge(histories[[*_IDS, "history_text"]], on=_IDS, how="left")
+    inputs["history"] = [str(t)[-history_chars:] for t in inputs["history_text"].fillna("")]
+    return inputs.drop(columns="history_text")
+
+
+def select_persona_examples(
+    persona_assignments: pd.DataFrame,
+    enriched_events: pl.DataFrame,
+    raw_products: pd.DataFrame,
+    history_options: dict[str, Any],
+    text_personas: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Few-shot examples for likelihood mining: training-shop buyers (strata A-D) with carts
+    and a brand focus, one per price-sensitivity level in turn, answered from their behaviour
+    (never from planted types)."""
+    n_examples = int(text_personas["few_shot"])
+    if n_examples <= 0:
+        return []
+    pool = persona_assignments[
+        (persona_assignments["shop_role"] == "train") & persona_assignments["stratum"].isin(STRATA)
+    ].sample(frac=1.0, random_state=text_personas["seed"])
+    candidates = pool.head(max(200, 20 * n_examples))
+    events = enriched_events.join(pl.from_pandas(candidates[_IDS]), on=_IDS, how="semi")
+    evidence = _evidence(events, _shop_events(enriched_events, candidates), raw_products)
+    evidence = evidence[(evidence["n_carts"] > 0) & evidence["top_brand"].notna()]
+    histories = build_histories(events, history_options).set_index(_IDS)["history_text"]
+    levels = [implied_levels(row) for row in evidence.to_dict("records")]
+    examples: list[dict[str, Any]] = []
+    wanted = ["high", "medium", "low"] * n_examples
+    for level in wanted[:n_examples]:
+        for row, implied in zip(evidence.to_dict("records"), levels, strict=True):
+            used = {(e["shop_id"], e["buyer_id"]) for e in examples}
+            if implied["price_sensitivity"] != level or (row["shop_id"], row["buyer_id"]) in used:
+                continue
+            history = histories.get((row["shop_id"], row["buyer_id"]), "")
+            examples.append(
+                {
+                    "shop_id": row["shop_id"],
+                    "buyer_id": row["buyer_id"],
+                    "history": history[-text_personas["example_history_chars"] :],
+                    "evidence": row["evidence"],
+                    "answers": behaviour_answers(implied, row["top_categories"]),
+                }
+            )
+            break
+    if len(examples) < n_examples:
+        logger.warning(
+            "text personas: %d of %d few-shot examples found among training buyers",
+            len(examples),
+            n_examples,
+        )
+    return examples
+
+
+def mine_personas(
+    persona_inputs: pd.DataFrame,
+    persona_examples: list[dict[str, Any]],
+    raw_products: pd.DataFrame,
+    text_personas: dict[str, Any],
     llm_params: dict[str, Any],
 ) -> pd.DataFrame:
-    """PAARS two-step prompting (profile, then preferences) for the sampled buyers."""
+    """Text personas of the sampled buyers, by ``text_personas.method``: ``likelihood`` (the
+    options scored, calibrated, few-shot) or ``paars`` (the two PAARS prompts)."""
+    method = text_personas["method"]
+    if method not in MINING_METHODS:
+        raise ValueError(
+            f"persona_mining.text_personas.method: {method!r} is not one of {MINING_METHODS}"
+        )
     llm = build_llm(llm_params)
     categories = (
         raw_products.groupby("shop_id")["category"]
         .apply(lambda c: sorted(c.dropna().unique()))
         .to_dict()
     )
-    personas = mine_text_personas(llm, persona_buyers, categories, history_chars)
+    if method == "likelihood":
+        personas = mine_by_likelihood(
+            llm,
+            persona_inputs,
+            categories,
+            persona_examples,
+            text_personas["calibration"],
+            text_personas["max_interests"],
+        )
+    else:
+        personas = mine_text_personas(llm, persona_inputs, categories)
+    personas = persona_inputs[[*_IDS, CUTOFF]].merge(personas, on=_IDS)
     failed = int((personas["status"] == "failed").sum())
     log = logger.warning if failed else logger.info
-    log("text personas: %d mined, %d failed after retries", len(personas) - failed, failed)
+    log("text personas: %d mined (%s), %d failed", len(personas) - failed, method, failed)
     return personas
 
 
 def evaluate_text_personas(
     text_personas: pd.DataFrame,
-    enriched_sessions: pl.DataFrame,
+    enriched_events: pl.DataFrame,
     raw_products: pd.DataFrame,
+    planted_truth: dict,
     seed: int,
-) -> tuple[dict, dict]:
-    """Schema-valid rate, failures, and faithfulness against personas shuffled within shops."""
-    keys = pl.from_pandas(text_personas[_IDS])
-    views = (
-        enriched_sessions.join(keys, on=_IDS)
-        .select(*_IDS, pl.col("viewed_product_ids").alias("product_id"))
-        .explode("product_id")
-        .drop_nulls()
-        .to_pandas()
-    )
-    report = {
+    permutation_draws: int,
+) -> tuple[dict, dict, dict]:
+    """Valid rate and failures; per field the spread of values; agreement with each buyer's
+    behaviour over the whole log against personas shuffled within shops (permutation
+    p-values); agreement with the planted buyer types where the data has them; a plot."""
+    ok = text_personas[text_personas["status"] == "ok"].reset_index(drop=True)
+    report: dict[str, Any] = {
         "n_buyers": len(text_personas),
-        "valid_rate": float((text_personas["status"] == "ok").mean())
-        if len(text_personas)
-        else 0.0,
+        "n_ok": len(ok),
         "failures": int((text_personas["status"] == "failed").sum()),
         "failure_reasons": text_personas.loc[text_personas["status"] == "failed", "error"]
         .value_counts()
         .to_dict(),
     }
-    report.update(faithfulness(text_personas, buyer_evidence(views, raw_products), seed))
-    logger.info("text personas: %s", report)
-    metrics = {
-        k: {"value": float(v), "step": 0}
-        for k, v in report.items()
-        if isinstance(v, int | float) and np.isfinite(v)
+    if len(ok) < 2:
+        logger.warning("text personas: %d valid personas, nothing to evaluate", len(ok))
+        return report, {}, {}
+    mine = enriched_events.join(pl.from_pandas(ok[_IDS]), on=_IDS, how="semi")
+    behaviour = ok[_IDS].merge(
+        _evidence(mine, _shop_events(enriched_events, ok), raw_products), on=_IDS, how="left"
+    )
+    implied = [implied_levels(row) for row in behaviour.to_dict("records")]
+    shops = ok["shop_id"].tolist()
+    report["spread"] = value_spread(ok)
+    report["behaviour"] = {
+        field: behaviour_agreement(
+            [p[field] for p in ok["preferences"]],
+            [i[field] for i in implied],
+            shops,
+            field,
+            permutation_draws,
+            seed,
+        )
+        for field in IMPLIED
     }
-    return report, metrics
+    report["behaviour"]["interests"] = behaviour_agreement(
+        [p["interests"] for p in ok["preferences"]],
+        [c if isinstance(c, list) else [] for c in behaviour["categories"]],
+        shops,
+        "interests",
+        permutation_draws,
+        seed,
+    )
+    figures = {}
+    if planted_truth.get("buyer_type"):
+        types = ok[_IDS].merge(planted_buyer_types(planted_truth), on=_IDS, how="left")
+        params = {t["name"]: t for t in planted_truth["buyer_types"]}
+        report["planted"] = {
+            field: planted_agreement(
+                [p[field] for p in ok["preferences"]],
+                types["buyer_type"].where(types["buyer_type"].notna(), None).tolist(),
+                {name: float(t[parameter]) for name, t in params.items()},
+            )
+            for field, parameter in PLANTED.items()
+        }
+        figures["planted_types.png"] = _planted_plot(report["planted"])
+    logger.info("text personas: %s", {k: v for k, v in report.items() if k != "spread"})
+    return report, _flat_metrics(report), figures
+
+
+def _flat_metrics(report: dict[str, Any]) -> dict[str, dict]:
+    """The report's numbers as MLflow metrics (``behaviour.price_sensitivity.gain`` ...)."""
+    flat: dict[str, float] = {k: report[k] for k in ("n_buyers", "n_ok", "failures")}
+    for field, spread in report.get("spread", {}).items():
+        flat[f"spread.{field}.top_share"] = spread["top_share"]
+        flat[f"spread.{field}.distinct"] = spread["distinct"]
+    for field, result in report.get("behaviour", {}).items():
+        flat.update({f"behaviour.{field}.{k}": v for k, v in result.items()})
+    for field, result in report.get("planted", {}).items():
+        for key in ("spearman_rho", "spearman_p", "n_types"):
+            if key in result:
+                flat[f"planted.{field}.{key}"] = result[key]
+    return {k: {"value": float(v), "step": 0} for k, v in flat.items() if np.isfinite(float(v))}
+
+
+def _planted_plot(planted: dict[str, Any]) -> plt.Figure:
+    figure, axes = plt.subplots(1, len(planted), figsize=(5 * len(planted), 3.8))
+    for ax, (field, result) in zip(np.atleast_1d(axes), planted.items(), strict=True):
+        types = result["types"]
+        x = [t["planted"] for t in types.values()]
+        y = [t["share_high"] for t in types.values()]
+        ax.scatter(x, y, s=[12 + 4 * t["n"] for t in types.values()])
+        for name, t in types.items():
+            ax.annotate(f"{name} ({t['n']})", (t["planted"], t["share_high"]), fontsize=7)
+        rho = result.get("spearman_rho")
+        ax.set(
+            xlabel=f"planted {PLANTED[field]}",
+            ylabel=f"share of the type's personas with {field} high",
+            title=f"{field}: Spearman rho {rho:.2f}" if rho is not None else field,
+        )
+    figure.tight_layout()
+    return figure

@@ -5,11 +5,13 @@ from kedro.pipeline import Pipeline, node
 from .nodes import (
     assign_persona_tokens,
     build_persona_cards,
+    build_persona_inputs,
     build_shop_distributions,
     evaluate_population_recovery,
     evaluate_text_personas,
     mine_personas,
     sample_persona_buyers,
+    select_persona_examples,
 )
 
 
@@ -62,19 +64,45 @@ def create_pipeline(**kwargs) -> Pipeline:
                 sample_persona_buyers,
                 [
                     "persona_assignments",
-                    "buyer_histories",
+                    "enriched_events",
                     "params:persona_mining.text_personas.n_buyers",
                     "params:persona_mining.text_personas.seed",
+                    "params:alignment.cases.window_s",
                 ],
                 "persona_buyers",
                 name="sample_persona_buyers",
             ),
             node(
-                mine_personas,
+                build_persona_inputs,
                 [
                     "persona_buyers",
+                    "enriched_events",
                     "raw_products",
+                    "params:data_enrichment.history",
                     "params:persona_mining.text_personas.history_chars",
+                ],
+                "persona_inputs",
+                name="build_persona_inputs",
+            ),
+            node(
+                select_persona_examples,
+                [
+                    "persona_assignments",
+                    "enriched_events",
+                    "raw_products",
+                    "params:data_enrichment.history",
+                    "params:persona_mining.text_personas",
+                ],
+                "persona_examples",
+                name="select_persona_examples",
+            ),
+            node(
+                mine_personas,
+                [
+                    "persona_inputs",
+                    "persona_examples",
+                    "raw_products",
+                    "params:persona_mining.text_personas",
                     "params:llm",
                 ],
                 "text_personas",
@@ -84,11 +112,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 evaluate_text_personas,
                 [
                     "text_personas",
-                    "enriched_sessions",
+                    "enriched_events",
                     "raw_products",
+                    "planted_truth",
                     "params:persona_mining.text_personas.seed",
+                    "params:persona_mining.text_personas.permutation_draws",
                 ],
-                ["text_persona_metrics", "text_persona_mlflow_metrics"],
+                [
+                    "text_persona_metrics",
+                    "text_persona_mlflow_metrics",
+                    "text_persona_plots",
+                ],
                 name="evaluate_text_personas",
             ),
         ]
