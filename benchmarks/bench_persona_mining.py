@@ -1,12 +1,14 @@
-"""Benchmark PAARS text-persona mining: personas per minute with the configured LLM.
+"""Benchmark text-persona mining: personas per minute with the configured LLM, and what
+the personas are worth (spread of values, faithfulness to behaviour and to planted types).
 
     kedro run --pipelines=data_enrichment,feature_engineering,vq_vae   # once, for the inputs
-    python benchmarks/bench_persona_mining.py [--buyers 24]
+    python benchmarks/bench_persona_mining.py [--buyers 120] [--method likelihood|paars]
+        [--calibration batch|content_free|none] [--few-shot 3]
 
-Samples held-out buyers exactly as the persona_mining pipeline does, then runs the two PAARS
-prompts with the LLM of conf/base/parameters_llm.yml and the response cache OFF, so every
-persona costs real model calls. Reports personas per minute, the schema-valid rate, and the
-faithfulness agreements against the shuffled baseline.
+Samples held-out buyers, builds their leakage-free inputs and the few-shot examples exactly as
+the persona_mining pipeline does (conf/base parameters, overridden by the flags), then mines
+with the LLM of conf/base/parameters_llm.yml and the response cache OFF, so every persona
+costs real model calls. Writes benchmarks/results/persona_mining_<method>.json.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--buyers", type=int, default=24)
+    parser.add_argument("--buyers", type=int, default=None)
+    parser.add_argument("--method", default=None)
+    parser.add_argument("--calibration", default=None)
+    parser.add_argument("--few-shot", type=int, default=None)
     args = parser.parse_args()
 
     from persona_shoppers.datasets import LightningModuleDataset
@@ -39,11 +44,25 @@ def main() -> None:
     from persona_shoppers.llm import build_llm
     from persona_shoppers.pipelines.persona_mining import nodes
 
-    params = yaml.safe_load((ROOT / "conf/base/parameters_persona_mining.yml").read_text())[
-        "persona_mining"
+    conf = ROOT / "conf/base"
+    text = yaml.safe_load((conf / "parameters_persona_mining.yml").read_text())["persona_mining"][
+        "text_personas"
     ]
-    params["text_personas"]["n_buyers"] = args.buyers
-    llm_params = yaml.safe_load((ROOT / "conf/base/parameters_llm.yml").read_text())["llm"]
+    for key, value in (
+        ("n_buyers", args.buyers),
+        ("method", args.method),
+        ("calibration", args.calibration),
+        ("few_shot", args.few_shot),
+    ):
+        if value is not None:
+            text[key] = value
+    window_s = yaml.safe_load((conf / "parameters_alignment.yml").read_text())["alignment"][
+        "cases"
+    ]["window_s"]
+    history = yaml.safe_load((conf / "parameters_data_enrichment.yml").read_text())[
+        "data_enrichment"
+    ]["history"]
+    llm_params = yaml.safe_load((conf / "parameters_llm.yml").read_text())["llm"]
     llm_params["cache"] = False
     features = pd.read_parquet(DATA / "04_feature/buyer_features.parquet")
     assignments = features[["shop_id", "buyer_id", "shop_role", "split", "stratum"]].copy()
@@ -52,36 +71,43 @@ def main() -> None:
         .load()
         .assign(feature_matrix(features))
     )
-    histories = pd.read_parquet(DATA / "03_primary/buyer_histories.parquet")
+    events = pl.read_parquet(DATA / "02_intermediate/enriched_events.parquet")
     products = pd.read_parquet(DATA / "01_raw/products.parquet")
-    sample = params["text_personas"]
-    buyers = nodes.sample_persona_buyers(assignments, histories, sample["n_buyers"], sample["seed"])
+    planted_path = DATA / "01_raw/planted_truth.json"
+    planted = json.loads(planted_path.read_text()) if planted_path.exists() else {}
+    buyers = nodes.sample_persona_buyers(
+        assignments, events, text["n_buyers"], text["seed"], window_s
+    )
+    inputs = nodes.build_persona_inputs(buyers, events, products, history, text["history_chars"])
+    examples = nodes.select_persona_examples(assignments, events, products, history, text)
 
     llm = build_llm(llm_params)  # the instance mine_personas reuses
     dtype = resolve_dtype(llm_params.get("dtype", "auto"))
     # load the model before timing
     llm.generate([[{"role": "user", "content": "Hello"}]], max_new_tokens=2)
     start = time.perf_counter()
-    personas = nodes.mine_personas(buyers, products, sample["history_chars"], llm_params)
+    personas = nodes.mine_personas(inputs, examples, products, text, llm_params)
     seconds = time.perf_counter() - start
-    sessions = pl.read_parquet(DATA / "02_intermediate/enriched_sessions.parquet")
-    report, _ = nodes.evaluate_text_personas(personas, sessions, products, sample["seed"])
+    report, _, _ = nodes.evaluate_text_personas(
+        personas, events, products, planted, text["seed"], text["permutation_draws"]
+    )
     result = {
         "buyers": len(personas),
         "seconds": seconds,
         "personas_per_minute": 60 * len(personas) / seconds,
+        "text_personas": text,
         "llm": {k: llm_params[k] for k in ("backend", "model", "dtype", "batch_size")},
         "machine": machine_facts(dtype=dtype),
         "quality": report,
     }
     print(
-        f"{len(personas)} text personas in {seconds:.1f} s = {result['personas_per_minute']:.1f} "
-        f"personas/minute ({llm_params['model']}, {dtype},"
+        f"{len(personas)} text personas ({text['method']}) in {seconds:.1f} s = "
+        f"{result['personas_per_minute']:.1f} personas/minute ({llm_params['model']}, {dtype},"
         f" batch {llm_params['batch_size']})"
     )
     print(json.dumps(report, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "persona_mining.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"persona_mining_{text['method']}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

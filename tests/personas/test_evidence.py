@@ -72,7 +72,8 @@ def test_evidence_figures_prefer_carted_prices():
     assert b["price_level"] == pytest.approx(1 / 3) and b["price_basis"] == "carted"
     assert b["top_brand"] == "A" and b["top_brand_share"] == 1.0
     assert b["categories"] == ["Shop > Bags", "Shop > Shoes"]
-    assert b["top_categories"] == [("Shop > Shoes", 2), ("Shop > Bags", 1)]
+    assert b["top_categories"] == ["Shop > Shoes", "Shop > Bags"]
+    assert b["top_category_views"] == [2, 1]
     # one view: a price level from it, no brand focus (under MIN_BRAND_VIEWS)
     v = evidence.loc["v"]
     assert v["price_basis"] == "viewed" and v["price_level"] == pytest.approx(1.0)
@@ -139,13 +140,15 @@ def test_evidence_lines_say_each_fact_once():
         "top_brand_share": 0.6,
         "top_brand_share_rank": 0.8,
         "n_sessions_rank": 0.5,
-        "top_categories": [("Shop > Ankle Boots", 4)],
+        "top_categories": ["Shop > Ankle Boots"],
+        "top_category_views": [4],
     }
     lines = evidence_lines(row).splitlines()
     assert lines == [
         "- visits: occasional visitor (3 sessions)",
         "- activity: 5 product views, 2 searches, 1 added to cart, 1 purchase",
-        "- price level: budget (carted prices above 10% of this shop's shoppers)",
+        "- price level: budget (carted products pricier than 20% of their category; more so "
+        "than 10% of this shop's shoppers)",
         "- brands: one main brand (Acme, 60% of views)",
         "- top categories: ankle boots (4 views)",
     ]

@@ -115,7 +115,7 @@ def test_prompt_shows_examples_then_the_buyer_and_options_carry_evidence_words()
         "evidence": "- price level: budget",
         "answers": behaviour_answers(
             {"price_sensitivity": "high", "brand_reliance": None, "shopping_frequency": "rare"},
-            [("Shop > Boots", 3)],
+            ["Shop > Boots"],
         ),
     }
     assert answer_text(example["answers"]) == (

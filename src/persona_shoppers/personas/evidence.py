@@ -39,9 +39,10 @@ IMPLIED: dict[str, tuple[str, bool]] = {
 
 def buyer_evidence(events: pl.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
     """Per (shop_id, buyer_id) of ``events``: sessions, views, searches, carts, checkouts,
-    purchases, price_level (and price_basis: ``carted`` or ``viewed``), top_brand and
+    purchases, price_level (the mean within-category price percentile; price_basis
+    ``carted`` or ``viewed``), top_brand and
     top_brand_share (of product views; null under :data:`MIN_BRAND_VIEWS` views), categories
-    (every viewed category) and top_categories (the most viewed, with counts).
+    (every viewed category), top_categories (the most viewed) and top_category_views.
 
     ``events`` are enriched events (product_id, category, brand); ``products`` the catalog
     (shop_id, product_id, category, price)."""
@@ -95,7 +96,8 @@ def buyer_evidence(events: pl.DataFrame, products: pd.DataFrame) -> pd.DataFrame
         .group_by(_KEYS, maintain_order=True)
         .agg(
             pl.col("category").sort().alias("categories"),
-            pl.struct("category", "len").head(TOP_CATEGORIES).alias("top_categories"),
+            pl.col("category").head(TOP_CATEGORIES).alias("top_categories"),
+            pl.col("len").head(TOP_CATEGORIES).alias("top_category_views"),
         )
     )
     out = (
@@ -113,11 +115,8 @@ def buyer_evidence(events: pl.DataFrame, products: pd.DataFrame) -> pd.DataFrame
         .sort(_KEYS)
         .to_pandas()
     )
-    out["categories"] = [list(c) if c is not None else [] for c in out["categories"]]
-    out["top_categories"] = [
-        [(d["category"], int(d["len"])) for d in c] if c is not None else []
-        for c in out["top_categories"]
-    ]
+    for column in ("categories", "top_categories", "top_category_views"):
+        out[column] = [list(c) if c is not None else [] for c in out[column]]
     return out
 
 
@@ -196,7 +195,8 @@ def evidence_lines(row: Mapping) -> str:
     ]
     if word("price_level"):
         lines.append(
-            f"- price level: {word('price_level')} ({row['price_basis']} prices above "
+            f"- price level: {word('price_level')} ({row['price_basis']} products pricier than "
+            f"{round(100 * row['price_level'])}% of their category; more so than "
             f"{rank('price_level')}% of this shop's shoppers)"
         )
     if word("top_brand_share"):
@@ -204,8 +204,11 @@ def evidence_lines(row: Mapping) -> str:
             f"- brands: {word('top_brand_share')} ({row['top_brand']}, "
             f"{round(100 * row['top_brand_share'])}% of views)"
         )
-    top = row.get("top_categories") or []
-    if len(top):
-        named = ", ".join(f"{category_leaf(c)} ({n} views)" for c, n in top)
+    top = row.get("top_categories")
+    if top is not None and len(top):
+        views = row["top_category_views"]
+        named = ", ".join(
+            f"{category_leaf(c)} ({n} views)" for c, n in zip(top, views, strict=True)
+        )
         lines.append(f"- top categories: {named}")
     return "\n".join(lines)

@@ -66,7 +66,7 @@ def behaviour_answers(levels: Mapping[str, str | None], top_categories: Sequence
     """What an example buyer's behaviour says: the implied levels it has (price sensitivity,
     brand reliance, shopping frequency) and its most viewed categories as interests."""
     answers: dict[str, Any] = {f: levels[f] for f in IMPLIED if levels.get(f)}
-    answers[INTERESTS] = [c for c, _ in top_categories]
+    answers[INTERESTS] = list(top_categories)
     return answers
 
 
