@@ -122,11 +122,17 @@ def featured_sample(pca_dim: int, **config) -> tuple[SyntheticData, dict[str, An
             "product_embeddings": MemoryDataset(embeddings),
             **param_datasets(feature_engineering=params),
             "buyer_features": KeptDataset(),
+            "feature_transformer": KeptDataset(),
         }
     )
     nodes = ("split_buyers", "fit_feature_transformer", "build_buyer_features")
     SequentialRunner().run(feature_engineering.create_pipeline().only_nodes(*nodes), catalog)
-    return data, {**enriched, "buyer_features": catalog.load("buyer_features")}
+    return data, {
+        **enriched,
+        "product_embeddings": embeddings,
+        "buyer_features": catalog.load("buyer_features"),
+        "feature_transformer": catalog.load("feature_transformer"),
+    }
 
 
 def token_assignments(buyers: pd.DataFrame, planted_truth: dict) -> pd.DataFrame:
@@ -147,8 +153,9 @@ def text_personas(
     products: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``text_personas`` of ``n`` held-out buyers, as persona_mining writes them (a fixed
-    persona each). With ``events`` and ``products``: the buyers, cutoffs and leakage-free
-    histories persona_mining's nodes choose; without: the first ``n``, no history."""
+    persona each, the buyer's token of ``assignments``). With ``events`` and ``products``: the
+    buyers, cutoffs and leakage-free histories persona_mining's nodes choose; without: the
+    first ``n``, no history."""
     from persona_shoppers.pipelines.persona_mining.nodes import (
         build_persona_inputs,
         sample_persona_buyers,
@@ -163,7 +170,8 @@ def text_personas(
         history = conf_params("data_enrichment")["history"]
         inputs = build_persona_inputs(buyers, events, products, history, 100_000)
         chosen = inputs[["shop_id", "buyer_id", "history_until", "history", "evidence"]]
-    return chosen.assign(
+    tokens = assignments[["shop_id", "buyer_id", "token"]]
+    return chosen.merge(tokens, on=["shop_id", "buyer_id"]).assign(
         status="ok",
         profile=[{"age_range": "25-34", "gender": "female", "reasoning": "x"}] * len(chosen),
         preferences=[{"price_sensitivity": "high", "interests": ["Apparel > Skirts"]}]

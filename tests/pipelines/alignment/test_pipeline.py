@@ -284,7 +284,6 @@ def test_no_prompt_of_an_alignment_task_holds_the_answer(run, monkeypatch):
         out["item_selection_cases"],
         out["rank_selection_cases"],
         out["text_personas"],
-        out["persona_assignments"],
         None,
         out["raw_products"],
         out["storefronts"],

@@ -33,6 +33,7 @@ OUTPUTS = (
     "population_recovery_plots",
     "persona_buyers",
     "persona_inputs",
+    "persona_buyer_tokens",
     "persona_examples",
     "text_personas",
     "text_persona_metrics",
@@ -80,13 +81,15 @@ def run():
             "buyer_histories": MemoryDataset(sample["buyer_histories"]),
             "enriched_sessions": MemoryDataset(sample["enriched_sessions"]),
             "enriched_events": MemoryDataset(sample["enriched_events"]),
+            "product_embeddings": MemoryDataset(sample["product_embeddings"]),
+            "feature_transformer": MemoryDataset(sample["feature_transformer"]),
             "planted_truth": MemoryDataset(data.planted_truth),
             "raw_products": MemoryDataset(data.products),
             "vq_vae_model": MemoryDataset(model),
             **param_datasets(
                 persona_mining=params,
                 llm=llm,
-                data_enrichment={"history": conf_params("data_enrichment")["history"]},
+                data_enrichment=conf_params("data_enrichment"),
                 alignment={"cases": conf_params("alignment")["cases"]},
             ),
             **{name: KeptDataset() for name in OUTPUTS},
@@ -153,6 +156,9 @@ def test_text_personas_of_sampled_held_out_buyers(run):
     }
     assert set(report["planted"]) == {"price_sensitivity", "brand_reliance"}
     assert set(out["text_persona_plots"]) == {"planted_types.png"}
+    # the token of the features before the cutoff, one of the model's codes
+    assert personas["token"].between(0, K - 1).all()
+    assert personas["token"].tolist() == out["persona_buyer_tokens"]["token"].tolist()
 
 
 def test_persona_inputs_hold_only_events_before_the_cutoff(run):

@@ -143,18 +143,15 @@ def build_alignment_cases(
 # --------------------------------------------------------------------------------------------
 
 
-def _persona_parts(text_personas: pd.DataFrame, persona_assignments: pd.DataFrame) -> pd.DataFrame:
-    """Per (shop, buyer): the profile, preferences, history (the one the persona was mined
-    from: before the test cutoff) and persona token texts."""
+def _persona_parts(text_personas: pd.DataFrame) -> pd.DataFrame:
+    """Per (shop, buyer): the profile, preferences, history and persona token texts, all of
+    them from the events before the buyer's test cutoff (persona_mining)."""
     ok = text_personas[text_personas["status"] == "ok"]
     parts = ok[["shop_id", "buyer_id"]].copy()
     parts["profile"] = [text_persona_profile(as_dict(p), None) for p in ok["profile"]]
     parts["preferences"] = [text_persona_profile(None, as_dict(p)) for p in ok["preferences"]]
     parts["history_text"] = ok["history"].fillna("").to_numpy()
-    parts = parts.merge(
-        persona_assignments[["shop_id", "buyer_id", "token"]], on=["shop_id", "buyer_id"]
-    )
-    parts["token"] = [persona_token(k) for k in parts["token"]]
+    parts["token"] = [persona_token(k) for k in ok["token"]]
     return parts.set_index(["shop_id", "buyer_id"])
 
 
@@ -199,7 +196,6 @@ def answer_individual_tasks(
     item_cases: pd.DataFrame,
     rank_cases: pd.DataFrame,
     text_personas: pd.DataFrame,
-    persona_assignments: pd.DataFrame,
     sft_model: Any,
     raw_products: pd.DataFrame,
     storefronts: dict[str, Store],
@@ -212,7 +208,7 @@ def answer_individual_tasks(
     """Every condition's answers to the three individual tasks (PAARS Table 3's ablation and
     the persona token). One row per (task, case, condition): ``query`` (query generation) or
     ``choice`` (item selection: the option index; rank selection: the 1-based rank)."""
-    parts = _persona_parts(text_personas, persona_assignments)
+    parts = _persona_parts(text_personas)
     _check_buyers(parts, query_cases, item_cases, rank_cases)
     shops = sorted({*query_cases["shop_id"], *item_cases["shop_id"], *rank_cases["shop_id"]})
     stores = _stores(storefronts, shops)

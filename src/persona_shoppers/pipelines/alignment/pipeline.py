@@ -73,7 +73,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "item_selection_cases",
                     "rank_selection_cases",
                     "text_personas",
-                    "persona_assignments",
                     "sft_model",
                     "raw_products",
                     "storefronts",

@@ -12,8 +12,12 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.alignment.cases import CUTOFF, before_cutoff, persona_cutoffs
+from persona_shoppers.clickstream.buyers import build_buyers
+from persona_shoppers.clickstream.sessions import build_sessions
+from persona_shoppers.features.embeddings import buyer_channel_means
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import feature_matrix
+from persona_shoppers.features.transform import BuyerFeatureTransformer
 from persona_shoppers.llm import build_llm
 from persona_shoppers.personas.cards import (
     STRATA,
@@ -257,6 +261,26 @@ def build_persona_inputs(
     return inputs.drop(columns="history_text")
 
 
+def tokenise_persona_buyers(
+    persona_buyers: pd.DataFrame,
+    enriched_events: pl.DataFrame,
+    product_embeddings: pd.DataFrame,
+    feature_transformer: BuyerFeatureTransformer,
+    vq_vae_model: BehaviourVQVAE,
+    intent_weights: dict[str, float] | None,
+) -> pd.DataFrame:
+    """The persona token of each sampled buyer from its features over the events before its
+    cutoff (the same events as its text persona), for the alignment tasks."""
+    before = before_cutoff(enriched_events, persona_buyers)
+    sessions = build_sessions(before)
+    table = build_buyers(before, sessions, intent_weights).to_pandas()
+    vectors = feature_transformer.transform(
+        table, buyer_channel_means(sessions, table, product_embeddings)
+    )
+    tokens = table[_IDS].assign(token=vq_vae_model.assign(vectors).numpy())
+    return persona_buyers[_IDS].merge(tokens, on=_IDS, how="left")
+
+
 def select_persona_examples(
     persona_assignments: pd.DataFrame,
     enriched_events: pl.DataFrame,
@@ -308,13 +332,15 @@ def select_persona_examples(
 
 def mine_personas(
     persona_inputs: pd.DataFrame,
+    persona_buyer_tokens: pd.DataFrame,
     persona_examples: list[dict[str, Any]],
     raw_products: pd.DataFrame,
     text_personas: dict[str, Any],
     llm_params: dict[str, Any],
 ) -> pd.DataFrame:
     """Text personas of the sampled buyers, by ``text_personas.method``: ``likelihood`` (the
-    options scored, calibrated, few-shot) or ``paars`` (the two PAARS prompts)."""
+    options scored, calibrated, few-shot) or ``paars`` (the two PAARS prompts), with their
+    cutoff and leakage-free persona token."""
     method = text_personas["method"]
     if method not in MINING_METHODS:
         raise ValueError(
@@ -337,7 +363,11 @@ def mine_personas(
         )
     else:
         personas = mine_text_personas(llm, persona_inputs, categories)
-    personas = persona_inputs[[*_IDS, CUTOFF]].merge(personas, on=_IDS)
+    personas = (
+        persona_inputs[[*_IDS, CUTOFF]]
+        .merge(persona_buyer_tokens[[*_IDS, "token"]], on=_IDS)
+        .merge(personas, on=_IDS)
+    )
     failed = int((personas["status"] == "failed").sum())
     log = logger.warning if failed else logger.info
     log("text personas: %d mined (%s), %d failed", len(personas) - failed, method, failed)

@@ -12,6 +12,7 @@ from .nodes import (
     mine_personas,
     sample_persona_buyers,
     select_persona_examples,
+    tokenise_persona_buyers,
 )
 
 
@@ -85,6 +86,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_persona_inputs",
             ),
             node(
+                tokenise_persona_buyers,
+                [
+                    "persona_buyers",
+                    "enriched_events",
+                    "product_embeddings",
+                    "feature_transformer",
+                    "vq_vae_model",
+                    "params:data_enrichment.intent_weights",
+                ],
+                "persona_buyer_tokens",
+                name="tokenise_persona_buyers",
+            ),
+            node(
                 select_persona_examples,
                 [
                     "persona_assignments",
@@ -100,6 +114,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 mine_personas,
                 [
                     "persona_inputs",
+                    "persona_buyer_tokens",
                     "persona_examples",
                     "raw_products",
                     "params:persona_mining.text_personas",
