@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from persona_shoppers.features.sampling import assign_splits, shop_roles
+from persona_shoppers.features.sampling import assign_splits, even_per_shop, shop_roles
 
 # shop s1 (train): A 10, B 3, C 8, D 12, E 5; s2 (train): A 250, D 10; s3 (eval): every stratum.
 COUNTS = {
@@ -107,3 +107,16 @@ def test_shop_roles_errors():
         shop_roles(["s1", "s2"], ["s9"], n_eval=1, seed=0)
     with pytest.raises(ValueError, match="every shop is an eval shop"):
         shop_roles(["s1", "s2"], ["s2", "s1"], n_eval=1, seed=0)
+
+
+def test_even_per_shop_takes_the_same_number_per_shop_seeded():
+    buyers = pd.DataFrame(
+        {"shop_id": ["a"] * 5 + ["b"] * 5 + ["c"], "buyer_id": [f"u{i}" for i in range(11)]}
+    )
+    chosen = even_per_shop(buyers, 6, seed=3)
+    assert chosen["shop_id"].value_counts().to_dict() == {"a": 2, "b": 2, "c": 1}
+    assert chosen.equals(even_per_shop(buyers, 6, seed=3))
+    assert chosen[["shop_id", "buyer_id"]].equals(
+        chosen.sort_values(["shop_id", "buyer_id"])[["shop_id", "buyer_id"]]
+    )
+    assert len(even_per_shop(buyers, 100, seed=0)) == 11

@@ -32,6 +32,15 @@ def shop_roles(
     return {shop: "eval" if shop in set(eval_shops) else "train" for shop in shops}
 
 
+def even_per_shop(buyers: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` rows of ``buyers``, ``ceil(n / shops)`` per shop where a shop has them,
+    seeded, sorted by shop and buyer."""
+    per_shop = -(-n // max(buyers["shop_id"].nunique(), 1))
+    shuffled = buyers.sample(frac=1.0, random_state=seed)
+    chosen = shuffled[shuffled.groupby("shop_id").cumcount() < per_shop]
+    return chosen.sort_values(["shop_id", "buyer_id"]).head(n).reset_index(drop=True)
+
+
 def assign_splits(
     buyers: pd.DataFrame,
     roles: dict[str, str],

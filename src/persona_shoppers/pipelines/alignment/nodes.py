@@ -46,6 +46,7 @@ from persona_shoppers.alignment.metrics import (
 )
 from persona_shoppers.alignment.report import render_report
 from persona_shoppers.features.embeddings import TextEmbedder
+from persona_shoppers.features.sampling import even_per_shop
 from persona_shoppers.metrics.text import perplexity_strata
 from persona_shoppers.personas.token_format import persona_token
 from persona_shoppers.storefront import Store
@@ -91,9 +92,12 @@ def build_alignment_cases(
     seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The test sets, from the held-out buyers that have a PAARS text persona (query
-    generation, item selection, rank selection) and from their shops' sessions (instruction
-    following), and the other buyers' query-view pairs the noise floors use."""
+    generation, item selection, rank selection; at most ``cases.max_buyers`` of them, even
+    over shops, seeded) and from their shops' sessions (instruction following), and the other
+    buyers' query-view pairs the noise floors use."""
     buyers = _persona_buyers(text_personas)
+    if cases.get("max_buyers") is not None:
+        buyers = even_per_shop(buyers, int(cases["max_buyers"]), seed)
     shops = sorted(buyers["shop_id"].unique())
     stores = _stores(storefronts, shops)
     query = query_generation_cases(

@@ -17,6 +17,7 @@ from persona_shoppers.clickstream.sessions import build_sessions
 from persona_shoppers.features.embeddings import buyer_channel_means
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import feature_matrix
+from persona_shoppers.features.sampling import even_per_shop
 from persona_shoppers.features.transform import BuyerFeatureTransformer
 from persona_shoppers.llm import build_llm
 from persona_shoppers.personas.cards import (
@@ -218,10 +219,7 @@ def sample_persona_buyers(
         len(pool),
         min(n_buyers, len(eligible)),
     )
-    per_shop = -(-n_buyers // max(len(shops), 1))
-    shuffled = eligible.sample(frac=1.0, random_state=seed)
-    chosen = shuffled[shuffled.groupby("shop_id").cumcount() < per_shop]
-    return chosen.sort_values(_IDS).head(n_buyers).reset_index(drop=True)
+    return even_per_shop(eligible, n_buyers, seed)
 
 
 def _evidence(
