@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -59,18 +60,16 @@ def main() -> None:
     window_s = yaml.safe_load((conf / "parameters_alignment.yml").read_text())["alignment"][
         "cases"
     ]["window_s"]
-    history = yaml.safe_load((conf / "parameters_data_enrichment.yml").read_text())[
+    enrichment = yaml.safe_load((conf / "parameters_data_enrichment.yml").read_text())[
         "data_enrichment"
-    ]["history"]
+    ]
+    history = enrichment["history"]
     llm_params = yaml.safe_load((conf / "parameters_llm.yml").read_text())["llm"]
     llm_params["cache"] = False
     features = pd.read_parquet(DATA / "04_feature/buyer_features.parquet")
     assignments = features[["shop_id", "buyer_id", "shop_role", "split", "stratum"]].copy()
-    assignments["token"] = (
-        LightningModuleDataset(str(DATA / "06_models/vq_vae.pt"))
-        .load()
-        .assign(feature_matrix(features))
-    )
+    vq_vae = LightningModuleDataset(str(DATA / "06_models/vq_vae.pt")).load()
+    assignments["token"] = vq_vae.assign(feature_matrix(features))
     events = pl.read_parquet(DATA / "02_intermediate/enriched_events.parquet")
     products = pd.read_parquet(DATA / "01_raw/products.parquet")
     planted_path = DATA / "01_raw/planted_truth.json"
@@ -79,6 +78,16 @@ def main() -> None:
         assignments, events, text["n_buyers"], text["seed"], window_s
     )
     inputs = nodes.build_persona_inputs(buyers, events, products, history, text["history_chars"])
+    with open(DATA / "06_models/feature_transformer.pkl", "rb") as handle:
+        transformer = pickle.load(handle)
+    tokens = nodes.tokenise_persona_buyers(
+        buyers,
+        events,
+        pd.read_parquet(DATA / "04_feature/product_embeddings.parquet"),
+        transformer,
+        vq_vae,
+        enrichment["intent_weights"],
+    )
     examples = nodes.select_persona_examples(assignments, events, products, history, text)
 
     llm = build_llm(llm_params)  # the instance mine_personas reuses
@@ -86,7 +95,7 @@ def main() -> None:
     # load the model before timing
     llm.generate([[{"role": "user", "content": "Hello"}]], max_new_tokens=2)
     start = time.perf_counter()
-    personas = nodes.mine_personas(inputs, examples, products, text, llm_params)
+    personas = nodes.mine_personas(inputs, tokens, examples, products, text, llm_params)
     seconds = time.perf_counter() - start
     report, _, _ = nodes.evaluate_text_personas(
         personas, events, products, planted, text["seed"], text["permutation_draws"]
