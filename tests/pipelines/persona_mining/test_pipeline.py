@@ -179,3 +179,17 @@ def test_persona_inputs_hold_only_events_before_the_cutoff(run):
     for example in examples:
         assert example["answers"]["price_sensitivity"] in ("low", "medium", "high")
         assert example["shop_id"] not in set(inputs["shop_id"])  # training shops only
+
+
+def test_no_training_shop_means_no_examples_and_a_warning(run, caplog):
+    from persona_shoppers.pipelines.persona_mining.nodes import select_persona_examples
+
+    sample, out = run
+    held_out = out["persona_assignments"].query("shop_role == 'eval'")
+    params = conf_params("persona_mining")["text_personas"]
+    history = conf_params("data_enrichment")["history"]
+    with caplog.at_level("WARNING"):
+        examples = select_persona_examples(
+            held_out, sample["enriched_events"], None, history, params
+        )
+    assert examples == [] and "no training-shop buyer" in caplog.text

@@ -295,6 +295,9 @@ def select_persona_examples(
     pool = persona_assignments[
         (persona_assignments["shop_role"] == "train") & persona_assignments["stratum"].isin(STRATA)
     ].sample(frac=1.0, random_state=text_personas["seed"])
+    if pool.empty:
+        logger.warning("text personas: no training-shop buyer to take few-shot examples from")
+        return []
     candidates = pool.head(max(200, 20 * n_examples))
     events = enriched_events.join(pl.from_pandas(candidates[_IDS]), on=_IDS, how="semi")
     evidence = _evidence(events, _shop_events(enriched_events, candidates), raw_products)
