@@ -97,7 +97,8 @@ def test_calibration_divides_out_the_options_prior(calibration, genders):
     assert set(personas["preferences"][0]) >= {"price_sensitivity", "interests"}
     probs = personas["scores"][1]["gender"]
     assert sum(probs.values()) == pytest.approx(1.0)
-    assert len(llm.calls) == (2 if calibration == "content_free" else 1)
+    n_fields = len(personas["scores"][0])  # one call per field, twice with the content-free prompt
+    assert len(llm.calls) == n_fields * (2 if calibration == "content_free" else 1)
 
 
 def test_batch_calibration_removes_a_bias_everyone_shares():
@@ -127,7 +128,7 @@ def test_prompt_shows_examples_then_the_buyer_and_options_carry_evidence_words()
     assert prompt[-1]["content"].startswith(TARGET) and TARGET not in prompt[1]["content"]
     llm = BiasedLLM()
     mine_by_likelihood(llm, _buyers().head(1), CATEGORIES, [example], "none")
-    candidates = llm.calls[0][1][0]
+    candidates = {c for _, cands in llm.calls for c in cands[0]}
     assert "Price sensitivity: high (budget)" in candidates
     assert "Brand reliance: high (one main brand)" in candidates
     assert "Interests: sandals" in candidates and "Income: high" in candidates
@@ -136,3 +137,27 @@ def test_prompt_shows_examples_then_the_buyer_and_options_carry_evidence_words()
 def test_unknown_calibration_is_refused():
     with pytest.raises(ValueError, match="calibration 'prior'"):
         mine_by_likelihood(BiasedLLM(), _buyers(), CATEGORIES, [], "prior")
+
+
+class OneAnswerLLM:
+    """Like an endpoint's ``choose`` beyond ten options: the picked option at 0, the rest at
+    -inf (the first option of every field, or the second for buyer b2)."""
+
+    def choose(self, prompts, candidates, normalize=False):
+        out = []
+        for prompt, cands in zip(prompts, candidates, strict=True):
+            k = 1 if "sandals" in prompt[-1]["content"] else 0
+            out.append(
+                Choice(k, cands[k], [0.0 if j == k else -math.inf for j in range(len(cands))])
+            )
+        return out
+
+
+@pytest.mark.parametrize("calibration", ["none", "batch", "content_free"])
+def test_options_ruled_out_stay_out_under_every_calibration(calibration):
+    personas = mine_by_likelihood(OneAnswerLLM(), _buyers(), CATEGORIES, [], calibration)
+    assert [p["gender"] for p in personas["profile"]] == ["female", "male", "female"]
+    for scores in personas["scores"]:
+        for probs in scores.values():
+            assert sum(probs.values()) == pytest.approx(1.0)
+            assert all(math.isfinite(p) for p in probs.values())

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 CONTENT_FREE = "N/A"  # the history and evidence of the calibration prompt (Zhao et al. 2021)
 TARGET = "Customer to describe"  # starts the last user message: all before it is shared
+PROMPTS_PER_PASS = 32  # buyers whose prompt KV stays cached while each field is scored
 
 
 def label(field: str) -> str:
@@ -96,34 +97,43 @@ def field_candidates(categories: Sequence[str]) -> dict[str, list[str]]:
     return fields
 
 
-def _flatten(fields: Mapping[str, list[str]]) -> tuple[list[str], list[tuple[str, str]]]:
-    texts, owners = [], []
-    for field, options in fields.items():
-        for option in options:
-            texts.append(shown(field, option))
-            owners.append((field, option))
-    return texts, owners
+def _log_softmax(logprobs: Sequence[float]) -> np.ndarray:
+    """log P(option | field) from the options' total log-likelihoods (uniform if none is
+    finite)."""
+    values = np.asarray(logprobs, dtype=float)
+    if not np.isfinite(values).any():
+        return np.full(len(values), -np.log(len(values)))
+    return values - np.logaddexp.reduce(values[np.isfinite(values)])
 
 
-def _field_logprobs(
-    logprobs: Sequence[float], owners: Sequence[tuple[str, str]]
-) -> dict[str, dict[str, float]]:
-    """log P(option | field) from the candidates' total log-likelihoods (softmax per field)."""
-    out: dict[str, dict[str, float]] = {}
-    for (field, option), lp in zip(owners, logprobs, strict=True):
-        out.setdefault(field, {})[option] = lp
-    for field, scores in out.items():
-        values = np.array(list(scores.values()))
-        norm = np.logaddexp.reduce(values)
-        out[field] = {k: float(v - norm) for k, v in scores.items()}
+def score_fields(
+    llm: LLM, prompts: Sequence[Prompt], fields: Sequence[Mapping[str, list[str]]]
+) -> list[dict[str, dict[str, float]]]:
+    """log P(option | field) for every field of every prompt (``fields[i]``: field -> options,
+    the same field names for all). One ``choose`` per field, so each is a question of its own
+    that an endpoint answers too; locally the prompts' KV is computed once per
+    :data:`PROMPTS_PER_PASS` and every field reuses it."""
+    out: list[dict[str, dict[str, float]]] = [{} for _ in prompts]
+    with prefilled(llm, prompts, upto=TARGET):
+        for start in range(0, len(prompts), PROMPTS_PER_PASS):
+            rows = list(range(start, min(start + PROMPTS_PER_PASS, len(prompts))))
+            chunk = [prompts[i] for i in rows]
+            with prefilled(llm, chunk):
+                for field in fields[start]:
+                    texts = [[shown(field, o) for o in fields[i][field]] for i in rows]
+                    for i, choice in zip(rows, llm.choose(chunk, texts), strict=True):
+                        scores = _log_softmax(choice.logprobs)
+                        out[i][field] = dict(zip(fields[i][field], scores.tolist(), strict=True))
     return out
 
 
 def calibrated(scores: Mapping[str, float], prior: Mapping[str, float] | None) -> dict[str, float]:
-    """P(option) with the content-free prior divided out and renormalised (none: as is)."""
-    logits = np.array([scores[k] - (prior[k] if prior else 0.0) for k in scores])
-    probs = np.exp(logits - np.logaddexp.reduce(logits))
-    return {k: float(p) for k, p in zip(scores, probs, strict=True)}
+    """P(option) with the prior divided out and renormalised (none: as is). An option the
+    model rules out stays out; one the prior rules out but the buyer's prompt allows wins."""
+    own = np.array([scores[k] for k in scores], dtype=float)
+    base = np.array([prior[k] for k in scores], dtype=float) if prior else np.zeros(len(own))
+    logits = np.where(np.isfinite(own), own - np.where(np.isfinite(base), base, -1e6), -np.inf)
+    return dict(zip(scores, np.exp(_log_softmax(logits)).tolist(), strict=True))
 
 
 def pick_interests(probs: Mapping[str, float], max_interests: int) -> list[str]:
@@ -146,7 +156,8 @@ def batch_prior(
     for field in scores[0]:
         options = list(scores[0][field])
         probs = np.exp([[s[field][o] for o in options] for s in scores]).mean(axis=0)
-        out[field] = dict(zip(options, np.log(probs).tolist(), strict=True))
+        with np.errstate(divide="ignore"):  # an option nobody can have: log 0 = -inf
+            out[field] = dict(zip(options, np.log(probs).tolist(), strict=True))
     return out
 
 
@@ -169,30 +180,24 @@ def mine_by_likelihood(
     if calibration not in CALIBRATIONS:
         raise ValueError(f"text personas: calibration {calibration!r} is not one of {CALIBRATIONS}")
     shops = sorted(buyers["shop_id"].unique())
-    flat = {shop: _flatten(field_candidates(categories[shop])) for shop in shops}
+    fields = {shop: field_candidates(categories[shop]) for shop in shops}
     prompts: list[Prompt] = [
         persona_prompt(h, e, examples)
         for h, e in zip(buyers["history"], buyers["evidence"], strict=True)
     ]
-    candidates = [flat[shop][0] for shop in buyers["shop_id"]]
     logger.info(
-        "text personas by likelihood: %d buyers x %d options, %d few-shot examples, %s calibration",
+        "text personas by likelihood: %d buyers, %d fields, %d few-shot examples, %s calibration",
         len(prompts),
-        len(candidates[0]) if candidates else 0,
+        len(fields[shops[0]]) if shops else 0,
         len(examples),
         calibration,
     )
-    with prefilled(llm, prompts, upto=TARGET):
-        choices = llm.choose(prompts, candidates)
-    raw = [
-        _field_logprobs(c.logprobs, flat[shop][1])
-        for c, shop in zip(choices, buyers["shop_id"], strict=True)
-    ]
+    raw = score_fields(llm, prompts, [fields[shop] for shop in buyers["shop_id"]])
     priors: dict[str, dict[str, dict[str, float]] | None] = dict.fromkeys(shops)
     if calibration == "content_free":
         free = [persona_prompt(CONTENT_FREE, CONTENT_FREE, examples) for _ in shops]
-        for shop, choice in zip(shops, llm.choose(free, [flat[s][0] for s in shops]), strict=True):
-            priors[shop] = _field_logprobs(choice.logprobs, flat[shop][1])
+        scored = score_fields(llm, free, [fields[s] for s in shops])
+        priors.update(zip(shops, scored, strict=True))
     elif calibration == "batch":
         for shop in shops:
             priors[shop] = batch_prior(
