@@ -152,9 +152,8 @@ def item_selection_cases(
 
     Options are shuffled (seeded); ``answer`` is the purchased product's index. Columns:
     shop_id, buyer_id, product_ids, titles, categories, answer."""
-    keys = pl.from_pandas(buyers[_KEYS].drop_duplicates())
     seen = (
-        events.join(keys, on=_KEYS, how="semi")
+        events.join(_keys(buyers[_KEYS]), on=_KEYS, how="semi")
         .filter(pl.col("category").is_not_null())
         .group_by(_KEYS)
         .agg(pl.col("category").unique().alias("seen"))

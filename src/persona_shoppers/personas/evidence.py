@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import polars as pl
+from polars.dataframe.group_by import GroupBy
 
 from persona_shoppers.agent.population import category_leaf
 from persona_shoppers.personas.text_personas import FREQUENCIES, LEVELS
@@ -35,6 +36,18 @@ IMPLIED: dict[str, tuple[str, bool]] = {
     "brand_reliance": ("top_brand_share", False),
     "shopping_frequency": ("n_sessions", False),
 }
+
+
+def _viewed_counts(views: pl.DataFrame, column: str) -> GroupBy:
+    """Views per (buyer, ``column`` value), grouped by buyer, most viewed value first (ties by
+    name)."""
+    return (
+        views.filter(pl.col(column).is_not_null())
+        .group_by([*_KEYS, column])
+        .len()
+        .sort([*_KEYS, "len", column], descending=[False, False, True, False])
+        .group_by(_KEYS, maintain_order=True)
+    )
 
 
 def buyer_evidence(events: pl.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
@@ -75,11 +88,7 @@ def buyer_evidence(events: pl.DataFrame, products: pd.DataFrame) -> pd.DataFrame
         pl.col("_pct").filter(view).mean().alias("_viewed_pct"),
     )
     brands = (
-        frame.filter(view & pl.col("brand").is_not_null())
-        .group_by([*_KEYS, "brand"])
-        .len()
-        .sort([*_KEYS, "len", "brand"], descending=[False, False, True, False])
-        .group_by(_KEYS, maintain_order=True)
+        _viewed_counts(frame.filter(view), "brand")
         .agg(
             pl.col("brand").first().alias("top_brand"),
             (pl.col("len").first() / pl.col("len").sum()).alias("top_brand_share"),
@@ -88,17 +97,10 @@ def buyer_evidence(events: pl.DataFrame, products: pd.DataFrame) -> pd.DataFrame
         .filter(pl.col("_brand_views") >= MIN_BRAND_VIEWS)
         .drop("_brand_views")
     )
-    categories = (
-        frame.filter(view & pl.col("category").is_not_null())
-        .group_by([*_KEYS, "category"])
-        .len()
-        .sort([*_KEYS, "len", "category"], descending=[False, False, True, False])
-        .group_by(_KEYS, maintain_order=True)
-        .agg(
-            pl.col("category").sort().alias("categories"),
-            pl.col("category").head(TOP_CATEGORIES).alias("top_categories"),
-            pl.col("len").head(TOP_CATEGORIES).alias("top_category_views"),
-        )
+    categories = _viewed_counts(frame.filter(view), "category").agg(
+        pl.col("category").sort().alias("categories"),
+        pl.col("category").head(TOP_CATEGORIES).alias("top_categories"),
+        pl.col("len").head(TOP_CATEGORIES).alias("top_category_views"),
     )
     out = (
         counts.join(brands, on=_KEYS, how="left")

@@ -45,17 +45,15 @@ def value_spread(personas: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _agreement(stated: Sequence, truth: Sequence, field: str) -> np.ndarray:
-    """Per persona: 1/0 (a level equals the implied one) or the share of stated interests
-    among the viewed categories."""
+def _agreement_matrix(stated: Sequence, truth: Sequence, field: str) -> np.ndarray:
+    """``[j, i]``: how persona j's stated ``field`` agrees with buyer i's behaviour, 1/0 (a level
+    equals the implied one) or the share of stated interests among the viewed categories."""
     if field == INTERESTS:
+        seen = [set(t) for t in truth]
         return np.array(
-            [
-                np.mean([c in set(seen) for c in s]) if len(s) else 0.0
-                for s, seen in zip(stated, truth, strict=True)
-            ]
+            [[np.mean([c in v for c in s]) if len(s) else 0.0 for v in seen] for s in stated]
         )
-    return np.array([s == t for s, t in zip(stated, truth, strict=True)], dtype=float)
+    return np.array([[s == t for t in truth] for s in stated], dtype=float)
 
 
 def shop_permutations(shops: Sequence[str], draws: int, seed: int) -> np.ndarray:
@@ -82,13 +80,10 @@ def behaviour_agreement(
     shops = [shops[i] for i in known]
     if len(known) < 2:
         return {"n": float(len(known))}
-    own = float(_agreement(stated, truth, field).mean())
-    null = np.array(
-        [
-            _agreement([stated[j] for j in order], truth, field).mean()
-            for order in shop_permutations(shops, draws, seed)
-        ]
-    )
+    agreement = _agreement_matrix(stated, truth, field)
+    own = float(np.diag(agreement).mean())
+    orders = shop_permutations(shops, draws, seed)
+    null = agreement[orders, np.arange(len(known))].mean(axis=1)
     return {
         "n": float(len(known)),
         "own": own,

@@ -305,13 +305,15 @@ def select_persona_examples(
     histories = build_histories(events, history_options).set_index(_IDS)["history_text"]
     levels = [implied_levels(row) for row in evidence.to_dict("records")]
     examples: list[dict[str, Any]] = []
-    wanted = ["high", "medium", "low"] * n_examples
-    for level in wanted[:n_examples]:
+    used: set[tuple[str, str]] = set()
+    for k in range(n_examples):
+        level = ("high", "medium", "low")[k % 3]
         for row, implied in zip(evidence.to_dict("records"), levels, strict=True):
-            used = {(e["shop_id"], e["buyer_id"]) for e in examples}
-            if implied["price_sensitivity"] != level or (row["shop_id"], row["buyer_id"]) in used:
+            key = (row["shop_id"], row["buyer_id"])
+            if implied["price_sensitivity"] != level or key in used:
                 continue
-            history = histories.get((row["shop_id"], row["buyer_id"]), "")
+            used.add(key)
+            history = histories.get(key, "")
             examples.append(
                 {
                     "shop_id": row["shop_id"],
