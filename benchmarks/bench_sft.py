@@ -77,7 +77,9 @@ its draw; ``--calibrate`` first fits its calibration as the ``calibrate_sft_agen
 step's prompt says besides product text (kind of page, intent stratum, step, counts of views,
 searches and cart additions in the progress log, the previous action, whether the cart is
 empty) on the training steps, and scores it on every held-out step beside the majority
-action: how far above the majority the buyers' next action can be told from these
+action: how far above the majority the buyers' next action can be told from these; then the
+same with the persona token added, and with the planted buyer type added where
+``data/01_raw/planted_truth.json`` has one (the best any persona could tell)
 (``benchmarks/results/bench_sft_feature_baseline.json``).
 
 ``--compare-budget [--budgets 64 320] [--seeds 42 7] [--val-examples 6] [--stratify-by
@@ -118,6 +120,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STAGE1_MODEL = ROOT / "data" / "06_models" / "sft_model_stage1"
 TRACES = ROOT / "data" / "05_model_input" / "sft_traces_stage{}.jsonl"
+PLANTED = ROOT / "data" / "01_raw" / "planted_truth.json"
 CONF = ROOT / "conf" / "base" / "parameters_sft.yml"
 GLOBALS = ROOT / "conf" / "base" / "globals.yml"
 VARIANTS = ("naive", "head_only", "bf16", "grouped", "flat", "shared", "default", "packed")
@@ -783,35 +786,89 @@ def _step_features(steps: pd.DataFrame) -> pd.DataFrame:
 
 def feature_baseline(args: argparse.Namespace) -> dict:
     """Held-out next-action accuracy of a gradient-boosted classifier on :func:`_step_features`
-    (fit on the training steps) beside the majority action's."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
+    (fit on the training steps) beside the majority action's; then with the persona token
+    added, and with the planted buyer type added (where ``planted_truth.json`` has one: an
+    answer key, read here only to bound what any persona could add)."""
     frame, _ = _stage2_traces()
     features = _step_features(frame)
     train = (frame["split"] == "train").to_numpy()
     held_out = (frame["split"] == "validation").to_numpy()
     actions = frame["action"].to_numpy()
-    model = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, random_state=args.seed, categorical_features=[0, 7]
-    ).fit(features[train], actions[train])
-    predicted = model.predict(features[held_out])
-    classes = list(model.classes_)
-    truth = actions[held_out]
-    p_truth = model.predict_proba(features[held_out])[
-        np.arange(len(truth)), [classes.index(a) for a in truth]
-    ]
     majority = pd.Series(actions[train]).mode()[0]
+    extras = {"persona token": frame["token"].to_numpy()}
+    buyer_types = _planted_buyer_types(frame)
+    if buyer_types is not None:
+        extras["planted buyer type"] = buyer_types
+    classifiers = {"page and progress": _fit_classifier(features, actions, train, held_out, args)}
+    for name, column in extras.items():
+        with_extra = features.assign(extra=_category_codes(column, train))
+        classifiers[f"page and progress + {name}"] = _fit_classifier(
+            with_extra, actions, train, held_out, args
+        )
     report = {
         "held_out_steps": int(held_out.sum()),
-        "classifier_accuracy": float((predicted == truth).mean()),
-        "majority_accuracy": float((truth == majority).mean()),
-        "classifier_mean_p_next_action": float(p_truth.mean()),
+        "majority_accuracy": float((actions[held_out] == majority).mean()),
+        "classifiers": classifiers,
         "features": list(features.columns),
         "command": " ".join(["python", *sys.argv]),
         "machine": machine_facts(),
     }
-    print(report)
+    print(json.dumps(report, indent=1))
     return report
+
+
+def _category_codes(values: np.ndarray, train: np.ndarray, most: int = 254) -> np.ndarray:
+    """Codes of the ``most`` values most frequent on the training steps, the rest one more
+    code: the classifier takes at most 255 categories."""
+    kept = pd.Series(values[train]).value_counts().index[:most]
+    return pd.Categorical(values, categories=kept).codes.astype(int) % (most + 1)
+
+
+def _planted_buyer_types(frame: pd.DataFrame) -> np.ndarray | None:
+    """Each step's planted buyer type, or None without a planted truth."""
+    from persona_shoppers.synthetic.generator import planted_buyer_types
+
+    if not PLANTED.exists():
+        return None
+    planted = json.loads(PLANTED.read_text())
+    if not planted.get("buyer_type"):
+        return None
+    types = planted_buyer_types(planted)
+    return frame[["shop_id", "buyer_id"]].merge(types, how="left")["buyer_type"].to_numpy()
+
+
+def _fit_classifier(
+    features: pd.DataFrame,
+    actions: np.ndarray,
+    train: np.ndarray,
+    held_out: np.ndarray,
+    args: argparse.Namespace,
+) -> dict:
+    """Held-out accuracy and mean P(the buyer's next action) of a gradient-boosted classifier
+    fit on the training steps (categorical: the page, the previous action, any extra column),
+    with a bootstrap 95% interval of its accuracy minus the majority's."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from persona_shoppers.metrics.intervals import mean_interval
+
+    categorical = [c in ("page", "previous", "extra") for c in features.columns]
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, random_state=args.seed, categorical_features=categorical
+    ).fit(features[train], actions[train])
+    truth = actions[held_out]
+    classes = list(model.classes_)
+    p_truth = model.predict_proba(features[held_out])[
+        np.arange(len(truth)), [classes.index(a) for a in truth]
+    ]
+    majority = pd.Series(actions[train]).mode()[0]
+    gain = (model.predict(features[held_out]) == truth).astype(float) - (truth == majority)
+    low, high = mean_interval(gain, draws=2000, seed=args.seed)
+    return {
+        "accuracy": float((gain + (truth == majority)).mean()),
+        "minus_majority": float(gain.mean()),
+        "minus_majority_interval": [float(low), float(high)],
+        "mean_p_next_action": float(p_truth.mean()),
+    }
 
 
 def _plot_curve(curve: list[dict], baselines: dict, settings: str, path: Path) -> None:
