@@ -73,3 +73,16 @@ def test_bad_shapes_and_empty_targets_are_errors():
 def test_the_context_is_the_page_and_the_cart_state():
     assert calibration_context("product", cart_empty=True) == "product|empty"
     assert calibration_context("product", cart_empty=False) == "product|items"
+
+
+def test_types_no_step_can_take_are_left_out_of_the_target():
+    # "end" is invalid on every step of "p": view and add to cart share the target 0.4 : 0.4,
+    # so after calibration they are 0.5 each (from 0.75 : 0.25, a log-bias of log 3 between).
+    probs = np.array([[0.75, 0.25, 0.0]])
+    bias = fit_type_bias(probs, ["p"], {"p": {"view": 0.4, "add_to_cart": 0.4, "end": 0.2}}, TYPES)
+    assert bias["p"]["add_to_cart"] - bias["p"]["view"] == pytest.approx(math.log(3), abs=1e-5)
+    np.testing.assert_allclose(
+        calibrate(probs, [bias["p"][t] for t in TYPES]), [[0.5, 0.5, 0.0]], atol=1e-6
+    )
+    # a context whose targeted types no step can take keeps no bias
+    assert fit_type_bias(probs, ["p"], {"p": {"end": 1.0}}, TYPES) == {}

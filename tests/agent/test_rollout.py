@@ -44,9 +44,15 @@ def _sessions(runs):
 
 def test_lockstep_gives_the_same_sessions_as_one_agent_at_a_time(llm, stores):
     # A high temperature flattens the tiny random model's peaky choices, so that the
-    # sessions are long and varied; each agent samples with its own seeded generator.
-    together = RolloutEngine(llm, stores, max_steps=8, temperature=20.0, lockstep=8)
-    alone = RolloutEngine(llm, stores, max_steps=8, temperature=20.0, lockstep=1)
+    # sessions are long and varied; each agent samples with its own seeded generator. Queries
+    # are greedy: sampled at 20 over the whole vocabulary, a token's draw turns on float
+    # noise that batching changes (padded rows), not on the engine.
+    together = RolloutEngine(
+        llm, stores, max_steps=8, temperature=20.0, query_temperature=0.0, lockstep=8
+    )
+    alone = RolloutEngine(
+        llm, stores, max_steps=8, temperature=20.0, query_temperature=0.0, lockstep=1
+    )
     specs = _specs(8)
     runs = together.run(specs, progress=False)
     assert max(len(r.actions) for r in runs) >= 3
@@ -54,7 +60,9 @@ def test_lockstep_gives_the_same_sessions_as_one_agent_at_a_time(llm, stores):
 
 
 def test_an_ended_agent_hands_its_place_to_a_waiting_one(llm, stores, monkeypatch):
-    engine = RolloutEngine(llm, stores, max_steps=6, temperature=20.0, lockstep=3)
+    engine = RolloutEngine(
+        llm, stores, max_steps=6, temperature=20.0, query_temperature=0.0, lockstep=3
+    )
     batches = []
     step = engine._step
     monkeypatch.setattr(engine, "_step", lambda agents: batches.append(agents) or step(agents))
@@ -66,9 +74,9 @@ def test_an_ended_agent_hands_its_place_to_a_waiting_one(llm, stores, monkeypatc
         ended |= {a.spec.agent_id for a in before} - {a.spec.agent_id for a in batch}
         assert len(batch) == min(3, len(specs) - len(ended))  # every free place is taken
     assert _sessions(runs) == _sessions(
-        RolloutEngine(llm, stores, max_steps=6, temperature=20.0, lockstep=1).run(
-            specs, progress=False
-        )
+        RolloutEngine(
+            llm, stores, max_steps=6, temperature=20.0, query_temperature=0.0, lockstep=1
+        ).run(specs, progress=False)
     )
 
 
@@ -145,7 +153,9 @@ def test_candidates_are_the_valid_actions_of_the_page(stores):
     assert Action("remove_from_cart", "p3") in on_cart and Action("checkout") in on_cart
     store.step(visit, Action("checkout"))
     on_checkout = candidate_actions(store, visit)
-    assert {a.type for a in on_checkout} == {"purchase", "view", "view_cart", "back", "end"}
+    assert {a.type for a in on_checkout} == {"purchase", "open", "view", "view_cart", "back", "end"}
+    # collections open from every page (the home page every visit starts on lists them)
+    assert all(Action("open", "c1") in c for c in (listed, on_product, on_cart, on_checkout))
     assert {a.argument for a in on_checkout if a.type == "view"} == {"p1", "p3", "p5"}
     with pytest.raises(ValueError, match="no store for shops"):
         RolloutEngine(None, stores).run([AgentSpec("x", "s9", "goal")], progress=False)

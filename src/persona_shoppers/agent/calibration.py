@@ -12,9 +12,12 @@ steps, personas and goals still comes from the model. See docs/sft.md, "Calibrat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 TypeBias = Mapping[str, Mapping[str, float]]  # context -> action type -> log-bias
 
@@ -40,7 +43,9 @@ def fit_type_bias(
     Args:
         probs: (steps, types) model probabilities of each of ``types``.
         contexts: the context of each step.
-        targets: per context, the frequency of each type (missing types: 0).
+        targets: per context, the frequency of each type (missing types: 0); types that
+            no row of the context can take (probability 0 in every row) are left out and
+            the rest renormalised.
         types: the columns of ``probs``.
         max_bias: the bias is clipped to [-max_bias, max_bias]: a type the buyers never take
             in a context is made rare, not impossible.
@@ -57,6 +62,16 @@ def fit_type_bias(
         target = bias_vector(targets[context], types)
         if target.sum() <= 0:
             raise ValueError(f"fit_type_bias: the targets of context {context!r} are all zero")
+        # a type no row can take (invalid wherever the context's steps were) gets no mass:
+        # the target is matched over the types the rows can take
+        target = np.where(rows.max(axis=0) > 0, target, 0.0)
+        if target.sum() <= 0:
+            logger.warning(
+                "fit_type_bias: no step of context %r can take a type the targets name; "
+                "the context keeps no bias",
+                context,
+            )
+            continue
         target = target / target.sum()
         bias = np.zeros(len(types))
         for _ in range(iterations):

@@ -76,11 +76,11 @@ def candidate_actions(store: Store, visit) -> list[Action]:
     """The non-search actions an agent may take on the visit's current page (search is always
     valid): every valid action, with views limited to products shown on a page of the visit
     (this one's listing first, then earlier ones: going back to a product seen before, as
-    shoppers do; ids never shown would be guesses)."""
+    shoppers do; ids never shown would be guesses). Collections open from every page, as
+    buyers open them from product and cart pages too: the home page that every visit starts
+    on lists them."""
     page = visit.page
-    out: list[Action] = []
-    if page.kind == "home":
-        out += [Action("open", store.collection_display_id[c]) for c in store.collections]
+    out: list[Action] = [Action("open", store.collection_display_id[c]) for c in store.collections]
     shown = [p for past in (page, *visit.history[-2::-1]) for p in store.listed_products(past)]
     here = page.subject if page.kind == "product" else None
     out += [Action("view", store.display_id[p]) for p in dict.fromkeys(shown) if p != here]
