@@ -50,6 +50,7 @@ from persona_shoppers.storefront import StoreVariant
 from .llm.conftest import tiny_model_dir  # noqa: F401 (a fixture)
 from .pipelines._kedro import (
     KeptDataset,
+    agent_calibration_inputs,
     conf_params,
     enriched_sample,
     param_datasets,
@@ -110,7 +111,7 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
             "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(model),
             "sft_model_single_stage": MemoryDataset(model),
-            "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
+            **agent_calibration_inputs(assignments),
             "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),

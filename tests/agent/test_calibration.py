@@ -11,7 +11,9 @@ from persona_shoppers.agent.calibration import (
     calibrate,
     calibrate_by_context,
     calibration_context,
+    context_bias,
     fit_type_bias,
+    pooled_context,
     type_frequencies,
 )
 
@@ -86,3 +88,34 @@ def test_types_no_step_can_take_are_left_out_of_the_target():
     )
     # a context whose targeted types no step can take keeps no bias
     assert fit_type_bias(probs, ["p"], {"p": {"end": 1.0}}, TYPES) == {}
+
+
+def test_intent_contexts_fall_back_to_their_pooled_context():
+    assert calibration_context("product", True, "buy") == "product|empty|buy"
+    assert pooled_context("product|empty|buy") == "product|empty"
+    assert pooled_context("product|empty") == "product|empty"
+    bias = {"product|empty|buy": {"view": 1.0}, "product|empty": {"end": 2.0}}
+    assert context_bias(bias, "product|empty|buy") == {"view": 1.0}
+    assert context_bias(bias, "product|empty|browse") == {"end": 2.0}  # no browse bias
+    assert context_bias(bias, "product|empty") == {"end": 2.0}  # a goal without intent
+    assert context_bias(bias, "cart|items|buy") is None
+
+
+def test_pooled_contexts_are_fitted_on_every_intent_s_rows():
+    probs = np.array([[0.5, 0.25, 0.25], [0.5, 0.25, 0.25]])
+    contexts = ["p|empty|buy", "p|empty|browse"]
+    freq = type_frequencies(contexts, ["add_to_cart", "end"])
+    assert freq == {
+        "p|empty": {"add_to_cart": 0.5, "end": 0.5},
+        "p|empty|browse": {"end": 1.0},
+        "p|empty|buy": {"add_to_cart": 1.0},
+    }
+    bias = fit_type_bias(probs, contexts, freq, TYPES)
+    assert set(bias) == {"p|empty", "p|empty|buy", "p|empty|browse"}
+    pooled = calibrate(probs, [bias["p|empty"][t] for t in TYPES]).mean(axis=0)
+    np.testing.assert_allclose(pooled, [0.0, 0.5, 0.5], atol=0.01)
+    buy = calibrate(probs[:1], [bias["p|empty|buy"][t] for t in TYPES])
+    assert buy[0, 1] > 0.97  # add to cart; the others at the clip, a factor e^-5
+    # calibrate_by_context applies the intent's bias, and the pooled one to other intents
+    out = calibrate_by_context(probs, ["p|empty|buy", "p|empty|gift"], TYPES, bias)
+    np.testing.assert_allclose(out[1], pooled, atol=0.01)

@@ -146,6 +146,37 @@ def token_assignments(buyers: pd.DataFrame, planted_truth: dict) -> pd.DataFrame
     )
 
 
+def agent_calibration_inputs(assignments: pd.DataFrame) -> dict[str, MemoryDataset]:
+    """What the simulation's calibration node reads, small: ``sft_action_calibration`` with
+    the buyers' targets, stage-2 trace sessions of four training-shop buyers to refit it on
+    the agents' own steps, and ``params:sft.calibration.max_bias``."""
+    from persona_shoppers.personas.token_format import persona_token
+
+    buyers = assignments[assignments["shop_role"] == "train"].sort_values("buyer_id").head(4)
+    traces = pd.DataFrame(
+        {
+            "split": "train",
+            "session_id": [f"s{i}" for i in range(len(buyers))],
+            "step": 0,
+            "shop_id": buyers["shop_id"].to_numpy(),
+            "goal": "You are here to buy running shoes.",
+            "persona_token": [persona_token(int(t)) for t in buyers["token"]],
+        }
+    )
+    calibration = {
+        "type_bias": {"product|empty": {"view": 0.5}},
+        "targets": {
+            "home|empty": {"search": 0.6, "open": 0.3, "end": 0.1},
+            "product|empty": {"view": 0.5, "add_to_cart": 0.3, "end": 0.2},
+        },
+    }
+    return {
+        "sft_action_calibration": MemoryDataset(calibration),
+        "sft_traces_stage2": MemoryDataset(traces),
+        **param_datasets(sft={"calibration": {"max_bias": 5.0}}),
+    }
+
+
 def text_personas(
     assignments: pd.DataFrame,
     n: int,

@@ -1,13 +1,16 @@
-"""Action-type calibration of a fine-tuned agent per kind of page and cart state.
+"""Action-type calibration of a fine-tuned agent per kind of page, cart state and intent.
 
 A small model fine-tuned on a few hundred steps learns where the funnel is decided (checkout
 -> purchase) but stays far below the buyers on frequent, weakly signalled choices (adding to
 cart on a product page). Calibration adds one log-bias per (context, action type), a context
-being the kind of page and whether the cart is empty (which decides whether checking out is
-possible), so that, on steps the model did not train on, its mean probability of each type in
-each context equals the buyers' frequency there: prior correction of a classifier's intercepts
-(Saerens et al. 2002; Zhao et al. 2021 for language models). Everything that varies between
-steps, personas and goals still comes from the model. See docs/sft.md, "Calibration".
+being the kind of page, whether the cart is empty (which decides whether checking out is
+possible) and the intent the goal states (a browse goal is a window shopper's, who by the
+stratum's definition never adds to cart), so that, on steps the model did not train on, its
+mean probability of each type in each context equals the buyers' frequency there: prior
+correction of a classifier's intercepts (Saerens et al. 2002; Zhao et al. 2021 for language
+models). Pooled contexts (every intent together) serve goals that state none. Everything that
+varies between steps, personas and goals still comes from the model. See docs/sft.md,
+"Calibration".
 """
 
 from __future__ import annotations
@@ -22,9 +25,31 @@ logger = logging.getLogger(__name__)
 TypeBias = Mapping[str, Mapping[str, float]]  # context -> action type -> log-bias
 
 
-def calibration_context(page: str, cart_empty: bool) -> str:
-    """The context a bias applies to: ``product|empty``, ``cart|items``, ..."""
-    return f"{page}|{'empty' if cart_empty else 'items'}"
+def calibration_context(page: str, cart_empty: bool, intent: str | None = None) -> str:
+    """The context a bias applies to: ``product|empty``, ``cart|items``, ..., and with the
+    intent the goal states, ``product|empty|buy``, ``home|empty|browse``."""
+    context = f"{page}|{'empty' if cart_empty else 'items'}"
+    return f"{context}|{intent}" if intent else context
+
+
+def pooled_context(context: str) -> str:
+    """The context without its intent (``product|empty|buy`` -> ``product|empty``)."""
+    return "|".join(context.split("|")[:2])
+
+
+def context_groups(contexts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Rows of each context, and of each pooled context (every intent together)."""
+    contexts = np.asarray(contexts, dtype=object)
+    pooled = np.array([pooled_context(c) for c in contexts], dtype=object)
+    groups = {str(c): contexts == c for c in set(contexts.tolist())}
+    groups.update({str(c): pooled == c for c in set(pooled.tolist())})
+    return dict(sorted(groups.items()))
+
+
+def context_bias(type_bias: TypeBias, context: str) -> Mapping[str, float] | None:
+    """The biases of a context: its own, else its pooled context's (an agent whose goal
+    states no intent, or an intent the calibration had no steps of), else None."""
+    return type_bias.get(context) or type_bias.get(pooled_context(context))
 
 
 def fit_type_bias(
@@ -38,7 +63,8 @@ def fit_type_bias(
 ) -> dict[str, dict[str, float]]:
     """Log-biases per context (:func:`calibration_context`) that make the mean calibrated
     probability of each type over that context's rows equal ``targets[context][type]``
-    (iterative proportional fitting).
+    (iterative proportional fitting); a pooled context (no intent) is fitted on the rows of
+    all its intents together.
 
     Args:
         probs: (steps, types) model probabilities of each of ``types``.
@@ -51,14 +77,15 @@ def fit_type_bias(
             in a context is made rare, not impossible.
     """
     probs = np.asarray(probs, dtype=float)
-    contexts = np.asarray(contexts)
     if probs.shape != (len(contexts), len(types)):
         raise ValueError(
             f"fit_type_bias: probs {probs.shape} for {len(contexts)} steps and {len(types)} types"
         )
     out = {}
-    for context in sorted(set(contexts.tolist()) & set(targets)):
-        rows = probs[contexts == context]
+    for context, members in context_groups(contexts).items():
+        if context not in targets:
+            continue
+        rows = probs[members]
         target = bias_vector(targets[context], types)
         if target.sum() <= 0:
             raise ValueError(f"fit_type_bias: the targets of context {context!r} are all zero")
@@ -95,12 +122,14 @@ def calibrate(probs: np.ndarray, bias: np.ndarray) -> np.ndarray:
 def calibrate_by_context(
     probs: np.ndarray, contexts: Sequence[str], types: Sequence[str], type_bias: TypeBias
 ) -> np.ndarray:
-    """:func:`calibrate` with each row's context bias (contexts without one: unchanged)."""
+    """:func:`calibrate` with each row's context bias (:func:`context_bias`; contexts without
+    one: unchanged)."""
     out = np.asarray(probs, dtype=float).copy()
-    contexts = np.asarray(contexts)
-    for context, bias in type_bias.items():
-        rows = contexts == context
-        if rows.any():
+    contexts = np.asarray(contexts, dtype=object)
+    for context in set(contexts.tolist()):
+        bias = context_bias(type_bias, context)
+        if bias:
+            rows = contexts == context
             out[rows] = calibrate(out[rows], bias_vector(bias, types))
     return out
 
@@ -113,11 +142,12 @@ def bias_vector(values: Mapping[str, float] | None, types: Sequence[str]) -> np.
 def type_frequencies(
     contexts: Sequence[str], actions: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """Per context, the share of steps whose next action is each type."""
-    contexts, actions = np.asarray(contexts), np.asarray(actions)
+    """Per context and pooled context (:func:`context_groups`), the share of steps whose next
+    action is each type."""
+    actions = np.asarray(actions)
     out = {}
-    for context in sorted(set(contexts.tolist())):
-        taken = actions[contexts == context]
+    for context, members in context_groups(contexts).items():
+        taken = actions[members]
         kinds, counts = np.unique(taken, return_counts=True)
         out[str(context)] = {
             str(k): float(c / len(taken)) for k, c in zip(kinds, counts, strict=True)

@@ -32,6 +32,7 @@ from .calibration import (
     fit_type_bias,
     type_frequencies,
 )
+from .prompts import GOAL_PREFIX, goal_intent
 from .rollout import type_text, write_queries
 
 TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
@@ -116,10 +117,14 @@ def calibrated_scores(scores: pd.DataFrame, type_bias: TypeBias) -> pd.DataFrame
 
 
 def step_contexts(steps: pd.DataFrame) -> list[str]:
-    """Each trace step's calibration context: its kind of page and whether the prompt's page
-    says the cart is empty."""
+    """Each trace step's calibration context: its kind of page, whether the prompt's page
+    says the cart is empty, and the intent its goal states."""
     return [
-        calibration_context(page, EMPTY_CART_LINE in messages[1]["content"])
+        calibration_context(
+            page,
+            EMPTY_CART_LINE in messages[1]["content"],
+            goal_intent(messages[1]["content"].removeprefix(GOAL_PREFIX)),
+        )
         for page, messages in zip(steps["page"], steps["messages"], strict=True)
     ]
 

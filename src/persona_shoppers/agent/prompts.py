@@ -7,6 +7,7 @@ See docs/trace_generation.md, "Examples: one per step".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ..clickstream.buyers import BUYING_STRATA
@@ -34,10 +35,20 @@ def interest_goal(category: str) -> str:
     return f"You are interested in {category}."
 
 
+GOAL_PREFIX = "Goal: "  # the user turn's first line
+INTENT_GOAL = re.compile(r"^You are here to (buy|browse) ")
+
+
 def intent_goal(category: str, stratum: str) -> str:
     """Stage-2 goal: the intent of the buyer's funnel stratum (A-C buy, D-E browse)."""
     verb = "buy" if stratum in BUYING_STRATA else "browse"
     return f"You are here to {verb} {category}."
+
+
+def goal_intent(goal: str) -> str | None:
+    """The intent a goal states (``buy`` / ``browse``), None for an intent-neutral goal."""
+    found = INTENT_GOAL.match(goal)
+    return found.group(1) if found else None
 
 
 def user_turn(
@@ -52,7 +63,7 @@ def user_turn(
     Only the last ``max_progress`` progress entries are listed (numbered as in the session),
     after a note on how many earlier steps are not shown.
     """
-    lines = [f"Goal: {goal}"]
+    lines = [f"{GOAL_PREFIX}{goal}"]
     if profile is not None:
         lines.append(f"Buyer profile: {profile}")
     lines.append("Progress:")

@@ -24,8 +24,8 @@ from ..llm.base import LLM
 from ..storefront import Action, Store
 from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
-from .calibration import TypeBias, bias_vector, calibration_context
-from .prompts import SYSTEM_PROMPT, chat, user_turn
+from .calibration import TypeBias, bias_vector, calibration_context, context_bias
+from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, goal_intent, user_turn
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class _Live:
         self.observation = first.observation
         self.progress = self.run.progress
         self.started = started
+        self.intent = goal_intent(spec.goal)
         # prompt prefixes kept in the LLM's cache: up to the progress log, up to the page
         self.cached_prefixes: tuple[str, ...] = ()
         self._log(first.events)
@@ -213,6 +214,9 @@ class RolloutEngine:
             (the SFT model's calibration, :func:`.calibration.fit_type_bias`; None: the
             model's own).
         start_time: the first event's timestamp (events are 20 s apart).
+        record_types: keep, for every step, its context and the model's own (unbiased)
+            probability of each valid action type in :attr:`type_records` (what
+            :mod:`.on_policy` refits the calibration on).
     """
 
     def __init__(
@@ -228,6 +232,7 @@ class RolloutEngine:
         max_progress: int = 8,
         type_bias: TypeBias | None = None,
         start_time: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+        record_types: bool = False,
     ):
         if decoding not in ("sample", "greedy"):
             raise ValueError(f"decoding must be 'sample' or 'greedy', got {decoding!r}")
@@ -243,6 +248,8 @@ class RolloutEngine:
         )
         self.type_bias = type_bias or {}
         self.start_time = start_time
+        self.record_types = record_types
+        self.type_records: list[tuple[str, dict[str, float]]] = []
 
     def run(
         self,
@@ -305,7 +312,7 @@ class RolloutEngine:
         # (while the log only grows, a step runs just its new entry); and the whole prompt
         # for the step (scoring the actions and writing a query share one pass).
         rendered = [self.llm.render(p) for p in prompts]
-        heads = [r[: r.index("Goal: ")] for r in rendered]
+        heads = [r[: r.index(GOAL_PREFIX)] for r in rendered]
         kept = [
             (r[: r.index("\nProgress:\n") + 1], r[: r.index("\nPage:\n") + 1]) for r in rendered
         ]
@@ -321,8 +328,14 @@ class RolloutEngine:
 
     def _decide(self, agents, prompts, options, texts) -> None:
         choices = self.llm.choose(prompts, [scored for _, scored in texts])
+        if self.record_types:
+            for agent, (types, _), choice in zip(agents, texts, choices, strict=True):
+                own = np.exp(_log_softmax(np.asarray(choice.logprobs[: len(types)], dtype=float)))
+                self.type_records.append(
+                    (_context(agent), dict(zip(types, own.tolist(), strict=True)))
+                )
         logprobs = [
-            action_logprobs(opts, types, c.logprobs, self.type_bias.get(_context(a.visit)))
+            action_logprobs(opts, types, c.logprobs, context_bias(self.type_bias, _context(a)))
             for a, opts, (types, _), c in zip(agents, options, texts, choices, strict=True)
         ]
         picks = [self._pick(a, lp) for a, lp in zip(agents, logprobs, strict=True)]
@@ -381,8 +394,8 @@ def _fit_query(text: str) -> str:
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut).strip()
 
 
-def _context(visit) -> str:
-    return calibration_context(visit.page.kind, not visit.cart)
+def _context(agent: _Live) -> str:
+    return calibration_context(agent.visit.page.kind, not agent.visit.cart, agent.intent)
 
 
 def _store_key(spec: AgentSpec) -> str:

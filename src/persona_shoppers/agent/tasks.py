@@ -12,7 +12,7 @@ import numpy as np
 
 from ..llm.base import LLM, prefilled
 from ..storefront import EMPTY_CART_LINE, Action, Store
-from .prompts import SYSTEM_PROMPT, chat, user_turn
+from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, user_turn
 from .rollout import SEARCH_PREFIX, candidate_text
 
 Prompt = list[dict[str, str]]
@@ -25,7 +25,7 @@ def task_prompt(goal: str, observation: str, profile: str | None) -> Prompt:
 
 def _ask(llm: LLM, prompts: Sequence[Prompt], method: str, *args, **kwargs):
     """``llm.<method>(prompts, ...)`` with the shared system prompt prefilled."""
-    with prefilled(llm, prompts, upto="Goal: "):
+    with prefilled(llm, prompts, upto=GOAL_PREFIX):
         return getattr(llm, method)(prompts, *args, **kwargs)
 
 

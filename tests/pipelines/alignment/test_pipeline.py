@@ -23,6 +23,7 @@ from persona_shoppers.storefront import StoreVariant
 from ...llm.test_base import RecordingLLM
 from .._kedro import (
     KeptDataset,
+    agent_calibration_inputs,
     conf_params,
     enriched_sample,
     param_datasets,
@@ -103,7 +104,7 @@ def run(tiny_model_dir: Path):
             ),
             "sft_model": model,
             "sft_model_single_stage": model,
-            "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
+            **agent_calibration_inputs(assignments),
             "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),

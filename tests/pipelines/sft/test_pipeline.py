@@ -189,8 +189,12 @@ def test_calibration_is_fitted_on_training_steps_stage2_did_not_train_on(
     extra = query_steps(traces, drawn.index, 2, params["seed"])
     steps = scored[0]
     assert set(steps.index) <= set(training.index) - set(drawn.index) - set(extra.index)
-    # even shares per context (the synthetic prompts show no empty cart)
-    assert steps["context"].value_counts().to_dict() == {"product|items": 4, "search|items": 4}
+    # even shares per context: page, cart (the synthetic prompts show no empty cart), intent
+    assert steps["context"].value_counts().to_dict() == {
+        f"{page}|items|{intent}": 2
+        for page in ("product", "search")
+        for intent in ("buy", "browse")
+    }
 
 
 def test_paper_scale_fits_no_calibration_and_its_agents_use_none():

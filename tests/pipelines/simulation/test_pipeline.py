@@ -20,6 +20,7 @@ from persona_shoppers.storefront import StoreVariant
 
 from .._kedro import (
     KeptDataset,
+    agent_calibration_inputs,
     conf_params,
     enriched_sample,
     param_datasets,
@@ -29,6 +30,7 @@ from .._kedro import (
 )
 
 OUTPUTS = (
+    "agent_action_calibration",
     "simulation_agents",
     "simulated_sessions",
     "simulation_outcomes",
@@ -65,7 +67,7 @@ def run(tiny_model_dir: Path):
             "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
             "sft_model_single_stage": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
-            "sft_action_calibration": MemoryDataset({"type_bias": {"product": {"view": 0.5}}}),
+            **agent_calibration_inputs(assignments),
             "storefronts": MemoryDataset(storefronts(data)),
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
@@ -95,6 +97,20 @@ def test_populations(run):
     for agent in agents.to_dict("records"):
         buyer = real.loc[(agent["shop_id"], agent["buyer_id"])]
         assert (agent["token"], agent["stratum"]) == (buyer["token"], buyer["stratum"])
+
+
+def test_the_agents_calibration_is_refitted_on_their_own_steps(run):
+    _, out = run
+    calibration = out["agent_action_calibration"]
+    assert calibration["state_type_bias"] == {"product|empty": {"view": 0.5}}
+    (round_,) = calibration["on_policy"]["rounds"]
+    assert calibration["on_policy"]["agents"] == round_["agents"] == 4
+    assert round_["steps"] >= 4 and "home|empty" in round_["steps_by_context"]
+    # on the agents' home-page steps, searching moves toward the buyers' 0.6 (the tiny
+    # random model's peaky logits keep it from reaching it within the bias clip)
+    before, after = (round_[k]["home|empty"]["search"] for k in ("mean_before", "mean_after"))
+    assert abs(after - 0.6) < abs(before - 0.6)
+    assert set(calibration["type_bias"]) >= {"home|empty", "product|empty"}
 
 
 def test_every_condition_runs_with_valid_actions_and_counted_outcomes(run):
@@ -197,5 +213,5 @@ def test_only_the_sft_model_s_agents_are_calibrated():
         == {}
     )
     for empty in ({}, {"type_bias": {}, "steps": 0}):
-        with pytest.raises(ValueError, match="sft_action_calibration has no type_bias"):
+        with pytest.raises(ValueError, match="calibration has no type_bias"):
             condition_engine(None, {}, rollout, "sft", empty)

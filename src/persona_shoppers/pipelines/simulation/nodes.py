@@ -13,6 +13,7 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.agent.conditions import as_dict, condition_llm
+from persona_shoppers.agent.on_policy import fit_on_policy
 from persona_shoppers.agent.population import (
     agent_goal,
     buyer_top_categories,
@@ -105,14 +106,14 @@ def condition_engine(
     stores: dict[str, Store],
     rollout: dict[str, Any],
     model: str,
-    sft_action_calibration: dict[str, Any] | None,
+    agent_action_calibration: dict[str, Any] | None,
 ) -> RolloutEngine:
     """The rollout engine of the conditions on ``model``: the two-stage SFT model's agents act
     calibrated where ``rollout.calibrated`` is true (docs/sft.md, "Calibration")."""
     calibrated = model == "sft" and rollout.get("calibrated", False)
-    if calibrated and not (sft_action_calibration or {}).get("type_bias"):
+    if calibrated and not (agent_action_calibration or {}).get("type_bias"):
         raise ValueError(
-            "simulation.rollout.calibrated is true but sft_action_calibration has no type_bias "
+            "simulation.rollout.calibrated is true but the agents' calibration has no type_bias "
             "(sft.calibration.examples 0, or the calibrate_sft_agent node not run): fit one or "
             "set simulation.rollout.calibrated: false"
         )
@@ -126,8 +127,63 @@ def condition_engine(
         lockstep=rollout["lockstep"],
         max_query_tokens=rollout["max_query_tokens"],
         max_progress=rollout["max_progress_steps"],
-        type_bias=sft_action_calibration["type_bias"] if calibrated else None,
+        type_bias=agent_action_calibration["type_bias"] if calibrated else None,
     )
+
+
+def calibrate_agents_on_policy(
+    sft_action_calibration: dict[str, Any],
+    sft_traces_stage2: pd.DataFrame,
+    sft_model: Any,
+    storefronts: dict[str, Store],
+    rollout: dict[str, Any],
+    on_policy: dict[str, Any],
+    max_bias: float,
+    llm_params: dict[str, Any],
+) -> dict[str, Any]:
+    """The calibration the SFT agents shop with: ``sft_action_calibration`` refitted on the
+    agents' own steps (``persona_shoppers.agent.on_policy``; docs/simulation.md, "Calibration
+    on the agents' own steps"). The fitting agents are ``on_policy.agents`` training sessions
+    of the traces (their shop, intent goal and persona token; training shops only, so no
+    evaluation shop is seen). ``agents: 0``, or agents that act uncalibrated, pass the
+    calibration on as it is."""
+    if not on_policy["agents"] or not rollout.get("calibrated", False):
+        return {**sft_action_calibration, "on_policy": None}
+    sessions = (
+        sft_traces_stage2[sft_traces_stage2["split"] == "train"]
+        .sort_values(["session_id", "step"])
+        .drop_duplicates("session_id")
+        .reset_index(drop=True)
+    )
+    rng = np.random.default_rng(on_policy["seed"])
+    drawn = sessions.iloc[np.sort(rng.permutation(len(sessions))[: on_policy["agents"]])]
+    specs = [
+        AgentSpec(f"fit_{i}", row["shop_id"], row["goal"], row["persona_token"], int(seed))
+        for i, (row, seed) in enumerate(
+            zip(drawn.to_dict("records"), rng.integers(0, 2**31, len(drawn)), strict=True)
+        )
+    ]
+    llm = condition_llm("sft", {"sft": sft_model}, llm_params)
+    engine = condition_engine(llm, storefronts, rollout, "sft", sft_action_calibration)
+    started = time.perf_counter()
+    fitted = fit_on_policy(
+        engine,
+        specs,
+        sft_action_calibration["targets"],
+        sft_action_calibration["type_bias"],
+        on_policy["rounds"],
+        max_bias,
+    )
+    return {
+        **sft_action_calibration,
+        "type_bias": fitted["type_bias"],
+        "state_type_bias": sft_action_calibration["type_bias"],
+        "on_policy": {
+            "agents": len(specs),
+            "rounds": fitted["rounds"],
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
 
 
 def _goals(agents: pd.DataFrame, goal: str) -> list[str]:
@@ -210,7 +266,7 @@ def simulate_conditions(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
     sft_model_single_stage: Any,
-    sft_action_calibration: dict[str, Any],
+    agent_action_calibration: dict[str, Any],
     storefronts: dict[str, Store],
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
@@ -237,7 +293,7 @@ def simulate_conditions(
                 storefronts,
                 rollout,
                 model,
-                sft_action_calibration,
+                agent_action_calibration,
             ),
             raw_products,
             raw_collections,
@@ -312,7 +368,7 @@ def _reference_effects(
 def run_ab_tests(
     simulation_agents: pd.DataFrame,
     sft_model: Any,
-    sft_action_calibration: dict[str, Any],
+    agent_action_calibration: dict[str, Any],
     storefronts: dict[str, Store],
     raw_products: pd.DataFrame,
     raw_collections: pd.DataFrame,
@@ -352,7 +408,7 @@ def run_ab_tests(
     llm = condition_llm(spec["model"], {"sft": sft_model}, llm_params, cache=llm_cache)
     sessions = _rollout(
         [Arm(condition, spec, agents, name) for name in variants],
-        condition_engine(llm, stores, rollout, spec["model"], sft_action_calibration),
+        condition_engine(llm, stores, rollout, spec["model"], agent_action_calibration),
         raw_products,
         raw_collections,
     )

@@ -3,7 +3,12 @@ conditions, agentic A/B tests."""
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import build_simulation_agents, run_ab_tests, simulate_conditions
+from .nodes import (
+    build_simulation_agents,
+    calibrate_agents_on_policy,
+    run_ab_tests,
+    simulate_conditions,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -23,12 +28,27 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_simulation_agents",
             ),
             node(
+                calibrate_agents_on_policy,
+                [
+                    "sft_action_calibration",
+                    "sft_traces_stage2",
+                    "sft_model",
+                    "storefronts",
+                    "params:simulation.rollout",
+                    "params:simulation.on_policy_calibration",
+                    "params:sft.calibration.max_bias",
+                    "params:llm",
+                ],
+                "agent_action_calibration",
+                name="calibrate_agents_on_policy",
+            ),
+            node(
                 simulate_conditions,
                 [
                     "simulation_agents",
                     "sft_model",
                     "sft_model_single_stage",
-                    "sft_action_calibration",
+                    "agent_action_calibration",
                     "storefronts",
                     "raw_products",
                     "raw_collections",
@@ -45,7 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "simulation_agents",
                     "sft_model",
-                    "sft_action_calibration",
+                    "agent_action_calibration",
                     "storefronts",
                     "raw_products",
                     "raw_collections",
