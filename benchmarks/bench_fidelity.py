@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fidelity.py [--matched-per-shop 8] [--ab-per-shop 8]
         [--conditions base persona_token token_mismatch] [--uncalibrated] [--no-ab]
+        [--on-policy-agents N]
         [--reuse base --reuse-from OLD.sessions.parquet]
         [--env base] [--out benchmarks/results/bench_fidelity.json]
 
@@ -10,7 +11,9 @@ personas, the SFT model and its calibration, the stores, the human sessions) and
 
 1. builds the populations with the simulation pipeline's own node, ``--matched-per-shop``
    matched agents per eval shop (at most the text personas a shop has) and
-   ``--ab-per-shop`` A/B agents;
+   ``--ab-per-shop`` A/B agents; the SFT agents' calibration is the run's
+   ``agent_action_calibration``, or ``sft_action_calibration`` refitted on ``--on-policy-agents``
+   agents' own steps by the pipeline's node (0: as fitted on the buyers' steps);
 2. rolls out the chosen ``--conditions`` (from ``simulation.conditions``) on the matched
    agents with ``simulate_conditions``; ``--uncalibrated`` adds the persona-token agents
    without the calibration (``persona_token_uncalibrated``), on the same agents;
@@ -42,6 +45,7 @@ from persona_shoppers.numerics import machine_facts
 from persona_shoppers.pipelines.alignment.nodes import measure_sessions
 from persona_shoppers.pipelines.simulation.nodes import (
     build_simulation_agents,
+    calibrate_agents_on_policy,
     run_ab_tests,
     simulate_conditions,
 )
@@ -75,6 +79,27 @@ def _reused(conditions: list[str], path: str | None, agents: pd.DataFrame) -> pd
     return out
 
 
+def _agent_calibration(catalog, simulation: dict, params: dict, agents: int | None) -> dict:
+    """The calibration the SFT agents shop with: the run's ``agent_action_calibration``, or
+    (with ``--on-policy-agents N``, or where the run has none) ``sft_action_calibration``
+    refitted on N agents' own steps by the pipeline's node (0: as fitted on the buyers')."""
+    if agents is None and catalog.exists("agent_action_calibration"):
+        return catalog.load("agent_action_calibration")
+    on_policy = dict(simulation["on_policy_calibration"])
+    if agents is not None:
+        on_policy["agents"] = agents
+    return calibrate_agents_on_policy(
+        catalog.load("sft_action_calibration"),
+        catalog.load("sft_traces_stage2"),
+        catalog.load("sft_model"),
+        catalog.load("storefronts"),
+        simulation["rollout"],
+        on_policy,
+        params["sft"]["calibration"]["max_bias"],
+        params["llm"],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--matched-per-shop", type=int, default=8)
@@ -83,6 +108,7 @@ def main() -> None:
         "--conditions", nargs="+", default=["base", "persona_token", "token_mismatch"]
     )
     parser.add_argument("--uncalibrated", action="store_true")
+    parser.add_argument("--on-policy-agents", type=int, default=None, metavar="N")
     parser.add_argument("--reuse", nargs="+", default=[], metavar="CONDITION")
     parser.add_argument("--reuse-from", default=None, metavar="SESSIONS_PARQUET")
     parser.add_argument("--no-ab", action="store_true")
@@ -109,10 +135,14 @@ def main() -> None:
         simulation["seed"],
         populations,
     )
+    minutes, tables = {}, []
+    started = time.perf_counter()
+    calibration = _agent_calibration(catalog, simulation, params, args.on_policy_agents)
+    minutes["agent_calibration"] = round((time.perf_counter() - started) / 60, 1)
     shared = {
         "sft_model": load("sft_model"),
         "sft_model_single_stage": None,
-        "sft_action_calibration": load("sft_action_calibration"),
+        "agent_action_calibration": calibration,
         "storefronts": load("storefronts"),
         "raw_products": load("raw_products"),
         "raw_collections": load("raw_collections"),
@@ -125,14 +155,13 @@ def main() -> None:
     if args.uncalibrated:
         spec = {**simulation["conditions"]["persona_token"], "populations": ["matched"]}
         runs.append(({UNCALIBRATED: spec}, {**simulation["rollout"], "calibrated": False}))
-    minutes, tables = {}, []
     for conditions, rollout in runs:
         started = time.perf_counter()
         sessions, _, _ = simulate_conditions(
             agents,
             shared["sft_model"],
             shared["sft_model_single_stage"],
-            shared["sft_action_calibration"],
+            shared["agent_action_calibration"],
             shared["storefronts"],
             shared["raw_products"],
             shared["raw_collections"],
@@ -161,6 +190,7 @@ def main() -> None:
         draws,
     )
     report = {
+        "agent_calibration": calibration.get("on_policy"),
         "agents": {
             "matched": int((agents["population"] == "matched").sum()),
             "ab_sample": int((agents["population"] == "ab_sample").sum()),
@@ -177,7 +207,7 @@ def main() -> None:
         results, ab_sessions = run_ab_tests(
             agents,
             shared["sft_model"],
-            shared["sft_action_calibration"],
+            shared["agent_action_calibration"],
             shared["storefronts"],
             shared["raw_products"],
             shared["raw_collections"],

@@ -15,7 +15,10 @@ from persona_shoppers.agent.rollout import OUTCOMES
 from persona_shoppers.clickstream import SESSION_COLUMNS
 from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import simulation
-from persona_shoppers.pipelines.simulation.nodes import condition_engine
+from persona_shoppers.pipelines.simulation.nodes import (
+    calibrate_agents_on_policy,
+    condition_engine,
+)
 from persona_shoppers.storefront import StoreVariant
 
 from .._kedro import (
@@ -58,6 +61,7 @@ def run(tiny_model_dir: Path):
     }
     params["rollout"].update(max_steps=4, temperature=20.0, lockstep=8)
     params["ab_tests"]["tests"] = params["ab_tests"]["tests"][:2]
+    params["on_policy_calibration"]["agents"] = 8  # 4 training sessions to draw from
     llm = {**conf_params("llm"), "model": str(tiny_model_dir), "dtype": "float32"}
     catalog = DataCatalog(
         {
@@ -111,6 +115,14 @@ def test_the_agents_calibration_is_refitted_on_their_own_steps(run):
     before, after = (round_[k]["home|empty"]["search"] for k in ("mean_before", "mean_after"))
     assert abs(after - 0.6) < abs(before - 0.6)
     assert set(calibration["type_bias"]) >= {"home|empty", "product|empty"}
+
+
+def test_without_fitting_agents_the_buyers_calibration_is_passed_on():
+    calibration = {"type_bias": {"product|empty": {"view": 0.5}}, "targets": {}}
+    on_policy = {**conf_params("simulation")["on_policy_calibration"], "agents": 0}
+    rollout = conf_params("simulation")["rollout"]
+    passed = calibrate_agents_on_policy(calibration, None, None, {}, rollout, on_policy, 5.0, {})
+    assert passed == {**calibration, "on_policy": None}
 
 
 def test_every_condition_runs_with_valid_actions_and_counted_outcomes(run):
