@@ -79,7 +79,9 @@ def _reused(conditions: list[str], path: str | None, agents: pd.DataFrame) -> pd
     return out
 
 
-def _agent_calibration(catalog, simulation: dict, params: dict, agents: int | None) -> dict:
+def _agent_calibration(
+    catalog, shared: dict, simulation: dict, params: dict, agents: int | None
+) -> dict:
     """The calibration the SFT agents shop with: the run's ``agent_action_calibration``, or
     (with ``--on-policy-agents N``, or where the run has none) ``sft_action_calibration``
     refitted on N agents' own steps by the pipeline's node (0: as fitted on the buyers')."""
@@ -91,8 +93,8 @@ def _agent_calibration(catalog, simulation: dict, params: dict, agents: int | No
     return calibrate_agents_on_policy(
         catalog.load("sft_action_calibration"),
         catalog.load("sft_traces_stage2"),
-        catalog.load("sft_model"),
-        catalog.load("storefronts"),
+        shared["sft_model"],
+        shared["storefronts"],
         simulation["rollout"],
         on_policy,
         params["sft"]["calibration"]["max_bias"],
@@ -135,18 +137,18 @@ def main() -> None:
         simulation["seed"],
         populations,
     )
-    minutes, tables = {}, []
-    started = time.perf_counter()
-    calibration = _agent_calibration(catalog, simulation, params, args.on_policy_agents)
-    minutes["agent_calibration"] = round((time.perf_counter() - started) / 60, 1)
     shared = {
         "sft_model": load("sft_model"),
         "sft_model_single_stage": None,
-        "agent_action_calibration": calibration,
         "storefronts": load("storefronts"),
         "raw_products": load("raw_products"),
         "raw_collections": load("raw_collections"),
     }
+    minutes, tables = {}, []
+    started = time.perf_counter()
+    calibration = _agent_calibration(catalog, shared, simulation, params, args.on_policy_agents)
+    shared["agent_action_calibration"] = calibration
+    minutes["agent_calibration"] = round((time.perf_counter() - started) / 60, 1)
     matched = {
         name: {**simulation["conditions"][name], "populations": ["matched"]}
         for name in args.conditions

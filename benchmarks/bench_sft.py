@@ -799,11 +799,12 @@ def feature_baseline(args: argparse.Namespace) -> dict:
     buyer_types = _planted_buyer_types(frame)
     if buyer_types is not None:
         extras["planted buyer type"] = buyer_types
-    classifiers = {"page and progress": _fit_classifier(features, actions, train, held_out, args)}
+    fit = {"actions": actions, "train": train, "held_out": held_out, "majority": majority}
+    classifiers = {"page and progress": _fit_classifier(features, **fit, seed=args.seed)}
     for name, column in extras.items():
         with_extra = features.assign(extra=_category_codes(column, train))
         classifiers[f"page and progress + {name}"] = _fit_classifier(
-            with_extra, actions, train, held_out, args
+            with_extra, **fit, seed=args.seed
         )
     report = {
         "held_out_steps": int(held_out.sum()),
@@ -842,27 +843,27 @@ def _fit_classifier(
     actions: np.ndarray,
     train: np.ndarray,
     held_out: np.ndarray,
-    args: argparse.Namespace,
+    majority: str,
+    seed: int,
 ) -> dict:
     """Held-out accuracy and mean P(the buyer's next action) of a gradient-boosted classifier
     fit on the training steps (categorical: the page, the previous action, any extra column),
-    with a bootstrap 95% interval of its accuracy minus the majority's."""
+    with a bootstrap 95% interval of its accuracy minus the ``majority`` action's."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from persona_shoppers.metrics.intervals import mean_interval
 
     categorical = [c in ("page", "previous", "extra") for c in features.columns]
     model = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, random_state=args.seed, categorical_features=categorical
+        max_iter=200, learning_rate=0.05, random_state=seed, categorical_features=categorical
     ).fit(features[train], actions[train])
     truth = actions[held_out]
     classes = list(model.classes_)
     p_truth = model.predict_proba(features[held_out])[
         np.arange(len(truth)), [classes.index(a) for a in truth]
     ]
-    majority = pd.Series(actions[train]).mode()[0]
     gain = (model.predict(features[held_out]) == truth).astype(float) - (truth == majority)
-    low, high = mean_interval(gain, draws=2000, seed=args.seed)
+    low, high = mean_interval(gain, draws=2000, seed=seed)
     return {
         "accuracy": float((gain + (truth == majority)).mean()),
         "minus_majority": float(gain.mean()),

@@ -18,21 +18,24 @@ from typing import Any
 
 import numpy as np
 
+from ..clickstream.sessions import FLAG_COLUMNS
 from ..storefront import ACTION_TYPES
 from .calibration import TypeBias, calibrate_by_context, context_groups, fit_type_bias
 from .rollout import AgentRun, AgentSpec, RolloutEngine
 
 logger = logging.getLogger(__name__)
 
-# Events that mark a session's funnel steps (the store's event types).
-FUNNEL_EVENTS = {"add_to_cart": "add_to_cart", "checkout": "checkout_start", "purchase": "purchase"}
+# The session table's funnel flags (their event types: clickstream.sessions.FLAG_COLUMNS).
+FUNNEL_FLAGS = ("has_add_to_cart", "has_checkout", "has_purchase")
 
 
 def funnel_shares(runs: Sequence[AgentRun]) -> dict[str, float]:
     """Share of visits with an add to cart, a checkout and a purchase."""
     return {
-        step: float(np.mean([any(e["event_type"] == event for e in r.events) for r in runs]))
-        for step, event in FUNNEL_EVENTS.items()
+        flag.removeprefix("has_"): float(
+            np.mean([any(e["event_type"] == FLAG_COLUMNS[flag] for e in r.events) for r in runs])
+        )
+        for flag in FUNNEL_FLAGS
     }
 
 
