@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..llm import build_llm
 from ..llm.base import LLM
+from ..llm.registry import backend_name
 
 MODEL_KINDS = ("llm", "sft", "sft_single_stage")
 
@@ -33,9 +35,34 @@ def condition_llm(
     (``models[kind].folder``, as the HuggingFaceModelDataset loads it)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"condition model must be one of {MODEL_KINDS}, got {kind!r}")
-    config = {**llm_params, "cache": cache}
+    folder = None
     if kind != "llm":
         if models.get(kind) is None:
             raise ValueError(f"condition model {kind!r} needs its model folder (not loaded)")
-        config["model"] = str(models[kind].folder)
+        folder = models[kind].folder
+    return model_llm(kind, folder, llm_params, cache)
+
+
+def model_llm(
+    kind: str, folder: str | Path | None, llm_params: Mapping[str, Any], cache: bool = False
+) -> LLM:
+    """The LLM that runs ``kind``'s model: from ``folder`` (None: ``llm.model``) with the local
+    backend; with an endpoint, the server's model named ``llm.endpoint.models[kind]`` (the
+    ``llm`` kind falls back to ``llm.endpoint.model``), its prompts rendered by ``folder``'s
+    chat template (docs/models_and_endpoints.md, "Several models from one server")."""
+    config: dict[str, Any] = {**llm_params, "cache": cache}
+    if folder is not None:
+        config["model"] = str(folder)
+    if backend_name(config) == "endpoint":
+        endpoint = dict(config.get("endpoint") or {})
+        served = (endpoint.get("models") or {}).get(kind)
+        if served is None and kind == "llm":
+            served = endpoint.get("model")
+        if not served:
+            raise ValueError(
+                f"llm.endpoint.models has no served name for the {kind!r} model: serve it "
+                "(python -m persona_shoppers.llm.serving serve --model "
+                f"{kind}=<folder>) and set llm.endpoint.models.{kind}"
+            )
+        config["endpoint"] = {**endpoint, "model": served}
     return build_llm(config)

@@ -112,6 +112,28 @@ def prompt_seeds(seed: int | Sequence[int], n: int) -> list[int]:
     return seeds
 
 
+def render_chat(tokenizer: Any, prompt: Prompt) -> str:
+    """The model input text for a chat prompt, ready for the assistant to continue, by the
+    tokenizer's chat template (``role: content`` lines without one). A prompt ending with an
+    assistant message is continued (prefill)."""
+    cont = prompt[-1]["role"] == "assistant"
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont
+        )
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in prompt)
+    return text[:-1] if cont else text + "assistant: "
+
+
+def text_start_id(tokenizer: Any) -> int | None:
+    """The token a plain text's first token is conditioned on in ``perplexity``:
+    ``<|endoftext|>`` where the vocabulary has it, else BOS, else EOS."""
+    start = tokenizer.get_vocab().get("<|endoftext|>")
+    if start is None:
+        start = tokenizer.bos_token_id
+    return start if start is not None else tokenizer.eos_token_id
+
+
 class LLMError(RuntimeError):
     """An LLM backend could not answer (after its retries, where it has any)."""
 

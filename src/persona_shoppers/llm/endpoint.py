@@ -2,8 +2,10 @@
 
 vLLM, Ollama, llama.cpp's server, LM Studio or a hosted API, over the standard library
 (``urllib``): requests run ``concurrency`` at a time and are retried with backoff;
-``generate_json`` validates and retries answers; ``choose`` asks for an index (an
-approximation); ``perplexity`` needs ``/completions`` with ``echo``. See docs/llm.md.
+``generate_json`` validates and retries answers; ``choose`` scores each candidate exactly from
+the server's prompt log-probabilities (``/completions`` with ``echo``), or asks for an index
+where a server has none (``choose_method: index``, an approximation); ``perplexity`` needs
+``echo`` too. See docs/llm.md and docs/models_and_endpoints.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, LLMError, Prompt
+from persona_shoppers.llm.base import (
+    LLM,
+    Choice,
+    JsonResult,
+    LLMError,
+    Prompt,
+    render_chat,
+    text_start_id,
+)
 from persona_shoppers.llm.json_schema import (
     parse_json_answer,
     repair,
@@ -32,12 +42,19 @@ from persona_shoppers.llm.json_schema import (
     validate,
     with_instruction,
 )
-from persona_shoppers.llm.registry import as_given, parameters, register_backend
+from persona_shoppers.llm.models import resolve_model
+from persona_shoppers.llm.registry import (
+    as_given,
+    configured_model,
+    parameters,
+    register_backend,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 R = TypeVar("R")
+CHOOSE_METHODS = ("likelihood", "index")
 
 
 class EndpointHTTPError(LLMError):
@@ -65,6 +82,10 @@ class EndpointLLM(LLM):
     flag of the ``json_schema`` response format (OpenAI's strict mode rejects ``maxLength``
     and optional keys, so it is off by default). ``extra_body`` is merged into every request
     (e.g. ``{"top_p": 0.9}`` or vLLM's ``{"guided_decoding_backend": ...}``).
+
+    ``choose_method``: ``likelihood`` (exact: each candidate's log-likelihood after the prompt
+    rendered by ``tokenizer``'s chat template, a known model name or a local folder holding the
+    served model's tokenizer) or ``index`` (the model answers a candidate's number).
     """
 
     def __init__(
@@ -80,6 +101,9 @@ class EndpointLLM(LLM):
         json_attempts: int = 3,
         strict_schema: bool = False,
         extra_body: dict[str, Any] | None = None,
+        choose_method: str = "likelihood",
+        tokenizer: str | Path | None = None,
+        hf_cache_dir: str | Path | None = None,
     ) -> None:
         if not base_url:
             raise ValueError("EndpointLLM needs a base_url, e.g. http://localhost:8000/v1")
@@ -93,6 +117,18 @@ class EndpointLLM(LLM):
         self.json_attempts = max(1, int(json_attempts))
         self.strict_schema = strict_schema
         self.extra_body = dict(extra_body or {})
+        if choose_method not in CHOOSE_METHODS:
+            raise ValueError(f"choose_method must be one of {CHOOSE_METHODS}, got {choose_method!r}")
+        if choose_method == "likelihood" and tokenizer is None:
+            raise ValueError(
+                "choose_method: likelihood renders prompts with the served model's chat "
+                "template: give llm.endpoint.tokenizer (a known model name or a local folder "
+                "with the served model's tokenizer), or set llm.endpoint.choose_method: index"
+            )
+        self.choose_method = choose_method
+        self.tokenizer_source = tokenizer
+        self.hf_cache_dir = hf_cache_dir
+        self._tokenizer: Any = None
         self.json_schema_supported: bool | None = None  # learnt from the first rejection
         self.logprobs_supported: bool | None = None
         self.echo_supported: bool | None = None
@@ -105,7 +141,21 @@ class EndpointLLM(LLM):
 
     @property
     def cache_key_prefix(self) -> str:
-        return f"endpoint:{self.base_url}:{self.model}"
+        return f"endpoint:{self.base_url}:{self.model}:{self.choose_method}"
+
+    @property
+    def tokenizer(self) -> Any:
+        """The served model's tokenizer (``tokenizer``), loaded on first use."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            folder = resolve_model(self.tokenizer_source, self.hf_cache_dir)
+            self._tokenizer = AutoTokenizer.from_pretrained(folder)
+        return self._tokenizer
+
+    def render(self, prompt: Prompt) -> str:
+        """The raw text the served model continues for a chat prompt (its chat template)."""
+        return render_chat(self.tokenizer, prompt)
 
     # ------------------------------------------------------------------ transport
 
@@ -303,42 +353,82 @@ class EndpointLLM(LLM):
     def _choose(
         self, prompts: list[Prompt], candidates: list[list[str]], normalize: bool
     ) -> list[Choice]:
-        """Approximation: the model answers the index of the best candidate (see docs/llm.md).
-        ``normalize`` has no effect here."""
+        if self.choose_method == "index":
+            return self._choose_by_index(prompts, candidates)
 
-        def one(item: tuple[int, Prompt, list[str]]) -> Choice:
-            i, prompt, cands = item
-            n = len(cands)
-            listing = "\n".join(f"{k}: {c}" for k, c in enumerate(cands))
-            asked = with_instruction(
-                prompt,
-                f"Possible answers:\n{listing}\n\nWhich answer is best? Reply with its number.",
+        def one(item: tuple[Prompt, list[str]]) -> Choice:
+            # A prompt's candidates go one after another, so a server that reuses the previous
+            # request's prefix (llama.cpp) runs the prompt once.
+            prompt, cands = item
+            prefix = self.render(prompt)
+            scores = [self.continuation_logprob(prefix, c) for c in cands]
+            total = [t for t, _ in scores]
+            mean = [t / n for t, n in scores]
+            values = mean if normalize else total
+            k = max(range(len(cands)), key=values.__getitem__)
+            return Choice(index=k, text=cands[k], logprobs=total, mean_logprobs=mean)
+
+        return self._map(one, list(zip(prompts, candidates, strict=True)))
+
+    def continuation_logprob(self, prefix: str, candidate: str) -> tuple[float, int]:
+        """(log-likelihood, number of tokens) of ``candidate`` continuing the raw text
+        ``prefix``: the server's log-probabilities of the last tokens of ``prefix + candidate``,
+        those the prefix's own tokens do not cover (counted with ``tokenizer``, which must be
+        the served model's: the server's token count is checked against it)."""
+        if not candidate:
+            raise ValueError("choose: candidates must be non-empty strings")
+        encode = self.tokenizer.encode
+        head = encode(prefix, add_special_tokens=False)
+        full = encode(prefix + candidate, add_special_tokens=False)
+        shared = 0
+        while shared < min(len(head), len(full) - 1) and head[shared] == full[shared]:
+            shared += 1
+        logprobs, prompt_tokens = self.prompt_logprobs(prefix + candidate)
+        if prompt_tokens != len(full):
+            raise LLMError(
+                f"{self.base_url}: the server tokenised the prompt into {prompt_tokens} "
+                f"tokens, the tokenizer {self.tokenizer_source!r} into {len(full)}: "
+                "llm.endpoint.tokenizer must be the served model's"
             )
-            schema = {
-                "type": "object",
-                "properties": {"index": {"type": "integer", "enum": list(range(n))}},
-                "required": ["index"],
-            }
-            result, choice = self._json_one(
-                asked, schema, 16, 0.0, 0, top_logprobs=min(20, max(n, 2)) if n <= 10 else None
-            )
-            if result.valid and result.value is not None:
-                k = int(result.value["index"])
-            else:
-                matches = [k for k, c in enumerate(cands) if c.strip() and c.strip() in result.raw]
-                if len(matches) != 1:
-                    raise LLMError(
-                        f"choose: prompt {i}: no valid candidate index from the endpoint "
-                        f"({result.error}); raw answer {result.raw[:120]!r}"
-                    )
-                k = matches[0]
-            logprobs = [0.0 if j == k else -math.inf for j in range(n)]
-            if n <= 10 and choice is not None:
-                logprobs = self._index_logprobs(choice, n) or logprobs
-            return Choice(index=k, text=cands[k], logprobs=logprobs, mean_logprobs=list(logprobs))
+        scored = logprobs[len(logprobs) - (len(full) - max(shared, 1)) :]
+        return float(sum(scored)), len(scored)
 
-        return self._map(one, list(zip(range(len(prompts)), prompts, candidates, strict=True)))
+    def prompt_logprobs(self, text: str) -> tuple[list[float], int]:
+        """(log-probabilities, number of prompt tokens) of ``text``: each token's given the
+        ones before it (the first token has none and is left out), from ``/completions``
+        with ``echo`` and ``logprobs``. Some servers leave out more (llama-cpp-python every
+        BOS token): count from the end. Raises ``NotImplementedError`` where the server
+        cannot."""
+        if self.echo_supported is False:
+            raise NotImplementedError(self._no_echo("(not supported, seen earlier)"))
+        body = {
+            "model": self.model,
+            "prompt": text,
+            "echo": True,
+            "logprobs": 0,
+            "max_tokens": 1,  # some servers read 0 as "up to the context length"
+            "temperature": 0.0,
+        }
+        try:
+            answer = self.post("/completions", body)
+        except EndpointHTTPError as exc:
+            if exc.status in (400, 404, 405, 422, 501):
+                self.echo_supported = False
+                raise NotImplementedError(self._no_echo(str(exc))) from None
+            raise
+        choices = answer.get("choices") or [{}]
+        values = (choices[0].get("logprobs") or {}).get("token_logprobs") or []
+        usage = answer.get("usage") or {}
+        generated = int(usage.get("completion_tokens", 0))
+        values = [v for v in values[: len(values) - generated] if v is not None]
+        if not values:
+            self.echo_supported = False
+            raise NotImplementedError(self._no_echo("the answer has no prompt logprobs"))
+        self.echo_supported = True
+        return [float(v) for v in values], int(usage.get("prompt_tokens", len(values) + 1))
 
+    def _choose_by_index(self, prompts: list[Prompt], candidates: list[list[str]]) -> list[Choice]:
+        """Approximation: the model answers the index of the best candidate (see docs/llm.md)."""
     @staticmethod
     def _index_logprobs(choice: dict[str, Any], n: int) -> list[float] | None:
         """The distribution over single-digit indices at the answer's index token."""
@@ -356,51 +446,29 @@ class EndpointLLM(LLM):
         return None
 
     def _perplexity(self, texts: list[str]) -> list[float]:
-        """Via ``/completions`` with ``echo: true, logprobs: 1`` (vLLM and some others).
-        Raises ``NotImplementedError`` where the server has no such endpoint."""
-        if self.echo_supported is False:
-            raise NotImplementedError(self._no_echo("(not supported, seen earlier)"))
+        """Via ``/completions`` with ``echo`` and ``logprobs``: with the served model's
+        ``tokenizer``, every token conditioned as the local backend does (the first on the
+        start-of-text token); without one (``choose_method: index``), the first token is not
+        scored."""
 
         def one(text: str) -> float:
-            body = {
-                "model": self.model,
-                "prompt": text,
-                "echo": True,
-                "logprobs": 1,
-                "max_tokens": 0,
-                "temperature": 0.0,
-            }
-            try:
-                answer = self.post("/completions", body)
-                extra = 0
-            except EndpointHTTPError as exc:
-                if exc.status in (404, 405, 501):
-                    self.echo_supported = False
-                    raise NotImplementedError(self._no_echo(str(exc))) from None
-                try:  # some servers want at least one generated token
-                    answer = self.post("/completions", {**body, "max_tokens": 1})
-                except EndpointHTTPError as exc2:
-                    self.echo_supported = False
-                    raise NotImplementedError(self._no_echo(str(exc2))) from None
-                extra = int((answer.get("usage") or {}).get("completion_tokens", 1))
-            choices = answer.get("choices") or [{}]
-            lps = ((choices[0].get("logprobs") or {}).get("token_logprobs")) or []
-            if extra:
-                lps = lps[:-extra]
-            values = [float(x) for x in lps if x is not None]
-            if not values:
-                self.echo_supported = False
-                raise NotImplementedError(self._no_echo("the answer has no prompt logprobs"))
-            self.echo_supported = True
-            return math.exp(-sum(values) / len(values))
+            if not text:
+                return math.nan
+            if self.tokenizer_source is None:
+                values, _ = self.prompt_logprobs(text)
+                return math.exp(-sum(values) / len(values))
+            start = self.tokenizer.convert_ids_to_tokens(text_start_id(self.tokenizer))
+            total, n = self.continuation_logprob(start, text)
+            return math.exp(-total / n)
 
         return self._map(one, texts)
 
     def _no_echo(self, why: str) -> str:
         return (
-            f"EndpointLLM.perplexity needs {self.base_url}/completions with echo + logprobs "
-            f"(vLLM's OpenAI server has it); this server cannot: {why}. Score perplexity with a "
-            "LocalLLM instead (llm.backend: local)."
+            f"EndpointLLM needs {self.base_url}/completions with echo + logprobs for perplexity "
+            f"and exact choose (vLLM's and llama-cpp-python's servers have it); this server "
+            f"cannot: {why}. Use llm.endpoint.choose_method: index, or a LocalLLM "
+            "(llm.backend: local)."
         )
 
 
@@ -452,6 +520,7 @@ PARAMETERS = {
     "json_attempts": int,
     "strict_schema": bool,
     "extra_body": as_given,
+    "choose_method": str,
 }
 
 
@@ -463,9 +532,14 @@ def build_endpoint(
     endpoint = dict(config.get("endpoint") or {})
     if not endpoint.get("base_url"):
         raise ValueError("llm.endpoint.base_url is required for backend: endpoint")
+    choose_method = endpoint.get("choose_method", "likelihood")
     return EndpointLLM(
         base_url=endpoint["base_url"],
         model=endpoint.get("model") or config.get("model") or "default",
         api_key=_api_key(config, credentials),
+        tokenizer=endpoint.get("tokenizer") or configured_model(config)
+        if choose_method == "likelihood"
+        else None,
+        hf_cache_dir=config.get("hf_cache_dir"),
         **parameters(endpoint, PARAMETERS),
     )

@@ -24,6 +24,8 @@ from persona_shoppers.llm.base import (
     JsonResult,
     Prompt,
     prompt_seeds,
+    render_chat,
+    text_start_id,
 )
 from persona_shoppers.llm.constrained import constrained_json
 from persona_shoppers.llm.json_schema import schema_instruction, with_instruction
@@ -141,10 +143,7 @@ class LocalLLM(LLM):
             elif isinstance(value, list):
                 ends.update(value)
         self.end_ids = sorted(ends)
-        start = next((vocab[t] for t in ("<|endoftext|>",) if t in vocab), None)
-        self.text_start_id = start if start is not None else self.tokenizer.bos_token_id
-        if self.text_start_id is None:
-            self.text_start_id = self.tokenizer.eos_token_id
+        self.text_start_id = text_start_id(self.tokenizer)
         self._allowed_masks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.RLock()
         self.prefix_cache_mb = float(prefix_cache_mb)
@@ -167,18 +166,8 @@ class LocalLLM(LLM):
     # ------------------------------------------------------------------ helpers
 
     def render(self, prompt: Prompt) -> str:
-        """The model input text for a chat prompt, ready for the assistant to continue. A
-        prompt ending with an assistant message is continued (prefill)."""
-        cont = prompt[-1]["role"] == "assistant"
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                prompt,
-                tokenize=False,
-                add_generation_prompt=not cont,
-                continue_final_message=cont,
-            )
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in prompt)
-        return text[:-1] if cont else text + "assistant: "
+        """The model input text for a chat prompt (:func:`~persona_shoppers.llm.base.render_chat`)."""
+        return render_chat(self.tokenizer, prompt)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

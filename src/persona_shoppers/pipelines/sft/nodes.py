@@ -23,8 +23,8 @@ from persona_shoppers.agent.evaluation import (
     fit_agent_calibration,
     step_contexts,
 )
+from persona_shoppers.agent.conditions import model_llm
 from persona_shoppers.datasets import ModelAndTokenizer
-from persona_shoppers.llm import build_llm
 from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, resolve_model
 from persona_shoppers.sft.data import conversations, query_only, sample_split
 from persona_shoppers.sft.tokens import add_persona_tokens, find_persona_tokens
@@ -34,6 +34,9 @@ from persona_shoppers.vq_vae.model import BehaviourVQVAE
 logger = logging.getLogger(__name__)
 
 Conversations = list[list[dict]]
+
+# The condition model kind (agent.conditions.MODEL_KINDS) of each model evaluate_sft scores.
+EVALUATED_KINDS = {"zero_shot": "llm", "two_stage": "sft", "single_stage": "sft_single_stage"}
 
 # The ``sft`` settings every training stage shares: the training nodes' ``**training``.
 TRAINING_SETTINGS = (
@@ -247,7 +250,7 @@ def calibrate_sft_agent(
             "none is left to fit the calibration on; lower sft.stage2.max_examples or set "
             "sft.calibration.examples: 0 and simulation.rollout.calibrated: false"
         )
-    llm = build_llm({**llm_params, "model": str(sft_model.folder), "cache": False})
+    llm = model_llm("sft", sft_model.folder, llm_params)
     report = fit_agent_calibration(llm, steps, training, calibration["max_bias"])
     for context, after in report["mean_after"].items():
         logger.info(
@@ -298,7 +301,7 @@ def evaluate_sft(
     for name, folder in bar:
         bar.set_postfix_str(name)
         logger.info("SFT evaluation of the %s model (%s) on %d steps", name, folder, sizes[name])
-        llm = build_llm({**llm_params, "model": str(folder), "cache": False})
+        llm = model_llm(EVALUATED_KINDS[name], folder, llm_params)
         bias = sft_action_calibration["type_bias"] if name == "two_stage" else None
         report[name], scores = evaluate_agent(
             llm,
