@@ -25,6 +25,7 @@ from persona_shoppers.llm.local import LocalLLM
 from persona_shoppers.llm.serving import LlamaCppServer
 from persona_shoppers.storefront import Action, Store
 
+from ..pipelines.alignment.test_pipeline import run_simulation_and_alignment
 from ..storefront.test_store import COLLECTIONS, MEMBERS, PRODUCTS
 
 # Mean total-variation distance between the local and the served agent's action
@@ -104,3 +105,23 @@ def test_a_served_agent_finishes_sessions_with_valid_actions(server, tiny_model_
     assert all(run.outcome is not None for run in runs)
     assert not any(run.errors for run in runs)
     assert all(run.outcome != "error" for run in runs)
+
+
+def test_simulation_and_alignment_run_on_served_models(server, tiny_model_dir):
+    """A slice of both pipelines with every condition's model served: the base model as
+    ``llm`` and the SFT models by their served names (``llm.endpoint.models``)."""
+    served = {kind: "tiny" for kind in ("llm", "sft", "sft_single_stage")}
+    endpoint = {"base_url": server.base_url, "models": served, "concurrency": 1, "timeout_s": 120}
+    llm = {"backend": "endpoint", "model": str(tiny_model_dir), "cache": False, "endpoint": endpoint}
+    _, sim, out = run_simulation_and_alignment(tiny_model_dir, llm, case_buyers=4)
+    agents = out["simulation_agents"]
+    assert len(agents) > 0
+    runs = out["instruction_runs"]
+    assert len(runs) > 0 and (runs["n_errors"] == 0).all()
+    answers = out["individual_task_answers"]
+    conditions = set(answers["condition"])
+    assert {"base", "persona_token"} <= conditions
+    queries = answers["task"] == "query_generation"
+    assert answers.loc[queries, "query"].notna().all()
+    assert answers.loc[~queries, "choice"].notna().all() and (~queries).any()
+    assert out["alignment_report"]

@@ -7,7 +7,8 @@ except that prompt log-probabilities (``echo`` with ``logprobs``) are computed h
 logits of every prompt token in one numpy pass, reusing the previous request's prefix.
 llama-cpp-python's own server sorts the whole vocabulary in Python for every prompt token
 (seconds per request) and leaves out every token equal to BOS (SmolLM2's ``<|im_start|>``);
-docs/models_and_endpoints.md gives the figures. One request runs at a time per server.
+docs/models_and_endpoints.md gives the figures. One request runs at a time (a single-threaded
+HTTP server: a thread per request cost more than the scoring of a short continuation).
 
     python llama_server.py --config config.json   # {"host", "port", "models": [{...}]}
 
@@ -19,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import numpy as np
@@ -36,13 +36,11 @@ class BadRequest(ValueError):
 
 
 class Models:
-    """The served models by name, each loaded on first use, and the lock that lets one
-    request run at a time."""
+    """The served models by name, each loaded on first use."""
 
     def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.entries = {entry["model_alias"]: entry for entry in entries}
         self.loaded: dict[str, Scorer] = {}
-        self.lock = threading.Lock()
 
     def get(self, name: str | None) -> tuple[str, Scorer]:
         if name not in self.entries:
@@ -80,6 +78,14 @@ class Scorer:
         self.llm = llm
         self.normalisers = np.zeros(llm.n_ctx(), dtype=np.float64)
         self.valid = 0  # rows whose normaliser belongs to the current tokens
+        self.pieces: dict[int, str] = {}
+
+    def piece(self, token: int) -> str:
+        """The text of one token (memoised)."""
+        if token not in self.pieces:
+            text = self.llm.detokenize([token], special=True)
+            self.pieces[token] = text.decode("utf-8", errors="replace")
+        return self.pieces[token]
 
     def forget(self) -> None:
         """After the model ran other tokens (a completion): no normaliser is known valid."""
@@ -131,7 +137,7 @@ def echo_completion(name: str, scorer: Scorer, body: dict[str, Any]) -> dict[str
         values.append(logprob)
         tokens.append(best)
         llm.eval([best])
-    pieces = [llm.detokenize([t], special=True).decode("utf-8", errors="replace") for t in tokens]
+    pieces = [scorer.piece(t) for t in tokens]
     offsets = np.cumsum([0, *(len(p) for p in pieces[:-1])]).tolist()
     text = "".join(pieces[n_prompt:])
     return {
@@ -171,24 +177,24 @@ def chat_completion(llm: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer(models: Models, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    with models.lock:
-        name, scorer = models.get(body.get("model"))
-        if path == "/v1/chat/completions":
-            scorer.forget()
-            return chat_completion(scorer.llm, body)
-        if path == "/v1/completions":
-            if body.get("echo") and body.get("logprobs") is not None:
-                return echo_completion(name, scorer, body)
-            options = {k: body[k] for k in COMPLETION_FIELDS if k in body}
-            scorer.forget()
-            return scorer.llm.create_completion(prompt=body["prompt"], **options)
-    raise KeyError(path)
+    if path not in ("/v1/chat/completions", "/v1/completions"):
+        raise KeyError(path)
+    name, scorer = models.get(body.get("model"))
+    if path == "/v1/completions" and body.get("echo") and body.get("logprobs") is not None:
+        return echo_completion(name, scorer, body)
+    scorer.forget()
+    if path == "/v1/chat/completions":
+        return chat_completion(scorer.llm, body)
+    options = {k: body[k] for k in COMPLETION_FIELDS if k in body}
+    return scorer.llm.create_completion(prompt=body["prompt"], **options)
 
 
 def serve(config: dict[str, Any]) -> None:
     models = Models(config["models"])
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # headers and body leave at once, not a delayed ACK later
+
         def log_message(self, *args: Any) -> None:
             pass
 
@@ -219,7 +225,7 @@ def serve(config: dict[str, Any]) -> None:
             except Exception as exc:  # the client sees why, the server goes on
                 self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
 
-    server = ThreadingHTTPServer((config.get("host", "127.0.0.1"), int(config["port"])), Handler)
+    server = HTTPServer((config.get("host", "127.0.0.1"), int(config["port"])), Handler)
     server.serve_forever()
 
 

@@ -74,6 +74,14 @@ def _recovery(shops: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def run(tiny_model_dir: Path):
+    llm = {**conf_params("llm"), "model": str(tiny_model_dir), "dtype": "float32"}
+    return run_simulation_and_alignment(tiny_model_dir, llm)
+
+
+def run_simulation_and_alignment(tiny_model_dir: Path, llm: dict, case_buyers: int | None = None):
+    """The simulation and alignment pipelines on a small sample, with the tiny model as the
+    SFT models and ``llm`` as the ``llm`` parameters (``case_buyers``: fewer alignment case
+    buyers, 100 bootstrap draws): (alignment params, simulation params, inputs and outputs by name)."""
     tests = (StoreVariant().with_changes("price_rise_10pct", price_multiplier=1.1),)
     data, enriched = enriched_sample(
         n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=80, ab_tests=tests
@@ -86,12 +94,14 @@ def run(tiny_model_dir: Path):
     sim["ab_tests"]["tests"] = sim["ab_tests"]["tests"][:1]
     params = conf_params("alignment")
     params["llm_cache"] = False
+    if case_buyers is not None:
+        params["cases"]["max_buyers"] = case_buyers
+        params["bootstrap_draws"] = 100
     params["permutation_draws"] = 200
     params["kde"].update(repeats=2, n_samples=100)
     params["instruction_following"].update(
         repeats=1, max_steps=3, length_bins=[[3, 8], [9, None]], temperature=20.0
     )
-    llm = {**conf_params("llm"), "model": str(tiny_model_dir), "dtype": "float32"}
     model = MemoryDataset(SimpleNamespace(folder=tiny_model_dir))
     catalog = DataCatalog(
         {
