@@ -39,7 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 RAW = ROOT / "data" / "01_raw"
 
 
-def _specs(products: pd.DataFrame, shop: str, n: int) -> list[AgentSpec]:
+def agent_specs(products: pd.DataFrame, shop: str, n: int) -> list[AgentSpec]:
     categories = sorted({category_leaf(c) for c in products["category"]})
     return [
         AgentSpec(f"a{i}", shop, intent_goal(categories[i % len(categories)], "AD"[i % 2]), None, i)
@@ -70,7 +70,7 @@ def main() -> None:
         pd.read_parquet(RAW / "collection_products.parquet"),
         shops=[args.shop],
     )
-    specs = _specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
+    specs = agent_specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
 
     def llm(prefix_cache_mb: int):
         config = {

@@ -25,6 +25,7 @@ PROMPT = [{"role": "user", "content": "How price sensitive?"}]
 def _llm(server, **kwargs) -> EndpointLLM:
     options = {"timeout_s": 2.0, "max_retries": 2, "backoff_s": 0.01, "concurrency": 4}
     options.update(kwargs)
+    options.setdefault("choose_method", "likelihood" if "tokenizer" in options else "index")
     return EndpointLLM(server.url, "test-model", **options)
 
 
@@ -157,14 +158,50 @@ def test_choose_without_logprobs_is_one_hot(fake_server):
     assert choice.index == 0 and choice.logprobs == [0.0, -math.inf]
 
 
+def _echo(token_logprobs: list, generated: int = 1) -> dict:
+    """A ``/completions`` answer with ``echo``: the prompt's token log-probabilities (the
+    first None), then ``generated`` tokens."""
+    values = [*token_logprobs, *([-0.5] * generated)]
+    usage = {"prompt_tokens": len(token_logprobs), "completion_tokens": generated}
+    return {"json": {"choices": [{"logprobs": {"token_logprobs": values}}], "usage": usage}}
+
+
 def test_perplexity_via_completions_echo(fake_server):
-    fake_server.script = [
-        {"json": {"choices": [{"text": "a b", "logprobs": {"token_logprobs": [None, -1.0, -3.0]}}]}}
-    ]
+    fake_server.script = [_echo([None, -1.0, -3.0])]
     assert _llm(fake_server).perplexity(["a b"]) == [pytest.approx(math.exp(2.0))]
     body = fake_server.requests[0]["body"]
     assert fake_server.requests[0]["path"] == "/v1/completions"
-    assert body["echo"] is True and body["logprobs"] == 1 and body["max_tokens"] == 0
+    assert body["echo"] is True and body["logprobs"] == 0 and body["max_tokens"] == 1
+
+
+def test_choose_scores_each_candidate_from_prompt_logprobs(fake_server, tiny_model_dir):
+    llm = _llm(fake_server, tokenizer=tiny_model_dir, concurrency=1)
+    candidates = ['{"action": "view",', '{"action": "end"}']
+    prefix = llm.render(PROMPT)
+    n_prefix = len(llm.tokenizer.encode(prefix, add_special_tokens=False))
+    # each candidate's own tokens get -1.0 (first) or -2.0 (second); the prompt's -0.1
+    answers, expected = [], []
+    for value, candidate in zip([-1.0, -2.0], candidates, strict=True):
+        n = len(llm.tokenizer.encode(prefix + candidate, add_special_tokens=False))
+        answers.append(_echo([None, *[-0.1] * (n_prefix - 1), *[value] * (n - n_prefix)]))
+        expected.append(value * (n - n_prefix))
+    fake_server.script = answers
+    choice = llm.choose([PROMPT], [candidates])[0]
+    assert choice.logprobs == pytest.approx(expected)
+    assert choice.index == int(expected[1] > expected[0])
+    assert [r["body"]["prompt"] for r in fake_server.requests] == [prefix + c for c in candidates]
+
+
+def test_choose_stops_when_the_server_tokenises_otherwise(fake_server, tiny_model_dir):
+    fake_server.script = [_echo([None, -1.0, -1.0])]  # 3 tokens: not this tokenizer's count
+    with pytest.raises(LLMError, match="tokenizer must be the served model's"):
+        _llm(fake_server, tokenizer=tiny_model_dir).choose([PROMPT], [["yes", "no"]])
+
+
+def test_likelihood_choose_needs_the_served_models_tokenizer(fake_server):
+    with pytest.raises(ValueError, match="llm.endpoint.tokenizer"):
+        EndpointLLM(fake_server.url, "m").choose([PROMPT], [["yes", "no"]])
+    assert not fake_server.requests
 
 
 def test_perplexity_not_implemented_without_echo(fake_server):

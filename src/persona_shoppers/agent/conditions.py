@@ -47,9 +47,10 @@ def model_llm(
     kind: str, folder: str | Path | None, llm_params: Mapping[str, Any], cache: bool = False
 ) -> LLM:
     """The LLM that runs ``kind``'s model: from ``folder`` (None: ``llm.model``) with the local
-    backend; with an endpoint, the server's model named ``llm.endpoint.models[kind]`` (the
-    ``llm`` kind falls back to ``llm.endpoint.model``), its prompts rendered by ``folder``'s
-    chat template (docs/models_and_endpoints.md, "Several models from one server")."""
+    backend; with an endpoint, the model ``llm.endpoint.models[kind]`` names (a served name,
+    or ``{base_url, model}`` on another server; the ``llm`` kind falls back to
+    ``llm.endpoint.model``), its prompts rendered by ``folder``'s chat template
+    (docs/models_and_endpoints.md, "Base and SFT models served side by side")."""
     config: dict[str, Any] = {**llm_params, "cache": cache}
     if folder is not None:
         config["model"] = str(folder)
@@ -64,5 +65,9 @@ def model_llm(
                 "(python -m persona_shoppers.llm.serving serve --model "
                 f"{kind}=<folder>) and set llm.endpoint.models.{kind}"
             )
-        config["endpoint"] = {**endpoint, "model": served}
+        # a served name on endpoint.base_url, or {base_url, model} on a server of its own
+        where = dict(served) if isinstance(served, Mapping) else {"model": served}
+        config["endpoint"] = {**endpoint, **where}
+        if folder is not None:  # its tokenizer has the persona tokens the served model has
+            config["endpoint"]["tokenizer"] = str(folder)
     return build_llm(config)

@@ -119,12 +119,6 @@ class EndpointLLM(LLM):
         self.extra_body = dict(extra_body or {})
         if choose_method not in CHOOSE_METHODS:
             raise ValueError(f"choose_method must be one of {CHOOSE_METHODS}, got {choose_method!r}")
-        if choose_method == "likelihood" and tokenizer is None:
-            raise ValueError(
-                "choose_method: likelihood renders prompts with the served model's chat "
-                "template: give llm.endpoint.tokenizer (a known model name or a local folder "
-                "with the served model's tokenizer), or set llm.endpoint.choose_method: index"
-            )
         self.choose_method = choose_method
         self.tokenizer_source = tokenizer
         self.hf_cache_dir = hf_cache_dir
@@ -146,6 +140,13 @@ class EndpointLLM(LLM):
     @property
     def tokenizer(self) -> Any:
         """The served model's tokenizer (``tokenizer``), loaded on first use."""
+        if self.tokenizer_source is None:
+            raise ValueError(
+                "scoring candidates (choose_method: likelihood) renders prompts with the "
+                "served model's chat template: give llm.endpoint.tokenizer (a known model "
+                "name or a local folder with the served model's tokenizer), or set "
+                "llm.endpoint.choose_method: index"
+            )
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -429,6 +430,40 @@ class EndpointLLM(LLM):
 
     def _choose_by_index(self, prompts: list[Prompt], candidates: list[list[str]]) -> list[Choice]:
         """Approximation: the model answers the index of the best candidate (see docs/llm.md)."""
+
+        def one(item: tuple[int, Prompt, list[str]]) -> Choice:
+            i, prompt, cands = item
+            n = len(cands)
+            listing = "\n".join(f"{k}: {c}" for k, c in enumerate(cands))
+            asked = with_instruction(
+                prompt,
+                f"Possible answers:\n{listing}\n\nWhich answer is best? Reply with its number.",
+            )
+            schema = {
+                "type": "object",
+                "properties": {"index": {"type": "integer", "enum": list(range(n))}},
+                "required": ["index"],
+            }
+            result, choice = self._json_one(
+                asked, schema, 16, 0.0, 0, top_logprobs=min(20, max(n, 2)) if n <= 10 else None
+            )
+            if result.valid and result.value is not None:
+                k = int(result.value["index"])
+            else:
+                matches = [k for k, c in enumerate(cands) if c.strip() and c.strip() in result.raw]
+                if len(matches) != 1:
+                    raise LLMError(
+                        f"choose: prompt {i}: no valid candidate index from the endpoint "
+                        f"({result.error}); raw answer {result.raw[:120]!r}"
+                    )
+                k = matches[0]
+            logprobs = [0.0 if j == k else -math.inf for j in range(n)]
+            if n <= 10 and choice is not None:
+                logprobs = self._index_logprobs(choice, n) or logprobs
+            return Choice(index=k, text=cands[k], logprobs=logprobs, mean_logprobs=list(logprobs))
+
+        return self._map(one, list(zip(range(len(prompts)), prompts, candidates, strict=True)))
+
     @staticmethod
     def _index_logprobs(choice: dict[str, Any], n: int) -> list[float] | None:
         """The distribution over single-digit indices at the answer's index token."""

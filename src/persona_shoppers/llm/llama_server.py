@@ -225,7 +225,10 @@ def serve(config: dict[str, Any]) -> None:
             except Exception as exc:  # the client sees why, the server goes on
                 self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
 
-    server = HTTPServer((config.get("host", "127.0.0.1"), int(config["port"])), Handler)
+    class Server(HTTPServer):
+        request_queue_size = 256  # clients with many requests in flight wait, not refused
+
+    server = Server((config.get("host", "127.0.0.1"), int(config["port"])), Handler)
     server.serve_forever()
 
 

@@ -104,6 +104,27 @@ def set_up(home: Path | None = None) -> Path:
     return home
 
 
+def cxx_server(home: Path | None = None) -> Path:
+    """llama.cpp's own C++ ``llama-server`` (parallel slots, continuous batching), built once
+    from the vendored source with cmake and ninja (several minutes on 2 cores). It has no
+    prompt log-probabilities (``echo``: ggml-org/llama.cpp#27174), so it can generate for
+    agents but not score their actions; the benchmark compares its generation."""
+    home = require_setup(home)
+    binary = home / "cxx-build" / "bin" / "llama-server"
+    with file_lock(home / ".cxx-build.lock"):
+        if binary.is_file():
+            return binary
+        logger.info("building llama.cpp's llama-server in %s (several minutes)", binary.parent)
+        source = home / "src" / "vendor" / "llama.cpp"
+        options = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"]
+        options += ["-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"]
+        build = home / "cxx-build"
+        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", *options], check=True)
+        jobs = str(os.cpu_count() or 1)
+        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True)
+    return binary
+
+
 def convert_to_gguf(folder: str | Path, outtype: str = "f32", home: Path | None = None) -> Path:
     """A Hugging Face model folder as a GGUF file, written once per version of the folder's
     files (under the server's home, ``models/``) with llama.cpp's ``convert_hf_to_gguf.py``,
