@@ -2,6 +2,7 @@
 
     python benchmarks/bench_served.py [--agents 16] [--max-steps 8] [--concurrency 1 8 32]
                                       [--shop shop03] [--dtype auto] [--no-cxx]
+                                      [--upstream-texts 4]
 
 The same agents (an evaluation shop of the default sample, goals over its categories, no
 persona, greedy decoding) shop on the default model (SmolLM2-135M-Instruct):
@@ -15,7 +16,8 @@ persona, greedy decoding) shop on the default model (SmolLM2-135M-Instruct):
 - agreement: the served model scores every state the local agents saw; mean total-variation
   distance between the two action distributions and the share of states with the same best
   action;
-- ``llama-cpp-python``'s own server: seconds per exactly scored candidate on a few states;
+- ``llama-cpp-python``'s own server: seconds per exactly scored candidate, a few texts of
+  one state, against the lean server;
 - llama.cpp's C++ ``llama-server`` (``--parallel`` slots, continuous batching), which has no
   prompt log-probabilities: generation only, the agents' query prompts at each concurrency,
   against the lean server and the local batched ``generate``.
@@ -31,7 +33,6 @@ import argparse
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,12 @@ def _chat_tokens(endpoint: EndpointLLM):
     def post(prompt) -> int:
         answer = endpoint.post(
             "/chat/completions",
-            {"model": endpoint.model, "messages": prompt, "max_tokens": QUERY_TOKENS, "temperature": 0.0},
+            {
+                "model": endpoint.model,
+                "messages": prompt,
+                "max_tokens": QUERY_TOKENS,
+                "temperature": 0.0,
+            },
         )
         return int(answer["usage"]["completion_tokens"])
 
@@ -117,7 +123,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--shop", default="shop03")
-    parser.add_argument("--upstream-states", type=int, default=2)
+    parser.add_argument(
+        "--upstream-texts",
+        type=int,
+        default=4,
+        help="texts of one state scored on each server for the seconds per candidate",
+    )
     parser.add_argument("--no-cxx", action="store_true", help="skip the C++ llama-server")
     args = parser.parse_args()
 
@@ -150,7 +161,9 @@ def main() -> None:
         for concurrency in args.concurrency:
             result, sessions, _ = _rollout(served(server, concurrency), stores, specs, args)
             result["prompt_tokens_per_second"] = round(tokens / result["seconds"], 1)
-            result["sessions_as_local"] = sum(a == b for a, b in zip(sessions, local_sessions, strict=True))
+            result["sessions_as_local"] = sum(
+                a == b for a, b in zip(sessions, local_sessions, strict=True)
+            )
             report["served"][concurrency] = result
             print(f"served, concurrency {concurrency}:", result, flush=True)
         mine, theirs = _distributions(local, states), _distributions(served(server, 1), states)
@@ -159,16 +172,24 @@ def main() -> None:
             "states": len(states),
             "mean_total_variation": round(float(np.mean(tv)), 4),
             "max_total_variation": round(float(np.max(tv)), 4),
-            "same_best_action": round(float(np.mean([a.argmax() == b.argmax() for a, b in zip(mine, theirs, strict=True)])), 4),
+            "same_best_action": round(
+                float(
+                    np.mean([a.argmax() == b.argmax() for a, b in zip(mine, theirs, strict=True)])
+                ),
+                4,
+            ),
         }
         print("agreement:", report["agreement"], flush=True)
-        lean_candidate = _seconds_per_candidate(served(server, 1), states[: args.upstream_states])
+        probe = states[-1][0], states[-1][2][1][: args.upstream_texts]
+        lean_candidate = _seconds_per_candidate(served(server, 1), *probe)
         report["generation"] = {"lean_server": {}}
         for concurrency in args.concurrency:
-            result = _generation(_chat_tokens(served(server, concurrency)), query_prompts, concurrency)
+            result = _generation(
+                _chat_tokens(served(server, concurrency)), query_prompts, concurrency
+            )
             report["generation"]["lean_server"][concurrency] = result
     with LlamaCppServer({"model": args.model}, engine="llama-cpp-python") as upstream:
-        upstream_candidate = _seconds_per_candidate(served(upstream, 1), states[: args.upstream_states])
+        upstream_candidate = _seconds_per_candidate(served(upstream, 1), *probe)
     report["seconds_per_scored_candidate"] = {
         "lean_server": round(lean_candidate, 4),
         "llama_cpp_python_server": round(upstream_candidate, 4),
@@ -190,12 +211,12 @@ def main() -> None:
     (RESULTS / "served.json").write_text(json.dumps(report, indent=2))
 
 
-def _seconds_per_candidate(endpoint: EndpointLLM, states: list) -> float:
-    """Wall seconds per exactly scored candidate on ``states`` (their prompts are new to the
-    server: each state's first candidate runs its whole prompt)."""
+def _seconds_per_candidate(endpoint: EndpointLLM, prompt: list, texts: list) -> float:
+    """Wall seconds per exactly scored candidate, ``texts`` after ``prompt`` (its first
+    candidate runs the whole prompt, as a new agent step does)."""
     started = time.perf_counter()
-    endpoint.choose([p for p, _, _ in states], [texts for _, _, (_, texts) in states])
-    return (time.perf_counter() - started) / sum(len(texts) for _, _, (_, texts) in states)
+    endpoint.choose([prompt], [texts])
+    return (time.perf_counter() - started) / len(texts)
 
 
 def _cxx_generation(args, prompts: list) -> dict:

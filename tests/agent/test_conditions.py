@@ -15,7 +15,10 @@ ENDPOINT = {
     "endpoint": {
         "base_url": "http://127.0.0.1:9/v1",
         "model": "base-served",
-        "models": {"sft": "sft-served", "sft_single_stage": {"base_url": "http://h:1/v1", "model": "one"}},
+        "models": {
+            "sft": "sft-served",
+            "sft_single_stage": {"base_url": "http://h:1/v1", "model": "one"},
+        },
     },
 }
 

@@ -177,19 +177,21 @@ def test_perplexity_via_completions_echo(fake_server):
 def test_choose_scores_each_candidate_from_prompt_logprobs(fake_server, tiny_model_dir):
     llm = _llm(fake_server, tokenizer=tiny_model_dir, concurrency=1)
     candidates = ['{"action": "view",', '{"action": "end"}']
+    values = {candidates[0]: -1.0, candidates[1]: -2.0}  # per token of the candidate's own
     prefix = llm.render(PROMPT)
     n_prefix = len(llm.tokenizer.encode(prefix, add_special_tokens=False))
-    # each candidate's own tokens get -1.0 (first) or -2.0 (second); the prompt's -0.1
-    answers, expected = [], []
-    for value, candidate in zip([-1.0, -2.0], candidates, strict=True):
+    answers, expected = [], {}
+    for candidate in sorted(candidates):  # sent in text order: shared starts stay cached
         n = len(llm.tokenizer.encode(prefix + candidate, add_special_tokens=False))
-        answers.append(_echo([None, *[-0.1] * (n_prefix - 1), *[value] * (n - n_prefix)]))
-        expected.append(value * (n - n_prefix))
+        tail = [values[candidate]] * (n - n_prefix)
+        answers.append(_echo([None, *[-0.1] * (n_prefix - 1), *tail]))
+        expected[candidate] = sum(tail)
     fake_server.script = answers
     choice = llm.choose([PROMPT], [candidates])[0]
-    assert choice.logprobs == pytest.approx(expected)
-    assert choice.index == int(expected[1] > expected[0])
-    assert [r["body"]["prompt"] for r in fake_server.requests] == [prefix + c for c in candidates]
+    assert choice.logprobs == pytest.approx([expected[c] for c in candidates])
+    assert choice.text == max(candidates, key=expected.__getitem__)
+    sent = [r["body"]["prompt"] for r in fake_server.requests]
+    assert sent == [prefix + c for c in sorted(candidates)]
 
 
 def test_choose_stops_when_the_server_tokenises_otherwise(fake_server, tiny_model_dir):

@@ -14,8 +14,8 @@ import pytest
 
 from persona_shoppers.agent.rollout import (
     AgentSpec,
-    _Live,
     RolloutEngine,
+    _Live,
     action_logprobs,
     candidate_actions,
     choice_texts,
@@ -112,7 +112,12 @@ def test_simulation_and_alignment_run_on_served_models(server, tiny_model_dir):
     ``llm`` and the SFT models by their served names (``llm.endpoint.models``)."""
     served = {kind: "tiny" for kind in ("llm", "sft", "sft_single_stage")}
     endpoint = {"base_url": server.base_url, "models": served, "concurrency": 1, "timeout_s": 120}
-    llm = {"backend": "endpoint", "model": str(tiny_model_dir), "cache": False, "endpoint": endpoint}
+    llm = {
+        "backend": "endpoint",
+        "model": str(tiny_model_dir),
+        "cache": False,
+        "endpoint": endpoint,
+    }
     _, sim, out = run_simulation_and_alignment(tiny_model_dir, llm, case_buyers=4)
     agents = out["simulation_agents"]
     assert len(agents) > 0

@@ -118,7 +118,9 @@ class EndpointLLM(LLM):
         self.strict_schema = strict_schema
         self.extra_body = dict(extra_body or {})
         if choose_method not in CHOOSE_METHODS:
-            raise ValueError(f"choose_method must be one of {CHOOSE_METHODS}, got {choose_method!r}")
+            raise ValueError(
+                f"choose_method must be one of {CHOOSE_METHODS}, got {choose_method!r}"
+            )
         self.choose_method = choose_method
         self.tokenizer_source = tokenizer
         self.hf_cache_dir = hf_cache_dir
@@ -362,7 +364,10 @@ class EndpointLLM(LLM):
             # request's prefix (llama.cpp) runs the prompt once.
             prompt, cands = item
             prefix = self.render(prompt)
-            scores = [self.continuation_logprob(prefix, c) for c in cands]
+            # in text order, so consecutive candidates share their starts too
+            order = sorted(range(len(cands)), key=cands.__getitem__)
+            scored = {k: self.continuation_logprob(prefix, cands[k]) for k in order}
+            scores = [scored[k] for k in range(len(cands))]
             total = [t for t, _ in scores]
             mean = [t / n for t, n in scores]
             values = mean if normalize else total

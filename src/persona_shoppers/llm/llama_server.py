@@ -128,15 +128,16 @@ def echo_completion(name: str, scorer: Scorer, body: dict[str, Any]) -> dict[str
     tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
     n_prompt = len(tokens)
     values = [None, *scorer.logprobs(tokens).tolist()]
-    for _ in range(int(body.get("max_tokens", 16))):
+    for i in range(int(body.get("max_tokens", 16))):
         if len(tokens) >= llm.n_ctx():
             break
+        if i:  # the token before is generated: run it (the first is the prompt's last)
+            llm.eval(tokens[-1:])
         best, logprob = scorer.next_token(tokens)
         if best == llm.token_eos():
             break
         values.append(logprob)
         tokens.append(best)
-        llm.eval([best])
     pieces = [scorer.piece(t) for t in tokens]
     offsets = np.cumsum([0, *(len(p) for p in pieces[:-1])]).tolist()
     text = "".join(pieces[n_prompt:])

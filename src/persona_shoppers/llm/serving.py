@@ -117,11 +117,19 @@ def cxx_server(home: Path | None = None) -> Path:
         logger.info("building llama.cpp's llama-server in %s (several minutes)", binary.parent)
         source = home / "src" / "vendor" / "llama.cpp"
         options = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"]
-        options += ["-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"]
+        options += [
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+        ]
         build = home / "cxx-build"
-        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", *options], check=True)
+        subprocess.run(
+            ["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", *options], check=True
+        )
         jobs = str(os.cpu_count() or 1)
-        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True)
+        subprocess.run(
+            ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True
+        )
     return binary
 
 
@@ -313,7 +321,9 @@ class LlamaCppServer:
 
 def endpoint_params(server: LlamaCppServer, condition_models: Mapping[str, str]) -> str:
     """The ``kedro run --params`` that point a run's conditions at ``server``."""
-    models = ",".join(f"llm.endpoint.models.{kind}={name}" for kind, name in condition_models.items())
+    models = ",".join(
+        f"llm.endpoint.models.{kind}={name}" for kind, name in condition_models.items()
+    )
     return f"llm.backend=endpoint,llm.endpoint.base_url={server.base_url},{models}"
 
 
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     pairs = dict(item.split("=", 1) for item in args.model)
     with LlamaCppServer(pairs, port=args.port, host=args.host, n_ctx=args.n_ctx) as server:
-        print(f'serving {", ".join(pairs)} at {server.base_url}; run with:')
+        print(f"serving {', '.join(pairs)} at {server.base_url}; run with:")
         print(f'  kedro run --params "{endpoint_params(server, {k: k for k in pairs})}"')
         with contextlib.suppress(KeyboardInterrupt):
             while server.process is not None and server.process.poll() is None:

@@ -81,7 +81,7 @@ def run(tiny_model_dir: Path):
 def run_simulation_and_alignment(tiny_model_dir: Path, llm: dict, case_buyers: int | None = None):
     """The simulation and alignment pipelines on a small sample, with the tiny model as the
     SFT models and ``llm`` as the ``llm`` parameters (``case_buyers``: fewer alignment case
-    buyers, 100 bootstrap draws): (alignment params, simulation params, inputs and outputs by name)."""
+    buyers, 100 bootstrap draws): (alignment params, simulation params, outputs by name)."""
     tests = (StoreVariant().with_changes("price_rise_10pct", price_multiplier=1.1),)
     data, enriched = enriched_sample(
         n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=80, ab_tests=tests

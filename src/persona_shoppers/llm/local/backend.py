@@ -166,7 +166,7 @@ class LocalLLM(LLM):
     # ------------------------------------------------------------------ helpers
 
     def render(self, prompt: Prompt) -> str:
-        """The model input text for a chat prompt (:func:`~persona_shoppers.llm.base.render_chat`)."""
+        """The model input text for a chat prompt (:func:`.base.render_chat`)."""
         return render_chat(self.tokenizer, prompt)
 
     def encode(self, text: str) -> list[int]:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from persona_shoppers.agent.conditions import model_llm
 from persona_shoppers.agent.evaluation import (
     evaluate_agent,
     evaluation_settings,
@@ -23,7 +24,6 @@ from persona_shoppers.agent.evaluation import (
     fit_agent_calibration,
     step_contexts,
 )
-from persona_shoppers.agent.conditions import model_llm
 from persona_shoppers.datasets import ModelAndTokenizer
 from persona_shoppers.llm.models import DEFAULT_HF_CACHE_DIR, resolve_model
 from persona_shoppers.sft.data import conversations, query_only, sample_split
