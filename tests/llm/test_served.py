@@ -130,3 +130,18 @@ def test_simulation_and_alignment_run_on_served_models(server, tiny_model_dir):
     assert answers.loc[queries, "query"].notna().all()
     assert answers.loc[~queries, "choice"].notna().all() and (~queries).any()
     assert out["alignment_report"]
+
+
+def test_json_answers_follow_the_schema_through_the_servers_grammar(server, tiny_model_dir):
+    """The random tiny model writes valid objects only because the server constrains it
+    (``response_format``: a JSON-schema grammar), on the first attempt."""
+    schema = {
+        "type": "object",
+        "properties": {"level": {"type": "string", "enum": ["low", "medium", "high"]}},
+        "required": ["level"],
+    }
+    llm = _served(server, "tiny", tiny_model_dir)
+    prompt = [{"role": "user", "content": "How price sensitive is this shopper?"}]
+    (result,) = llm.generate_json([prompt], schema, max_new_tokens_per_field=8)
+    assert result.valid and result.attempts == 1 and llm.json_schema_supported
+    assert result.value["level"] in {"low", "medium", "high"}
