@@ -31,19 +31,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pandas as pd
-from bench_simulation import RAW, RESULTS, agent_specs
+from bench_simulation import RESULTS, shop_agents
 
 from persona_shoppers.agent.rollout import RolloutEngine, action_logprobs
 from persona_shoppers.llm import build_llm
 from persona_shoppers.llm.endpoint import EndpointLLM
-from persona_shoppers.llm.serving import LlamaCppServer, cxx_server, model_file
+from persona_shoppers.llm.serving import (
+    LlamaCppServer,
+    cxx_server,
+    free_port,
+    model_file,
+    wait_until_ready,
+)
 from persona_shoppers.numerics import machine_facts, resolve_dtype
-from persona_shoppers.storefront import build_stores
 
 QUERY_TOKENS = 16
 
@@ -132,14 +137,7 @@ def main() -> None:
     parser.add_argument("--no-cxx", action="store_true", help="skip the C++ llama-server")
     args = parser.parse_args()
 
-    products = pd.read_parquet(RAW / "products.parquet")
-    stores = build_stores(
-        products,
-        pd.read_parquet(RAW / "collections.parquet"),
-        pd.read_parquet(RAW / "collection_products.parquet"),
-        shops=[args.shop],
-    )
-    specs = agent_specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
+    stores, specs = shop_agents(args.shop, args.agents)
     local = build_llm(
         {"model": args.model, "dtype": args.dtype, "batch_size": args.agents, "cache": False}
     )
@@ -221,11 +219,6 @@ def _seconds_per_candidate(endpoint: EndpointLLM, prompt: list, texts: list) -> 
 
 def _cxx_generation(args, prompts: list) -> dict:
     """The C++ llama-server with one slot per request in flight, at each concurrency."""
-    import subprocess
-    import urllib.request
-
-    from persona_shoppers.llm.serving import free_port
-
     out = {}
     for concurrency in args.concurrency:
         port = free_port()
@@ -236,15 +229,9 @@ def _cxx_generation(args, prompts: list) -> dict:
             stderr=subprocess.DEVNULL,
         )
         try:
-            for _ in range(600):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.2)
-            endpoint = EndpointLLM(f"http://127.0.0.1:{port}/v1", "model", choose_method="index")
-            endpoint.timeout_s = 600
+            base_url = f"http://127.0.0.1:{port}/v1"
+            wait_until_ready(base_url + "/models", process, timeout_s=120)
+            endpoint = EndpointLLM(base_url, "model", choose_method="index", timeout_s=600)
             out[concurrency] = _generation(_chat_tokens(endpoint), prompts, concurrency)
         finally:
             process.terminate()

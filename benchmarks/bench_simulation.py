@@ -47,6 +47,19 @@ def agent_specs(products: pd.DataFrame, shop: str, n: int) -> list[AgentSpec]:
     ]
 
 
+def shop_agents(shop: str, n: int) -> tuple[dict, list[AgentSpec]]:
+    """The store of ``shop`` in the default sample, and ``n`` agents with goals over its
+    categories."""
+    products = pd.read_parquet(RAW / "products.parquet")
+    stores = build_stores(
+        products,
+        pd.read_parquet(RAW / "collections.parquet"),
+        pd.read_parquet(RAW / "collection_products.parquet"),
+        shops=[shop],
+    )
+    return stores, agent_specs(products[products["shop_id"] == shop], shop, n)
+
+
 def _time(engine: RolloutEngine, specs: list[AgentSpec]) -> tuple[float, list]:
     started = time.perf_counter()
     runs = engine.run(specs, progress=False)
@@ -63,14 +76,7 @@ def main() -> None:
     parser.add_argument("--shop", default="shop03")
     args = parser.parse_args()
 
-    products = pd.read_parquet(RAW / "products.parquet")
-    stores = build_stores(
-        products,
-        pd.read_parquet(RAW / "collections.parquet"),
-        pd.read_parquet(RAW / "collection_products.parquet"),
-        shops=[args.shop],
-    )
-    specs = agent_specs(products[products["shop_id"] == args.shop], args.shop, args.agents)
+    stores, specs = shop_agents(args.shop, args.agents)
 
     def llm(prefix_cache_mb: int):
         config = {

@@ -360,13 +360,14 @@ class EndpointLLM(LLM):
             return self._choose_by_index(prompts, candidates)
 
         def one(item: tuple[Prompt, list[str]]) -> Choice:
-            # A prompt's candidates go one after another, so a server that reuses the previous
-            # request's prefix (llama.cpp) runs the prompt once.
+            # A prompt's candidates go one after another, in text order, so a server that
+            # reuses the previous request's prefix (llama.cpp) runs the prompt and the
+            # candidates' shared starts once.
             prompt, cands = item
             prefix = self.render(prompt)
-            # in text order, so consecutive candidates share their starts too
+            head = self.tokenizer.encode(prefix, add_special_tokens=False)
             order = sorted(range(len(cands)), key=cands.__getitem__)
-            scored = {k: self.continuation_logprob(prefix, cands[k]) for k in order}
+            scored = {k: self.continuation_logprob(prefix, cands[k], head) for k in order}
             scores = [scored[k] for k in range(len(cands))]
             total = [t for t, _ in scores]
             mean = [t / n for t, n in scores]
@@ -376,15 +377,19 @@ class EndpointLLM(LLM):
 
         return self._map(one, list(zip(prompts, candidates, strict=True)))
 
-    def continuation_logprob(self, prefix: str, candidate: str) -> tuple[float, int]:
+    def continuation_logprob(
+        self, prefix: str, candidate: str, head: list[int] | None = None
+    ) -> tuple[float, int]:
         """(log-likelihood, number of tokens) of ``candidate`` continuing the raw text
-        ``prefix``: the server's log-probabilities of the last tokens of ``prefix + candidate``,
-        those the prefix's own tokens do not cover (counted with ``tokenizer``, which must be
-        the served model's: the server's token count is checked against it)."""
+        ``prefix`` (``head``: its tokens, when known): the server's log-probabilities of the
+        last tokens of ``prefix + candidate``, those the prefix's own tokens do not cover
+        (counted with ``tokenizer``, which must be the served model's: the server's token
+        count is checked against it)."""
         if not candidate:
             raise ValueError("choose: candidates must be non-empty strings")
         encode = self.tokenizer.encode
-        head = encode(prefix, add_special_tokens=False)
+        if head is None:
+            head = encode(prefix, add_special_tokens=False)
         full = encode(prefix + candidate, add_special_tokens=False)
         shared = 0
         while shared < min(len(head), len(full) - 1) and head[shared] == full[shared]:

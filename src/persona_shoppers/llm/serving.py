@@ -185,6 +185,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 ENGINES = ("lean", "llama-cpp-python")
 
 
+def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Poll ``url`` until it answers 200; a :class:`ServerError` if ``process`` exits first
+    or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise ServerError(f"the server was not ready at {url} in {timeout_s:.0f} s")
+
+
 class LlamaCppServer:
     """An OpenAI-compatible llama.cpp server on ``host:port`` with one or more models, each
     under its served name (``models``: name -> known model, ``.gguf`` or HF folder), as a
@@ -271,25 +287,11 @@ class LlamaCppServer:
         return self
 
     def _wait_ready(self, log: Path) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                self.stop()
-                raise ServerError(
-                    f"the llama.cpp server exited with {self.process.returncode}:\n"
-                    f"{log.read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        tail = log.read_text()[-2000:]
-        self.stop()
-        raise ServerError(
-            f"the llama.cpp server was not ready in {self.startup_timeout_s:.0f} s:\n{tail}"
-        )
+        try:
+            wait_until_ready(self.base_url + "/models", self.process, self.startup_timeout_s)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"{exc}:\n{log.read_text()[-2000:]}") from None
 
     def stop(self) -> None:
         """Stop the server's process group: SIGTERM, then SIGKILL after 10 s."""
