@@ -10,6 +10,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro_datasets.json import JSONDataset
 
+from persona_shoppers.datasets import OptionalJSONDataset
 from persona_shoppers.input_check import (
     MissingInputError,
     MissingInputsHook,
@@ -23,6 +24,10 @@ def _identity(x):
 
 
 def _combine(a, b, c, x):
+    return a
+
+
+def _pair(a, b):
     return a
 
 
@@ -52,3 +57,18 @@ def test_hook_stops_a_project_run_before_its_first_node(tmp_path):
     pipeline = Pipeline([node(_identity, "text_personas", "out")])
     with pytest.raises(MissingInputError, match="kedro run --pipelines=persona_mining"):
         MissingInputsHook().before_pipeline_run({}, pipeline, catalog)
+
+
+def test_an_optional_dataset_does_not_stop_a_run_and_loads_empty(tmp_path, caplog):
+    """The planted truth: absent on a real log, where it loads as {} with one log line."""
+    absent = OptionalJSONDataset(filepath=str(tmp_path / "truth.json"), absent="Skipped.")
+    written = tmp_path / "written.json"
+    written.write_text('{"ab_tests": []}')
+    other = JSONDataset(filepath=str(tmp_path / "o.json"))
+    catalog = DataCatalog({"truth": absent, "other": other})
+    pipeline = Pipeline([node(_pair, ["truth", "other"], "out")])
+    assert missing_inputs(pipeline, catalog, {"p": pipeline}) == {"other": []}
+    with caplog.at_level("INFO"):
+        assert absent.load() == {} and absent.load() == {}
+    assert caplog.text.count("truth.json does not exist; loaded as {}. Skipped.") == 1
+    assert OptionalJSONDataset(filepath=str(written)).load() == {"ab_tests": []}

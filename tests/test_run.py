@@ -21,6 +21,9 @@ from persona_shoppers.storefront import build_stores
 from persona_shoppers.storefront.replay import replay_session
 from persona_shoppers.synthetic import SyntheticConfig, generate
 
+from ._real_format import real_format_raw
+from .llm.conftest import tiny_model_dir  # noqa: F401 (a fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -197,3 +200,75 @@ def test_runs_are_named_and_tagged(tiny_chain: Path):
     assert tags["data"] == "synthetic seed=20261122 shops=12 buyers/shop=80"
     assert len(tags["data_fingerprint"]) == 12
     assert "conditions" not in tags  # nothing was simulated
+
+
+# Every stage at the smallest size that still exercises it, on the tiny random model.
+TINY_DEFAULT_RUN = {
+    **TINY_PARAMS,
+    "persona_mining.text_personas.n_buyers": 8,
+    "persona_mining.text_personas.few_shot": 1,
+    "sft.stage1.max_examples": 8,
+    "sft.stage1.max_val_examples": 4,
+    "sft.stage2.max_examples": 8,
+    "sft.stage2.max_val_examples": 4,
+    "sft.stage2.query_examples": 2,
+    "sft.stage2.top_layers": 1,
+    "sft.single_stage.max_examples": 4,
+    "sft.single_stage.max_val_examples": 4,
+    "sft.calibration.examples": 8,
+    "sft.evaluation.examples": {"two_stage": 8, "zero_shot": 4, "single_stage": 4},
+    "sft.evaluation.json_examples": 2,
+    "sft.trainer.enable_progress_bar": False,
+    "sft.checkpoint.dir": None,
+    "simulation.rollout.max_steps": 4,
+    "simulation.ab_tests.bootstrap_draws": 50,
+    "alignment.cases.max_buyers": 4,
+    "alignment.session.human_sessions": 50,
+    "alignment.kde.n_samples": 50,
+    "alignment.kde.repeats": 1,
+    "alignment.permutation_draws": 100,
+    "alignment.bootstrap_draws": 50,
+    "alignment.instruction_following.max_steps": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def real_format_run(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811 (the fixture)
+    """The default pipeline, from REES46 csv files through the adapter to the alignment
+    report: no planted truth, no searches, no checkout events."""
+    path = _project(tmp_path_factory.mktemp("real"))
+    real_format_raw(path / "downloads", path / "data" / "01_raw")
+    params = dict(TINY_DEFAULT_RUN, run_name="real_format")
+    params["feature_engineering.eval_shops"] = None  # the generator's shop names are not here
+    params["feature_engineering.n_eval_shops"] = 2
+    params["feature_engineering.embedding_cache_dir"] = str(path / "data" / "04_feature" / "cache")
+    params["llm.model"] = str(tiny_model_dir)
+    params["llm.dtype"] = "float32"
+    _run(path, ["__default__"], params)
+    return path / "data"
+
+
+@pytest.mark.integration
+def test_a_real_format_log_runs_from_raw_files_to_the_report(real_format_run: Path):
+    data = real_format_run
+    assert not (data / "01_raw" / "planted_truth.json").exists()
+    quarantine = pl.read_parquet(data / "02_intermediate/event_quarantine.parquet")
+    reasons = quarantine.group_by("reason").len().sort("reason")
+    # each shop's file had one unknown event type and one broken timestamp
+    assert dict(reasons.iter_rows()) == {"unknown_event_type": 4, "unparsable_timestamp": 4}
+    clustering = json.loads((data / "08_reporting/clustering_metrics.json").read_text())
+    assert "ari_planted" not in clustering["vq_vae/eval"]
+    personas = json.loads((data / "08_reporting/text_persona_metrics.json").read_text())
+    assert "behaviour" in personas and "planted" not in personas
+    sessions = pd.read_parquet(data / "07_model_output/simulated_sessions.parquet")
+    assert {"base", "text_persona", "persona_token", "token_mismatch"} <= set(sessions["condition"])
+    ab = pd.read_parquet(data / "08_reporting/ab_test_results.parquet")
+    assert ab["reference_effect"].isna().all()  # none supplied, none planted
+    report = (data / "08_reporting/alignment_report.md").read_text()
+    for section in ("## Query generation", "## Rank selection"):  # REES46 has no searches
+        after = report[report.index(section) :]
+        assert after.split("\n## ")[0].count("_Not measured:") == 1
+    assert (
+        "## Item selection" in report
+        and "_Not measured" not in report.split("## Item selection")[1].split("\n## ")[0]
+    )

@@ -21,11 +21,16 @@ class MissingInputError(RuntimeError):
 
 
 def _checkable(dataset: AbstractDataset) -> bool:
-    """Datasets that can tell whether their data exists (not memory, not the base stub)."""
+    """Datasets that can tell whether their data exists (not memory, not the base stub) and
+    that a run needs (not ``optional``: the planted truth)."""
     inner = getattr(dataset, "_dataset", None)  # kedro-mlflow artifact wrappers
     if inner is not None and not isinstance(inner, dict):
         dataset = inner
-    return type(dataset)._exists is not AbstractDataset._exists and not hasattr(dataset, "_data")
+    return (
+        type(dataset)._exists is not AbstractDataset._exists
+        and not hasattr(dataset, "_data")
+        and not getattr(dataset, "optional", False)
+    )
 
 
 def missing_inputs(

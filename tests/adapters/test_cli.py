@@ -54,3 +54,16 @@ def test_cli_rees46(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ts written as text" in printed
     assert "checkout_start" in printed
+
+
+def test_cli_appends_a_second_shop(tmp_path, capsys):
+    src = tmp_path / "2019-Oct.csv"
+    src.write_text(CSV)
+    out = tmp_path / "raw"
+    convert = ["rees46", str(src), "--out", str(out), "-q", "--shop-id"]
+    assert cli.main([*convert, "a"]) == 0
+    assert cli.main([*convert, "b", "--append"]) == 0
+    events = pl.read_parquet(out / "events.parquet")
+    per_shop = events.group_by("shop_id").len().sort("shop_id")["len"].to_list()
+    assert per_shop == [len(events) // 2] * 2
+    assert set(pl.read_parquet(out / "products.parquet")["shop_id"]) == {"a", "b"}

@@ -103,10 +103,12 @@ def test_shop_roles_seeded_draw():
 
 
 def test_shop_roles_errors():
-    with pytest.raises(ValueError, match=r"\['s9'\] are not in buyers.shop_id"):
+    with pytest.raises(ValueError, match=r"\['s9'\] are not in buyers.shop_id.*eval_shops: null"):
         shop_roles(["s1", "s2"], ["s9"], n_eval=1, seed=0)
     with pytest.raises(ValueError, match="every shop is an eval shop"):
         shop_roles(["s1", "s2"], ["s2", "s1"], n_eval=1, seed=0)
+    with pytest.raises(ValueError, match=r"one shop \(\['s1'\]\).*at least 2 shops"):
+        shop_roles(["s1"], None, n_eval=1, seed=0)
 
 
 def test_even_per_shop_takes_the_same_number_per_shop_seeded():

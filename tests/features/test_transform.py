@@ -280,15 +280,33 @@ def test_absent_channel_is_a_zero_block_with_mask_zero(world, fitted):
     assert all(out[1, layout.channel(i)].any() for i in range(3))
 
 
-def test_transform_before_fit_and_too_few_rows_raise(world):
+def test_transform_before_fit_raises(world):
     buyers, sessions, products = world
     channels = buyer_channel_means(sessions, buyers, products)
     with pytest.raises(RuntimeError, match="before fit"):
         BuyerFeatureTransformer().transform(buyers, channels)
     with pytest.raises(RuntimeError, match="before fit"):
         BuyerFeatureTransformer().labels(buyers)
-    with pytest.raises(ValueError, match="needs more than 128"):
-        BuyerFeatureTransformer().fit(buyers, channels)
+
+
+def test_a_small_log_fits_the_dimension_its_smallest_channel_allows(world, caplog):
+    """Fewer training buyers in a channel than embedding_pca_dim: every channel uses one less
+    than that count, with a warning naming the channel; a channel with one buyer stops."""
+    buyers, sessions, products = world
+    channels = buyer_channel_means(sessions, buyers, products)
+    counts = {c: int(channels[c][1].sum()) for c in channels}
+    smallest = min(counts, key=counts.get)
+    wide = {c: (np.tile(means, (1, 20)), present) for c, (means, present) in channels.items()}
+    with caplog.at_level("WARNING"):
+        fitted = BuyerFeatureTransformer().fit(buyers, wide)
+    assert fitted.embedding_dim == counts[smallest] - 1 < 128
+    assert f"channel '{smallest}' ({counts[smallest]} training buyers" in caplog.text
+    out = fitted.transform(buyers, wide)
+    assert out.shape == (len(buyers), 16 + 3 * fitted.embedding_dim + 3)
+    means, present = wide[smallest]
+    lonely = present & (np.cumsum(present) <= 1)
+    with pytest.raises(ValueError, match=f"channel '{smallest}' has 1 training buyers"):
+        BuyerFeatureTransformer().fit(buyers, {**wide, smallest: (means, lonely)})
 
 
 def test_scalars_are_robust_z_of_the_raw_values(world, fitted):

@@ -214,6 +214,25 @@ def test_validation_records_action_accuracy_and_early_stopping_ends_training(per
     assert [p["step"] for p in accuracy] == [6, 12]
 
 
+def test_a_validation_interval_longer_than_an_epoch_validates_once_per_epoch(
+    persona_model, traces, caplog
+):
+    """Few examples (a small log) make fewer batches than val_check_interval."""
+    model, tokenizer, persona = persona_model
+    with caplog.at_level("WARNING"):
+        _, history = _train(
+            model,
+            tokenizer,
+            persona,
+            traces,
+            "top",
+            top_layers=1,
+            trainer={"max_epochs": 2, "val_check_interval": 50},
+        )
+    assert "val_check_interval 50 is more than the 6 training batches" in caplog.text
+    assert [p["step"] for p in history["val_loss"]] == [6, 12]
+
+
 @pytest.mark.parametrize("top_layers", [None, 0, 3])
 def test_top_training_needs_a_layer_count_within_the_decoder(persona_model, top_layers):
     model, _, persona = persona_model  # the tiny Llama has 2 layers

@@ -14,7 +14,13 @@ from types import ModuleType
 import polars as pl
 
 from persona_shoppers.adapters import otto, rees46, retailrocket
-from persona_shoppers.adapters._common import InputPath, summarize, write_raw
+from persona_shoppers.adapters._common import (
+    InputPath,
+    concat_raw,
+    read_raw,
+    summarize,
+    write_raw,
+)
 from persona_shoppers.adapters.otto import read_otto
 from persona_shoppers.adapters.rees46 import read_rees46
 from persona_shoppers.adapters.retailrocket import read_retailrocket
@@ -37,7 +43,9 @@ __all__ = [
     "FORMATS",
     "READERS",
     "InputPath",
+    "concat_raw",
     "read_otto",
+    "read_raw",
     "read_rees46",
     "read_retailrocket",
     "summarize",

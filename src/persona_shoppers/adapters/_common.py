@@ -184,6 +184,39 @@ def conform_tables(
     }
 
 
+def read_raw(folder: str | Path) -> dict[str, pl.DataFrame]:
+    """The tables :func:`write_raw` wrote to ``folder``."""
+    return {name: pl.read_parquet(Path(folder) / f"{name}.parquet") for name in TABLES}
+
+
+def concat_raw(datasets: Sequence[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    """Several converted logs (one per shop, or per format) as one raw dataset.
+
+    Shop ids must not repeat across them: two logs under one ``shop_id`` would merge their
+    catalogs. Where one log's ``ts`` travels as text (it has unparsable rows), the others'
+    parsed timestamps are written as ISO text too, so the column keeps one type."""
+    seen: dict[str, int] = {}
+    for i, tables in enumerate(datasets):
+        for shop in tables["events"]["shop_id"].unique().drop_nulls().to_list():
+            if shop in seen:
+                raise ValueError(
+                    f"concat_raw: shop_id {shop!r} is in dataset {seen[shop]} and dataset {i}; "
+                    "give each log its own shop_id"
+                )
+            seen[shop] = i
+    ts_text = any(t["events"].schema["ts"] == pl.String for t in datasets)
+    events = [
+        t["events"].with_columns(pl.col("ts").dt.strftime(ISO_FORMAT))
+        if ts_text and t["events"].schema["ts"] != pl.String
+        else t["events"]
+        for t in datasets
+    ]
+    return {
+        "events": pl.concat(events),
+        **{name: pl.concat([t[name] for t in datasets]) for name in TABLES if name != "events"},
+    }
+
+
 def summarize(tables: dict[str, pl.DataFrame]) -> dict[str, object]:
     """Counts for a converted dataset: rows per table, buyers, sessions, event-type mix."""
     events = tables["events"]

@@ -5,6 +5,7 @@ Usage::
     python -m persona_shoppers.adapters.cli otto train.jsonl --out data/01_raw
     python -m persona_shoppers.adapters.cli rees46 "2019-*.csv" --out data/01_raw --shop-id store
     python -m persona_shoppers.adapters.cli retailrocket events.csv --out data/01_raw
+    python -m persona_shoppers.adapters.cli rees46 other.csv --out data/01_raw --shop-id b --append
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from persona_shoppers.adapters import FORMATS, READERS, summarize, write_raw
+from persona_shoppers.adapters import FORMATS, READERS, concat_raw, read_raw, summarize, write_raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shop-id", default=None, help="shop_id for every row (default: the format's name)"
     )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add this log's shop to the tables already in --out (one shop per call)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -45,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     shop_id = args.shop_id or module.DEFAULT_SHOP_ID
     source = args.input[0] if len(args.input) == 1 else list(args.input)
     tables = READERS[args.format](source, shop_id=shop_id)
+    if args.append:
+        tables = concat_raw([read_raw(args.out), tables])
     paths = write_raw(tables, args.out)
     stats = summarize(tables)
 

@@ -155,6 +155,8 @@ def query_generation_metrics(
     KDE KL between the cases' queries and as many queries of other humans of the same shops
     (``reference_pairs``)."""
     task = "query_generation"
+    if query_cases.empty:  # a log without searches: not measured (the report says so)
+        return {}, {"similarity_by_stratum": {}, "kde_sweep": {}}
     human = embedder.embed(list(query_cases["query"]))
     n = len(human)
     strata = perplexities.sort_values("case")["stratum"].to_numpy()
@@ -272,6 +274,8 @@ def rank_selection_metrics(
     human noise floor is the KL between the cases' ranks and as many ranks clicked by other
     humans of the same shops (``reference_pairs``). The rank histograms for the report."""
     task = "rank_selection"
+    if rank_cases.empty:  # a log without searches: not measured (the report says so)
+        return {}, {"rank_histograms": {}}
     human = rank_cases["rank"].to_numpy(int)
     n = human.size
     ranks = {c: r.to_numpy(int) for c, r in _answers_of(answers, task, "choice").items()}

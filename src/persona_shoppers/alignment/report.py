@@ -152,7 +152,7 @@ def metric_table(metrics: Mapping[str, float], task: str, max_columns: int = 8) 
         if t == task:
             cells.setdefault(metric, {}).setdefault(condition, {})[stat] = value
     if not cells:
-        return "_no metric_\n"
+        return "_Not measured: this data has no case of the task (the run's log says why)._\n"
     columns = sorted(cells)
     rows = _order(sorted({c for by in cells.values() for c in by}))
     with_n = any(_sizes(cells, row) for row in rows)
@@ -262,13 +262,14 @@ def render_report(
 ) -> tuple[str, dict[str, Figure]]:
     """The markdown report and its figures (``<name>.png`` -> figure, saved in
     ``alignment_plots/`` beside the report)."""
-    figures = {
-        "similarity_by_perplexity": plot_similarity_by_perplexity(detail),
-        "rank_distributions": plot_rank_distributions(detail),
-        "session_histograms": plot_session_histograms(detail),
-        "ara_by_stratum": plot_ara_by_stratum(detail),
-        "stratum_recovery": plot_stratum_recovery(recovery),
+    per_task = {  # figure -> its plot and the detail it draws (a task without cases has none)
+        "similarity_by_perplexity": (plot_similarity_by_perplexity, "similarity_by_stratum"),
+        "rank_distributions": (plot_rank_distributions, "rank_histograms"),
+        "session_histograms": (plot_session_histograms, "session_histograms"),
+        "ara_by_stratum": (plot_ara_by_stratum, "ara_by_stratum"),
     }
+    figures = {name: plot(detail) for name, (plot, key) in per_task.items() if detail.get(key)}
+    figures["stratum_recovery"] = plot_stratum_recovery(recovery)
     plots_after = {
         "query_generation": ["similarity_by_perplexity"],
         "rank_selection": ["rank_distributions"],
@@ -293,7 +294,8 @@ def render_report(
     for task, title, text in SECTIONS:
         lines += [f"## {title}", "", text, "", metric_table(metrics, task)]
         for name in plots_after.get(task, []):
-            lines += [f"![{name}](alignment_plots/{name}.png)", ""]
+            if name in figures:
+                lines += [f"![{name}](alignment_plots/{name}.png)", ""]
     lines += [
         "## Population recovery (SimPersona appendix B)",
         "",

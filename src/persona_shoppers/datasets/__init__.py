@@ -1,5 +1,6 @@
 """The Kedro datasets the project adds (``type: persona_shoppers.datasets.<Name>`` in the
-catalog): Lightning modules with their hyper-parameters, Hugging Face model folders."""
+catalog): Lightning modules with their hyper-parameters, Hugging Face model folders, a JSON
+file a run may lack."""
 
 from .huggingface_model import (
     HuggingFaceModelDataset,
@@ -8,11 +9,13 @@ from .huggingface_model import (
     save_model_folder,
 )
 from .lightning_module import LightningModuleDataset
+from .optional_json import OptionalJSONDataset
 
 __all__ = [
     "HuggingFaceModelDataset",
     "LightningModuleDataset",
     "ModelAndTokenizer",
+    "OptionalJSONDataset",
     "SavedModel",
     "save_model_folder",
 ]

@@ -17,13 +17,21 @@ def shop_roles(
 ) -> dict[str, str]:
     """shop_id -> "train" | "eval": the listed evaluation shops, or a seeded draw of n_eval."""
     shops = sorted(shops)
+    if len(shops) < 2:
+        raise ValueError(
+            f"feature_engineering: the data has one shop ({shops}); the evaluation is "
+            "shop-disjoint (held-out shops), so it needs at least 2 shops "
+            "(docs/bring_your_own_data.md, 'Shops')"
+        )
     if eval_shops is None:
         rng = np.random.default_rng(seed)
         eval_shops = rng.choice(shops, size=min(n_eval, len(shops) - 1), replace=False).tolist()
     unknown = sorted(set(eval_shops) - set(shops))
     if unknown:
         raise ValueError(
-            f"parameters_feature_engineering: eval_shops {unknown} are not in buyers.shop_id"
+            f"parameters_feature_engineering: eval_shops {unknown} are not in buyers.shop_id "
+            f"({shops[:10]}); list shops of your data, or set eval_shops: null for a seeded "
+            "draw of n_eval_shops (docs/bring_your_own_data.md, 'Shops')"
         )
     if set(eval_shops) == set(shops):
         raise ValueError(

@@ -8,6 +8,7 @@ See docs/feature_engineering.md, "Transforms (`BuyerFeatureTransformer`)" and
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,8 @@ from persona_shoppers.clickstream.buyers import (
 
 from .labels import aux_labels, fit_aux_edges
 from .layout import CHANNELS, FeatureLayout
+
+logger = logging.getLogger(__name__)
 
 LOG_GROUPS = ("exposure_volume", "engagement", "dollar_values")
 
@@ -97,14 +100,10 @@ class BuyerFeatureTransformer:
         self.scalar_centre = np.array([c for c, _ in scales])
         self.scalar_scale = np.array([s for _, s in scales])
         self.aux_edges = fit_aux_edges(buyers)
+        self.embedding_dim = self._fitted_dim({c: channels[c] for c in CHANNELS})
         for channel in CHANNELS:
             means, present = channels[channel]
             rows = means[present]
-            if len(rows) <= self.embedding_dim:
-                raise ValueError(
-                    f"feature_engineering: channel '{channel}' has {len(rows)} training buyers; "
-                    f"the PCA to {self.embedding_dim} dims needs more than {self.embedding_dim}"
-                )
             self.channel_mean[channel] = rows.mean(axis=0)
             self.channel_std[channel] = np.maximum(rows.std(axis=0), 1e-6)
             z = (rows - self.channel_mean[channel]) / self.channel_std[channel]
@@ -113,6 +112,34 @@ class BuyerFeatureTransformer:
                 self.pca[channel].explained_variance_ratio_.sum()
             )
         return self
+
+    def _fitted_dim(self, channels: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
+        """The PCA dimension every channel can fit: ``embedding_dim``, or fewer where a
+        channel has too few training buyers (a small log) or narrower embeddings, with a
+        warning naming the channel."""
+        limits = {
+            c: min(int(present.sum()) - 1, means.shape[1])
+            for c, (means, present) in channels.items()
+        }
+        channel = min(limits, key=limits.get)
+        n_rows = int(channels[channel][1].sum())
+        if n_rows < 2:
+            raise ValueError(
+                f"feature_engineering: channel '{channel}' has {n_rows} training buyers "
+                "with such events; its embedding needs at least 2 (docs/feature_engineering.md)"
+            )
+        fitted = min(self.embedding_dim, limits[channel])
+        if fitted < self.embedding_dim:
+            logger.warning(
+                "feature_engineering: channel '%s' (%d training buyers, %d-d embeddings) cannot "
+                "fit a PCA to %d dims (embedding_pca_dim); every channel uses %d dims",
+                channel,
+                n_rows,
+                channels[channel][0].shape[1],
+                self.embedding_dim,
+                fitted,
+            )
+        return fitted
 
     def transform(
         self, buyers: pd.DataFrame, channels: dict[str, tuple[np.ndarray, np.ndarray]]

@@ -49,6 +49,25 @@ def _checkpointing(
     return [callback], ckpt_path
 
 
+def _fit_validation_interval(
+    trainer: Mapping[str, Any], batches: int, name: str
+) -> Mapping[str, Any]:
+    """``trainer`` with an integer ``val_check_interval`` of more batches than an epoch has (few
+    examples: a small log, a small budget) lowered to once per epoch, with a warning; Lightning
+    stops on it otherwise."""
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval > batches:
+        logger.warning(
+            "%s: val_check_interval %d is more than the %d training batches of an epoch; "
+            "validating once per epoch",
+            name,
+            interval,
+            batches,
+        )
+        return {**trainer, "val_check_interval": batches}
+    return trainer
+
+
 def train_stage(
     model: Any,
     tokenizer: Any,
@@ -110,6 +129,7 @@ def train_stage(
     datamodule = SFTDataModule(tokenizer, train_conversations, val_conversations, seed=seed, **data)
     datamodule.setup("fit")  # tokenise here, once, in the calling process
     has_val = datamodule.reports["val"].kept > 0
+    trainer = _fit_validation_interval(trainer, len(datamodule.train_dataloader()), name)
     history = StepMetricHistory(history_every_n_steps)
     checkpoints, ckpt_path = _checkpointing(checkpoint_dir, checkpoint_every_n_steps, resume)
     stopping = [EarlyStopping(**early_stopping)] if early_stopping and has_val else []

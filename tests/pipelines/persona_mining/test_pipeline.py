@@ -155,7 +155,7 @@ def test_text_personas_of_sampled_held_out_buyers(run):
         "interests",
     }
     assert set(report["planted"]) == {"price_sensitivity", "brand_reliance"}
-    assert set(out["text_persona_plots"]) == {"planted_types.png"}
+    assert set(out["text_persona_plots"]) == {"behaviour_agreement.png", "planted_types.png"}
     # the token of the features before the cutoff, one of the model's codes
     assert personas["token"].between(0, K - 1).all()
     assert personas["token"].tolist() == out["persona_buyer_tokens"]["token"].tolist()

@@ -398,8 +398,9 @@ def evaluate_text_personas(
         .to_dict(),
     }
     if len(ok) < 2:
-        logger.warning("text personas: %d valid personas, nothing to evaluate", len(ok))
-        return report, {}, {}
+        message = f"text personas: {len(ok)} valid personas, nothing to evaluate"
+        logger.warning(message)
+        return report, {}, {"behaviour_agreement.png": _message_plot(message)}
     mine = enriched_events.join(pl.from_pandas(ok[_IDS]), on=_IDS, how="semi")
     behaviour = ok[_IDS].merge(
         _evidence(mine, _shop_events(enriched_events, ok), raw_products), on=_IDS, how="left"
@@ -426,7 +427,7 @@ def evaluate_text_personas(
         permutation_draws,
         seed,
     )
-    figures = {}
+    figures = {"behaviour_agreement.png": _behaviour_plot(report["behaviour"])}
     if planted_truth.get("buyer_type"):
         types = ok[_IDS].merge(planted_buyer_types(planted_truth), on=_IDS, how="left")
         params = {t["name"]: t for t in planted_truth["buyer_types"]}
@@ -456,6 +457,29 @@ def _flat_metrics(report: dict[str, Any]) -> dict[str, dict]:
             if key in result:
                 flat[f"planted.{field}.{key}"] = result[key]
     return {k: {"value": float(v), "step": 0} for k, v in flat.items() if np.isfinite(float(v))}
+
+
+def _message_plot(message: str) -> plt.Figure:
+    figure, ax = plt.subplots(figsize=(6, 1.5))
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    return figure
+
+
+def _behaviour_plot(behaviour: dict[str, Any]) -> plt.Figure:
+    """Per field, agreement with the buyer's own behaviour beside personas shuffled within
+    shops, with n and the permutation p-value."""
+    fields = [f for f, r in behaviour.items() if "own" in r]
+    figure, ax = plt.subplots(figsize=(2 + 2 * max(len(fields), 1), 3.8))
+    x = np.arange(len(fields))
+    ax.bar(x - 0.2, [behaviour[f]["own"] for f in fields], 0.4, label="own persona")
+    ax.bar(x + 0.2, [behaviour[f]["shuffled"] for f in fields], 0.4, label="shuffled within shop")
+    labels = [f"{f}\nn={behaviour[f]['n']:.0f}, p={behaviour[f]['p_value']:.3f}" for f in fields]
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set(ylabel="agreement with behaviour", title="Text personas against behaviour")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 def _planted_plot(planted: dict[str, Any]) -> plt.Figure:
