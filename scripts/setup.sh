@@ -8,23 +8,30 @@ export KEDRO_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python_bin=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 
-# Debian's chromium for the kedro-viz browser test (tests/test_viz.py); only when missing.
-# As root (CI) through apt directly, otherwise through sudo when it needs no password.
-if ! command -v chromium >/dev/null 2>&1; then
-    apt_get=()
+# Debian packages, each only when missing: chromium for the kedro-viz browser test
+# (tests/test_viz.py), a Java runtime for the Spark engine (`kedro run --env spark`,
+# tests/clickstream/test_spark_equality.py). As root (CI) through apt directly, otherwise
+# through sudo when it needs no password.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root=()
     if [ "$(id -u)" = 0 ]; then
-        apt_get=(apt-get)
+        as_root=(env)
     elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        apt_get=(sudo -n apt-get)
+        as_root=(sudo -n)
     fi
-    if [ ${#apt_get[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "setup: installing chromium through apt (about a minute)" >&2
+    if [ ${#as_root[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing ${missing[*]} through apt (a minute or two)" >&2
         export DEBIAN_FRONTEND=noninteractive
-        "${apt_get[@]}" update -qq
-        "${apt_get[@]}" install -y -qq --no-install-recommends chromium >/dev/null
+        # the JRE's post-install links a man page; slim images have no man folder
+        "${as_root[@]}" mkdir -p /usr/share/man/man1
+        "${as_root[@]}" apt-get update -qq
+        "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "setup: chromium is missing and apt is not usable here (not root, no sudo):" \
-            "tests/test_viz.py will be skipped; install Debian's chromium to run it" >&2
+        echo "setup: ${missing[*]} missing and apt is not usable here (not root, no sudo):" \
+            "tests/test_viz.py (chromium) and the Spark tests (java) will be skipped" >&2
     fi
 fi
 

@@ -107,7 +107,7 @@ def _simulate(data, enriched: dict, assignments: pd.DataFrame, model_dir: Path) 
         {
             "shop_persona_distributions": MemoryDataset(shop_distributions(assignments, N_TOKENS)),
             "persona_assignments": MemoryDataset(assignments),
-            "enriched_events": MemoryDataset(enriched["enriched_events"]),
+            "held_out_events": MemoryDataset(enriched["enriched_events"]),
             "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(model),
             "sft_model_single_stage": MemoryDataset(model),

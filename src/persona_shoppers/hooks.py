@@ -1,26 +1,36 @@
 """Project hooks: :class:`RunTagsHook` tags every MLflow run (``pipeline``, ``llm_model``,
 ``data``, ``data_fingerprint``, ``conditions``, ``numerics``) so that the UI compares runs side
 by side; :class:`NumericsHook` logs the numerics at the start of every node that runs or trains
-the LLM.
+the LLM; :class:`SparkHooks` starts the SparkSession of a Spark environment.
 
-See README.md, "MLflow", and docs/numerics.md, "Where the choice shows".
+See README.md, "MLflow", docs/numerics.md, "Where the choice shows", and docs/scaling.md,
+"Event logs on Spark".
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
-from collections.abc import Iterable
+import os
+import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Node, Pipeline
 
+from persona_shoppers.clickstream.spark import SPARK_NODE_TAG, is_spark_frame
 from persona_shoppers.llm.registry import model_tag as llm_model_tag
 from persona_shoppers.numerics import numerics_summary
+
+if TYPE_CHECKING:
+    from kedro.framework.context import KedroContext
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +158,81 @@ class NumericsHook:
                     _param(catalog, "sft") if "sft" in blocks else None,
                 ),
             )
+
+
+class SparkSetupError(RuntimeError):
+    """A Spark environment was asked for where pyspark or Java is missing."""
+
+
+def spark_unavailable() -> str | None:
+    """Why a SparkSession cannot start here (pyspark or Java missing), or None."""
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed: pip install -e '.[spark]'"
+    java_home = os.environ.get("JAVA_HOME")
+    if not (java_home and Path(java_home, "bin", "java").is_file()) and not shutil.which("java"):
+        return (
+            "no Java runtime (java on PATH or JAVA_HOME): install Java 17 or later, e.g. "
+            "apt-get install openjdk-17-jre-headless"
+        )
+    return None
+
+
+def start_spark(conf: Mapping[str, Any], app_name: str) -> SparkSession:
+    """The SparkSession of ``conf`` (``conf/<env>/spark.yml``: ``spark.master`` and any
+    other Spark setting), started or, where one runs, reused.
+
+    Raises:
+        SparkSetupError: pyspark or Java is missing (the message names which).
+    """
+    problem = spark_unavailable()
+    if problem:
+        raise SparkSetupError(f"this environment runs on Spark, but {problem}")
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName(app_name).config(map=dict(conf)).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    logger.info("SparkSession %s on %s", spark.version, spark.sparkContext.master)
+    return spark
+
+
+class SparkHooks:
+    """Starts one SparkSession from ``conf/<env>/spark.yml`` where that file exists (the Kedro
+    PySpark starter's hook), and hands each node not tagged ``spark`` the polars frame of its
+    Spark inputs: collected to the driver once per dataset and run. Later stages read the log
+    through nodes tagged ``spark`` that filter it first (``held_out_events``, ``trace_events``;
+    docs/scaling.md), and ``enriched_sessions`` whole."""
+
+    def __init__(self) -> None:
+        self._collected: dict[str, Any] = {}
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        try:
+            conf = context.config_loader["spark"]
+        except MissingConfigException:  # not a Spark environment
+            return
+        if conf:  # `--env base` gets {} rather than the error
+            start_spark(conf, context.project_path.name)
+
+    @hook_impl
+    def before_node_run(self, node: Node, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        if SPARK_NODE_TAG in node.tags:
+            return None
+        names = [name for name, value in inputs.items() if is_spark_frame(value)]
+        if not names:
+            return None
+        from persona_shoppers.clickstream.spark.frames import to_polars
+
+        for name in names:
+            if name not in self._collected:
+                logger.info("%s: collecting %s to the driver as polars", node.name, name)
+                self._collected[name] = to_polars(inputs[name])
+        return {name: self._collected[name] for name in names}
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._collected.clear()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._collected.clear()

@@ -16,6 +16,9 @@ IGNORED_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     (r".*Add type hints to the `predict` method", UserWarning, r"mlflow\.pyfunc"),
     # Lightning's pytree helper builds LeafSpec(), which torch 2.13 deprecates
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning, ""),
+    # pyspark 4.3 warns about pandas >= 3 when a session starts; the Spark engine
+    # (clickstream.spark) hands frames over through Arrow, never through pandas
+    (r"PySpark does not yet fully support pandas", FutureWarning, ""),
 )
 # (logger name, message prefix) of log records dropped
 IGNORED_LOG_RECORDS: tuple[tuple[str, str], ...] = (

@@ -2,7 +2,8 @@
 
 The data_enrichment pipeline's nodes call these functions; notebooks and other pipelines can
 import them too (e.g. ``BEHAVIOURAL_FEATURES`` for feature_engineering). Everything is
-vectorised polars.
+vectorised polars; the subpackage ``spark`` holds the same event-scale steps for Spark
+DataFrames (imported only where used, so pyspark stays optional).
 """
 
 from persona_shoppers.clickstream.buyers import (

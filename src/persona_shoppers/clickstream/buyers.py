@@ -68,6 +68,27 @@ PERSONA_STRATA: tuple[str, ...] = ("A", "B", "C", "D")
 BUYING_STRATA: tuple[str, ...] = ("A", "B", "C")
 BROWSING_STRATA: tuple[str, ...] = ("D",)
 DEFAULT_INTENT_WEIGHTS: dict[str, float] = {"atc": 3.0, "checkout": 5.0, "purchase": 8.0}
+# The session count each intent weight multiplies: weight "atc" -> "atc_sessions", ...
+INTENT_COLUMNS: dict[str, str] = {key: f"{key}_sessions" for key in DEFAULT_INTENT_WEIGHTS}
+# Session counts per buyer: feature -> the flag of the session table it counts.
+SESSION_FLAG_FEATURES: dict[str, str] = {
+    "product_view_sessions": "has_product_view",
+    "atc_sessions": "has_add_to_cart",
+    "checkout_sessions": "has_checkout",
+    "purchase_sessions": "has_purchase",
+    "search_sessions": "has_search",
+    "collection_sessions": "has_collection_view",
+}
+# A session with any of these flags is not browse-only.
+CONVERTING_FLAGS: tuple[str, ...] = ("has_add_to_cart", "has_checkout", "has_purchase")
+# The stratum cascade: the first stratum whose column is positive, else FALLBACK_STRATUM.
+STRATUM_RULES: tuple[tuple[str, str], ...] = (
+    ("A", "purchase_sessions"),
+    ("B", "checkout_sessions"),
+    ("C", "atc_sessions"),
+    ("D", "total_product_views"),
+)
+FALLBACK_STRATUM = "E"
 BUYER_COLUMNS: tuple[str, ...] = (
     *BUYER_KEYS,
     *BEHAVIOURAL_FEATURES,
@@ -79,27 +100,24 @@ BUYER_COLUMNS: tuple[str, ...] = (
 
 
 def stratum_expr() -> pl.Expr:
-    """The funnel stratum A-E by priority cascade over the buyer features."""
-    return (
-        pl.when(pl.col("purchase_sessions") > 0)
-        .then(pl.lit("A"))
-        .when(pl.col("checkout_sessions") > 0)
-        .then(pl.lit("B"))
-        .when(pl.col("atc_sessions") > 0)
-        .then(pl.lit("C"))
-        .when(pl.col("total_product_views") > 0)
-        .then(pl.lit("D"))
-        .otherwise(pl.lit("E"))
-    )
+    """The funnel stratum A-E by priority cascade over the buyer features (STRATUM_RULES)."""
+    (first, column), *rest = STRATUM_RULES
+    cascade = pl.when(pl.col(column) > 0).then(pl.lit(first))
+    for stratum, column in rest:
+        cascade = cascade.when(pl.col(column) > 0).then(pl.lit(stratum))
+    return cascade.otherwise(pl.lit(FALLBACK_STRATUM))
+
+
+def intent_column_weights(weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Session-count column -> its weight in intent_strength (defaults where not given)."""
+    w = {**DEFAULT_INTENT_WEIGHTS, **(weights or {})}
+    return {column: float(w[key]) for key, column in INTENT_COLUMNS.items()}
 
 
 def intent_strength_expr(weights: Mapping[str, float] | None = None) -> pl.Expr:
     """SimPersona eq. 3 over session counts; weights keys ``atc``, ``checkout``, ``purchase``."""
-    w = {**DEFAULT_INTENT_WEIGHTS, **(weights or {})}
-    committed = (
-        float(w["atc"]) * pl.col("atc_sessions")
-        + float(w["checkout"]) * pl.col("checkout_sessions")
-        + float(w["purchase"]) * pl.col("purchase_sessions")
+    committed = pl.sum_horizontal(
+        weight * pl.col(column) for column, weight in intent_column_weights(weights).items()
     )
     return committed / (pl.col("n_sessions") + committed)
 
@@ -125,7 +143,7 @@ def build_buyers(
         .group_by(keys)
         .agg(pl.len().cast(pl.Int64).alias("active_days"))
     )
-    converting = pl.col("has_add_to_cart") | pl.col("has_checkout") | pl.col("has_purchase")
+    converting = pl.any_horizontal(CONVERTING_FLAGS)
     n = pl.col("n_sessions")
     buyers = (
         sessions.group_by(keys)
@@ -133,14 +151,7 @@ def build_buyers(
             pl.len().cast(pl.Int64).alias("n_sessions"),
             *(
                 pl.col(flag).sum().cast(pl.Int64).alias(name)
-                for name, flag in (
-                    ("product_view_sessions", "has_product_view"),
-                    ("atc_sessions", "has_add_to_cart"),
-                    ("checkout_sessions", "has_checkout"),
-                    ("purchase_sessions", "has_purchase"),
-                    ("search_sessions", "has_search"),
-                    ("collection_sessions", "has_collection_view"),
-                )
+                for name, flag in SESSION_FLAG_FEATURES.items()
             ),
             (~converting).sum().cast(pl.Int64).alias("browse_only_sessions"),
             pl.col("duration_s").sum().cast(pl.Float64).alias("total_duration_s"),

@@ -35,14 +35,33 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "n_older_purchases",
     "truncated",
 )
-_RECENT, _OLDER = 1, 3  # section order: 0 marker, 1 recent days, 2 header, 3 older purchases
+# The text of a verb where it starts a run ("viewed A, B"); checkout_start has no object.
+RUN_HEADS: dict[str, str] = {
+    kind: verb if kind == "checkout_start" else f"{verb} " for kind, verb in VERBS.items()
+}
+# Sections of a history, in text order.
+MARKER_SECTION, RECENT_SECTION, HEADER_SECTION, OLDER_SECTION = 0, 1, 2, 3
+# An over-long day keeps its "YYYY-MM-DD: " prefix, an ellipsis, then its latest actions.
+DAY_PREFIX_CHARS, ELLIPSIS = 12, "…"
 _KEYS = ["shop_id", "buyer_id"]
+
+
+def history_budget(max_chars: int) -> tuple[int, int]:
+    """(characters for the kept lines, longest kept line) of a history of ``max_chars``."""
+    budget = max(max_chars - len(TRUNCATION_MARKER), DAY_PREFIX_CHARS + 2)
+    return budget, budget - 1  # a kept line costs its length plus one newline
 
 
 def resolve_reference_time(events: pl.DataFrame, reference_time: str | datetime | None) -> datetime:
     """The history reference time: the given one (naive = UTC) or the latest event ts."""
+    return reference_from_latest(events["ts"].max(), reference_time)
+
+
+def reference_from_latest(
+    latest: datetime | None, reference_time: str | datetime | None
+) -> datetime:
+    """:func:`resolve_reference_time` given the latest event ts (None: no events)."""
     if reference_time is None:
-        latest = events["ts"].max()
         if latest is None:
             return datetime.now(UTC)
         return latest if latest.tzinfo else latest.replace(tzinfo=UTC)
@@ -91,8 +110,8 @@ def _day_lines(events: pl.DataFrame, reference: datetime, recent_days: float) ->
         .select(
             *_KEYS,
             pl.when(pl.col("ts") > cutoff)
-            .then(_RECENT)
-            .otherwise(_OLDER)
+            .then(RECENT_SECTION)
+            .otherwise(OLDER_SECTION)
             .cast(pl.Int8)
             .alias("section"),
             pl.col("ts").dt.date().alias("date"),
@@ -104,7 +123,6 @@ def _day_lines(events: pl.DataFrame, reference: datetime, recent_days: float) ->
     new_day = new_buyer | ~same_as_previous("section", "date")
     new_run = pl.col("_new_day") | ~same_as_previous("verb")
     repeat = ~pl.col("_new_run") & pl.col("object").eq_missing(pl.col("object").shift(1))
-    heads = [verb if kind == "checkout_start" else f"{verb} " for kind, verb in VERBS.items()]
     fragment = pl.concat_str(
         pl.when(pl.col("_new_day"))
         .then(pl.concat_str(pl.col("date").dt.to_string("%Y-%m-%d"), pl.lit(": ")))
@@ -112,7 +130,7 @@ def _day_lines(events: pl.DataFrame, reference: datetime, recent_days: float) ->
         .then(pl.lit("; "))
         .otherwise(pl.lit(", ")),
         pl.when(pl.col("_new_run")).then(
-            pl.lit(pl.Series(heads, dtype=pl.String)).gather(pl.col("verb"))
+            pl.lit(pl.Series(list(RUN_HEADS.values()), dtype=pl.String)).gather(pl.col("verb"))
         ),
         pl.col("object"),
         ignore_nulls=True,
@@ -156,14 +174,17 @@ def build_histories(
     events = sort_events(events)
     reference = resolve_reference_time(events, reference_time)
     cutoff = reference - timedelta(days=recent_days)
-    budget = max(max_chars - len(TRUNCATION_MARKER), 14)
-    line_cap = budget - 1  # a kept line costs its length plus one newline
+    budget, line_cap = history_budget(max_chars)
     lines = _day_lines(events, reference, recent_days)  # in (_buyer, section, date) order
     line = pl.col("line")
     lines = lines.with_columns(
         pl.when(line.str.len_chars() > line_cap)
         .then(  # keep the date and the latest actions of an over-long day
-            pl.concat_str(line.str.slice(0, 12), pl.lit("…"), line.str.tail(line_cap - 13))
+            pl.concat_str(
+                line.str.slice(0, DAY_PREFIX_CHARS),
+                pl.lit(ELLIPSIS),
+                line.str.tail(line_cap - DAY_PREFIX_CHARS - len(ELLIPSIS)),
+            )
         )
         .otherwise(line)
         .alias("line"),
@@ -171,13 +192,13 @@ def build_histories(
     # Lines are in (buyer, section, date) order. Priority: recent days newest first, then
     # older purchases newest first; the newest older line also pays for the header line.
     buyer = pl.col("_buyer")
-    newest_older = (pl.col("section") == _OLDER) & (buyer != buyer.shift(-1)).fill_null(True)
+    newest_older = (pl.col("section") == OLDER_SECTION) & (buyer != buyer.shift(-1)).fill_null(True)
     cost = (
         pl.col("line").str.len_chars()
         + 1
         + pl.when(newest_older).then(len(OLDER_HEADER) + 1).otherwise(0)
     )
-    recent_cost = pl.when(pl.col("section") == _RECENT).then(pl.col("_cost")).otherwise(0)
+    recent_cost = pl.when(pl.col("section") == RECENT_SECTION).then(pl.col("_cost")).otherwise(0)
     lines = (
         lines.with_columns(cost.alias("_cost"))
         .with_columns(
@@ -186,7 +207,7 @@ def build_histories(
             (pl.col("_cost").sum().over("_buyer") - 1 <= max_chars).alias("_fits"),
         )
         .with_columns(
-            pl.when(pl.col("section") == _RECENT)
+            pl.when(pl.col("section") == RECENT_SECTION)
             .then(pl.col("_suffix"))
             .otherwise(pl.col("_recent_total") + pl.col("_suffix"))
             .alias("_spent")
@@ -197,7 +218,7 @@ def build_histories(
         pl.col(*_KEYS).first(),
         (~pl.col("_fits").first()).alias("truncated"),
         pl.col("date")
-        .filter(pl.col("section") == _RECENT)
+        .filter(pl.col("section") == RECENT_SECTION)
         .n_unique()
         .cast(pl.Int64)
         .alias("n_days"),
@@ -206,15 +227,15 @@ def build_histories(
         [
             per_buyer.filter(pl.col("truncated")).select(
                 "_buyer",
-                pl.lit(0, dtype=pl.Int8).alias("section"),
+                pl.lit(MARKER_SECTION, dtype=pl.Int8).alias("section"),
                 pl.lit(TRUNCATION_MARKER).alias("line"),
             ),
-            kept.filter(pl.col("section") == _OLDER)
+            kept.filter(pl.col("section") == OLDER_SECTION)
             .select("_buyer")
             .unique()
             .select(
                 "_buyer",
-                pl.lit(2, dtype=pl.Int8).alias("section"),
+                pl.lit(HEADER_SECTION, dtype=pl.Int8).alias("section"),
                 pl.lit(OLDER_HEADER).alias("line"),
             ),
         ]

@@ -17,6 +17,8 @@ from persona_shoppers.contract import EVENT_TYPES
 logger = logging.getLogger(__name__)
 
 SESSION_KEYS: tuple[str, ...] = ("shop_id", "buyer_id", "session_id")
+# A generated session id: buyer_id + SESSION_ID_INFIX + the buyer's session number (from 1).
+SESSION_ID_INFIX = "-s"
 
 # Per event type: the count column of the session table.
 COUNT_COLUMNS: dict[str, str] = {
@@ -96,7 +98,7 @@ def sessionise(events: pl.DataFrame, session_timeout_minutes: float = 30.0) -> p
                 .then(
                     pl.concat_str(
                         pl.col("buyer_id"),
-                        pl.lit("-s"),
+                        pl.lit(SESSION_ID_INFIX),
                         (
                             pl.col("_k")
                             - pl.when(pl.col("_first")).then(pl.col("_k")).forward_fill()

@@ -46,6 +46,11 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "unknown_collection",
     "duplicate",
 )
+# The one rule over pairs of rows (the others look at one row): an exact repeat of an earlier row.
+DUPLICATE_REASON = QUARANTINE_REASONS[-1]
+
+# Event types whose rows need a non-negative price unless the caller says otherwise.
+PRICE_EVENT_TYPES: tuple[str, ...] = ("add_to_cart", "purchase")
 
 # Columns the catalog joins add to accepted events.
 CATALOG_COLUMNS: tuple[str, ...] = ("title", "category", "brand", "collection_title")
@@ -59,7 +64,13 @@ ACCEPTED_COLUMNS: tuple[str, ...] = (
 )
 QUARANTINE_COLUMNS: tuple[str, ...] = (*CONTRACT_COLUMNS, "source_row", "reason")
 
-# ISO-8601 variants accepted for text timestamps (after normalising "Z" and a space separator).
+# Rewrites of stripped timestamp text before parsing (pattern, replacement; the syntax both
+# polars' and Spark's regex engines read): a space after the date becomes "T", "Z" an offset.
+TS_REWRITES: tuple[tuple[str, str], ...] = (
+    (r"^(?<date>\d{4}-\d{2}-\d{2})[ ]", "${date}T"),
+    (r"[Zz]$", "+00:00"),
+)
+# ISO-8601 variants accepted for text timestamps (after the rewrites).
 _TS_FORMATS_WITH_ZONE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 _TS_FORMATS_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 
@@ -95,12 +106,9 @@ def parse_timestamps(column: str = "ts") -> pl.Expr:
     ``+hh:mm`` / ``+hhmm`` offset (converted to UTC), and a bare date. Text without an offset
     is read as UTC.
     """
-    text = (
-        pl.col(column)
-        .str.strip_chars()
-        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ ]", "${1}T")
-        .str.replace(r"[Zz]$", "+00:00")
-    )
+    text = pl.col(column).str.strip_chars()
+    for pattern, replacement in TS_REWRITES:
+        text = text.str.replace(pattern, replacement)
     attempts = [
         text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
         for fmt in (*_TS_FORMATS_WITH_ZONE, *_TS_FORMATS_NAIVE)
@@ -137,28 +145,12 @@ def _unique_keys(frame: pl.DataFrame, keys: list[str], dataset: str) -> pl.DataF
     return unique
 
 
-def validate_events(
-    events: pl.DataFrame,
-    products: pl.DataFrame | pd.DataFrame,
-    collections: pl.DataFrame | pd.DataFrame,
-    *,
-    product_required_for: Iterable[str] = PRODUCT_EVENT_TYPES,
-    price_required_for: Iterable[str] = ("add_to_cart", "purchase"),
-) -> ValidationResult:
-    """Split raw events into accepted rows and a quarantine with one reason per rejected row.
-
-    Accepted rows carry the contract columns (``ts`` parsed to UTC, a blank ``session_id``
-    made null, a null ``price`` filled from the catalog price of its product, flagged in
-    ``price_from_catalog``), ``source_row`` and the catalog joins ``title``, ``category``,
-    ``brand`` and ``collection_title``; sorted by (shop_id, buyer_id, ts, source_row), the
-    order every later step relies on. Quarantined rows keep the raw values (``ts`` as text)
-    plus ``source_row`` and ``reason``; sorted by ``source_row``.
-
-    Raises:
-        SchemaError: a raw dataset breaks the contract (names dataset, column and rule).
-    """
-    raw = conform(to_polars(events), EVENT_SCHEMA, "raw_events", OPTIONAL_EVENT_COLUMNS)
-    raw = raw.select(CONTRACT_COLUMNS)
+def catalog_joins(
+    products: pl.DataFrame | pd.DataFrame, collections: pl.DataFrame | pd.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The two tables raw events are left-joined with: products on (shop_id, product_id) with
+    the catalog columns, ``_catalog_price`` and ``_in_catalog``; collections on (shop_id,
+    collection_id) with ``collection_title`` and ``_known_collection``."""
     catalog = conform_products(products).select(
         "shop_id",
         "product_id",
@@ -174,6 +166,38 @@ def validate_events(
         pl.col("title").alias("collection_title"),
         pl.lit(True).alias("_known_collection"),
     )
+    return catalog, directory
+
+
+def raw_contract_columns(raw_ts: str) -> list[str]:
+    """The contract columns as the raw rows gave them (the duplicate rule compares these):
+    ``ts`` is ``raw_ts`` (the text where timestamps came as text), ``price`` ``_raw_price``."""
+    return [{"ts": raw_ts, "price": "_raw_price"}.get(c, c) for c in CONTRACT_COLUMNS]
+
+
+def validate_events(
+    events: pl.DataFrame,
+    products: pl.DataFrame | pd.DataFrame,
+    collections: pl.DataFrame | pd.DataFrame,
+    *,
+    product_required_for: Iterable[str] = PRODUCT_EVENT_TYPES,
+    price_required_for: Iterable[str] = PRICE_EVENT_TYPES,
+) -> ValidationResult:
+    """Split raw events into accepted rows and a quarantine with one reason per rejected row.
+
+    Accepted rows carry the contract columns (``ts`` parsed to UTC, a blank ``session_id``
+    made null, a null ``price`` filled from the catalog price of its product, flagged in
+    ``price_from_catalog``), ``source_row`` and the catalog joins ``title``, ``category``,
+    ``brand`` and ``collection_title``; sorted by (shop_id, buyer_id, ts, source_row), the
+    order every later step relies on. Quarantined rows keep the raw values (``ts`` as text)
+    plus ``source_row`` and ``reason``; sorted by ``source_row``.
+
+    Raises:
+        SchemaError: a raw dataset breaks the contract (names dataset, column and rule).
+    """
+    raw = conform(to_polars(events), EVENT_SCHEMA, "raw_events", OPTIONAL_EVENT_COLUMNS)
+    raw = raw.select(CONTRACT_COLUMNS)
+    catalog, directory = catalog_joins(products, collections)
 
     ts_is_text = raw.schema["ts"] != pl.Datetime("us", "UTC")
     frame = raw.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
@@ -232,7 +256,7 @@ def validate_events(
                 rejected,
                 valid.join(
                     duplicates, on="source_row", how="semi", maintain_order="left"
-                ).with_columns(pl.lit("duplicate").alias("reason")),
+                ).with_columns(pl.lit(DUPLICATE_REASON).alias("reason")),
             ]
         )
         valid = valid.join(duplicates, on="source_row", how="anti", maintain_order="left")
@@ -250,7 +274,7 @@ def validate_events(
         .select(QUARANTINE_COLUMNS)
         .sort("source_row")
     )
-    _log_counts(raw.height, accepted.height, quarantine)
+    log_counts(raw.height, accepted.height, _reason_counts(quarantine))
     return ValidationResult(accepted, quarantine)
 
 
@@ -261,7 +285,7 @@ def _duplicate_rows(valid: pl.DataFrame, raw_ts: str) -> pl.DataFrame:
     one block of equal (shop_id, buyer_id, ts); only rows in such blocks are compared, in
     source_row order within the block.
     """
-    raw_columns = [{"ts": raw_ts, "price": "_raw_price"}.get(c, c) for c in CONTRACT_COLUMNS]
+    raw_columns = raw_contract_columns(raw_ts)
     same = same_as_previous("shop_id", "buyer_id", "ts")
     columns = list(dict.fromkeys(["source_row", "ts", *raw_columns]))
     candidates = valid.select(columns).filter(same | same.shift(-1).fill_null(False))
@@ -270,16 +294,21 @@ def _duplicate_rows(valid: pl.DataFrame, raw_ts: str) -> pl.DataFrame:
     return candidates.filter(~pl.struct(raw_columns).is_first_distinct()).select("source_row")
 
 
-def _log_counts(n_raw: int, n_accepted: int, quarantine: pl.DataFrame) -> None:
-    if quarantine.height == 0:
+def _reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:
+    counts = quarantine.group_by("reason").len()
+    return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def log_counts(n_raw: int, n_accepted: int, by_reason: dict[str, int]) -> None:
+    """Log how many raw rows were accepted and how many quarantined, per reason."""
+    n_quarantined = sum(by_reason.values())
+    if n_quarantined == 0:
         logger.info("raw_events: all %d rows accepted, none quarantined", n_raw)
         return
-    counts = quarantine.group_by("reason").len()
-    by_reason = dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
     detail = ", ".join(f"{r}={by_reason[r]}" for r in QUARANTINE_REASONS if r in by_reason)
     logger.warning(
         "raw_events: %d of %d rows quarantined (%s); %d accepted",
-        quarantine.height,
+        n_quarantined,
         n_raw,
         detail,
         n_accepted,
@@ -288,6 +317,5 @@ def _log_counts(n_raw: int, n_accepted: int, quarantine: pl.DataFrame) -> None:
 
 def quarantine_counts(quarantine: pl.DataFrame) -> dict[str, Any]:
     """Rows per reason, every reason listed (zeros included), in priority order."""
-    counts = quarantine.group_by("reason").len()
-    found = dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+    found = _reason_counts(quarantine)
     return {reason: int(found.get(reason, 0)) for reason in QUARANTINE_REASONS}

@@ -121,6 +121,7 @@ def run_simulation_and_alignment(tiny_model_dir: Path, llm: dict, case_buyers: i
             "raw_collection_products": MemoryDataset(data.collection_products),
             "planted_truth": MemoryDataset(data.planted_truth),
             **{name: MemoryDataset(table) for name, table in enriched.items()},
+            "held_out_events": MemoryDataset(enriched["enriched_events"]),
             **param_datasets(simulation=sim, alignment=params, llm=llm),
             **{name: KeptDataset() for name in OUTPUTS},
         }

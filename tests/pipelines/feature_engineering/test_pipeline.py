@@ -4,6 +4,7 @@ SequentialRunner on an in-memory catalog (synthetic data -> data_enrichment -> f
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -17,7 +18,13 @@ from persona_shoppers.synthetic import SyntheticConfig, generate
 from .._kedro import KeptDataset, conf_params, param_datasets
 
 PCA_DIM = 16
-OUTPUTS = ("product_embeddings", "buyer_splits", "feature_transformer", "buyer_features")
+OUTPUTS = (
+    "product_embeddings",
+    "buyer_splits",
+    "feature_transformer",
+    "buyer_features",
+    "held_out_events",
+)
 
 pytestmark = pytest.mark.integration  # runs the real sentence embedding model
 
@@ -36,6 +43,7 @@ def enriched():
             "raw_products": MemoryDataset(data.products),
             "raw_collections": MemoryDataset(data.collections),
             **param_datasets(data_enrichment=conf_params("data_enrichment")),
+            "enriched_events": KeptDataset(),
             "enriched_sessions": KeptDataset(),
             "buyers": KeptDataset(),
         }
@@ -45,6 +53,7 @@ def enriched():
     return {
         "raw_products": data.products,
         "buyers": catalog.load("buyers"),
+        "enriched_events": catalog.load("enriched_events"),
         "enriched_sessions": catalog.load("enriched_sessions"),
         "eval_shops": eval_shops,
     }
@@ -67,13 +76,14 @@ def outputs(enriched, params):
         {
             "raw_products": MemoryDataset(enriched["raw_products"]),
             "buyers": MemoryDataset(enriched["buyers"]),
+            "enriched_events": MemoryDataset(enriched["enriched_events"]),
             "enriched_sessions": MemoryDataset(enriched["enriched_sessions"]),
             **param_datasets(feature_engineering=params),
             **{name: KeptDataset() for name in OUTPUTS},
         }
     )
     returned = SequentialRunner().run(feature_engineering.create_pipeline(), catalog)
-    assert set(returned) == {"buyer_features"}
+    assert set(returned) == {"buyer_features", "held_out_events"}
     return {name: catalog.load(name) for name in OUTPUTS}
 
 
@@ -116,6 +126,13 @@ def test_splits_and_shop_roles(enriched, outputs):
     splits = outputs["buyer_splits"]
     merged = features.merge(splits, on=["shop_id", "buyer_id"], suffixes=("", "_s"))
     assert len(merged) == len(features) and (merged["split"] == merged["split_s"]).all()
+
+
+def test_the_held_out_events_are_every_event_of_the_eval_shops(enriched, outputs):
+    events = enriched["enriched_events"]
+    held_out = outputs["held_out_events"]
+    assert held_out.equals(events.filter(pl.col("shop_id").is_in(enriched["eval_shops"])))
+    assert 0 < len(held_out) < len(events)
 
 
 def test_positives_and_train_rows(outputs):

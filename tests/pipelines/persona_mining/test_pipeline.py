@@ -81,6 +81,7 @@ def run():
             "buyer_histories": MemoryDataset(sample["buyer_histories"]),
             "enriched_sessions": MemoryDataset(sample["enriched_sessions"]),
             "enriched_events": MemoryDataset(sample["enriched_events"]),
+            "held_out_events": MemoryDataset(sample["enriched_events"]),
             "product_embeddings": MemoryDataset(sample["product_embeddings"]),
             "feature_transformer": MemoryDataset(sample["feature_transformer"]),
             "planted_truth": MemoryDataset(data.planted_truth),

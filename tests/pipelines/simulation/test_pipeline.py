@@ -67,7 +67,7 @@ def run(tiny_model_dir: Path):
         {
             "shop_persona_distributions": MemoryDataset(shop_distributions(assignments, 10)),
             "persona_assignments": MemoryDataset(assignments),
-            "enriched_events": MemoryDataset(enriched["enriched_events"]),
+            "held_out_events": MemoryDataset(enriched["enriched_events"]),
             "text_personas": MemoryDataset(text_personas(assignments, 4)),
             "sft_model": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),
             "sft_model_single_stage": MemoryDataset(SimpleNamespace(folder=tiny_model_dir)),

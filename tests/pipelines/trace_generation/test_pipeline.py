@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -33,6 +34,7 @@ OUTPUTS = (
     "enriched_sessions",
     "storefronts",
     "trace_sessions",
+    "trace_events",
     "sft_traces_stage1",
     "sft_traces_stage2",
     "trace_replay_report",
@@ -164,7 +166,15 @@ def test_same_input_gives_the_same_traces(run):
     )
     pd.testing.assert_frame_equal(sessions, out["trace_sessions"])
     stage1, _, report = nodes.replay_trace_sessions(
-        sessions, out["enriched_events"], storefronts(data), params["max_progress_steps"]
+        sessions, out["trace_events"], storefronts(data), params["max_progress_steps"]
     )
     pd.testing.assert_frame_equal(stage1, out["sft_traces_stage1"])
     assert report == out["trace_replay_report"]
+
+
+def test_the_trace_events_are_every_event_of_the_trace_buyers(run):
+    _, _, out = run
+    events, buyers = out["enriched_events"], out["trace_sessions"][["shop_id", "buyer_id"]]
+    expected = events.join(pl.from_pandas(buyers).unique(), on=["shop_id", "buyer_id"], how="semi")
+    assert out["trace_events"].equals(expected)
+    assert set(out["trace_events"]["session_id"]) >= set(out["trace_sessions"]["session_id"])

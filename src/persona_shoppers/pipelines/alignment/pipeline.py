@@ -44,7 +44,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 build_alignment_cases,
                 [
-                    "enriched_events",
+                    "held_out_events",
                     "text_personas",
                     "raw_products",
                     "storefronts",
@@ -120,7 +120,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "item_cases": "item_selection_cases",
                     "answers": "individual_task_answers",
-                    "events": "enriched_events",
+                    "events": "held_out_events",
                     "seed": _SEED,
                     "draws": _DRAWS,
                 },

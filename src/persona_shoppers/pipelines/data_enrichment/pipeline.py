@@ -3,11 +3,17 @@ the buyer-shop table with strata, and buyer histories."""
 
 from kedro.pipeline import Pipeline, node
 
+from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+
 from .nodes import build_buyers, build_histories, build_sessions, sessionise_events, validate_events
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Five nodes; ``validated_events`` is an in-memory hand-off between the first two."""
+    """Five nodes; ``validated_events`` is an in-memory hand-off between the first two.
+
+    Every node runs on the engine of its inputs (polars, or Spark in ``--env spark``), so all
+    carry the ``spark`` tag: they take Spark DataFrames as they are.
+    """
     return Pipeline(
         [
             node(
@@ -50,5 +56,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="buyer_histories",
                 name="build_histories",
             ),
-        ]
+        ],
+        tags=SPARK_NODE_TAG,
     )

@@ -10,6 +10,8 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.clickstream.buyers import BEHAVIOURAL_FEATURES
+from persona_shoppers.clickstream.selection import events_in_shops
+from persona_shoppers.clickstream.spark import SparkFrame
 from persona_shoppers.features.embeddings import (
     TextEmbedder,
     buyer_channel_means,
@@ -64,6 +66,22 @@ def split_buyers(
     )
     logger.info("buyer splits: %s", splits["split"].value_counts().to_dict())
     return splits
+
+
+def select_held_out_events(
+    enriched_events: pl.DataFrame | SparkFrame, buyer_splits: pd.DataFrame
+) -> pl.DataFrame:
+    """The held-out shops' events: all that persona mining of held-out buyers, the simulation
+    and the alignment suite read of the log (filtered on Spark where the log is there)."""
+    shops = buyer_splits.loc[buyer_splits["shop_role"] == "eval", "shop_id"].unique()
+    events = events_in_shops(enriched_events, shops)
+    logger.info(
+        "held-out events: %d of %d shops, %d events",
+        len(shops),
+        buyer_splits["shop_id"].nunique(),
+        len(events),
+    )
+    return events
 
 
 def fit_feature_transformer(

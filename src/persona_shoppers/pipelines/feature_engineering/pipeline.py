@@ -2,7 +2,15 @@
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import build_buyer_features, embed_products, fit_feature_transformer, split_buyers
+from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+
+from .nodes import (
+    build_buyer_features,
+    embed_products,
+    fit_feature_transformer,
+    select_held_out_events,
+    split_buyers,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -30,6 +38,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "buyer_splits",
                 name="split_buyers",
+            ),
+            node(
+                select_held_out_events,
+                ["enriched_events", "buyer_splits"],
+                "held_out_events",
+                name="select_held_out_events",
+                tags=[SPARK_NODE_TAG],  # filters a Spark log where it is, collects the rows
             ),
             node(
                 fit_feature_transformer,

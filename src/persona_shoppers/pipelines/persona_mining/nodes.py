@@ -13,7 +13,9 @@ import polars as pl
 
 from persona_shoppers.alignment.cases import CUTOFF, before_cutoff, persona_cutoffs
 from persona_shoppers.clickstream.buyers import build_buyers
+from persona_shoppers.clickstream.selection import events_in_shops, events_of
 from persona_shoppers.clickstream.sessions import build_sessions
+from persona_shoppers.clickstream.spark import SparkFrame
 from persona_shoppers.features.embeddings import buyer_channel_means
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import feature_matrix
@@ -233,11 +235,6 @@ def _evidence(
     return ranked
 
 
-def _shop_events(enriched_events: pl.DataFrame, buyers: pd.DataFrame) -> pl.DataFrame:
-    """Every event of the shops of ``buyers``: the reference their evidence is ranked in."""
-    return enriched_events.filter(pl.col("shop_id").is_in(sorted(buyers["shop_id"].unique())))
-
-
 def build_persona_inputs(
     persona_buyers: pd.DataFrame,
     enriched_events: pl.DataFrame,
@@ -250,7 +247,11 @@ def build_persona_inputs(
     before = before_cutoff(enriched_events, persona_buyers)
     histories = build_histories(before, history_options)
     inputs = persona_buyers[[*_IDS, CUTOFF]].merge(
-        _evidence(before, _shop_events(enriched_events, persona_buyers), raw_products),
+        _evidence(
+            before,
+            events_in_shops(enriched_events, persona_buyers["shop_id"].unique()),
+            raw_products,
+        ),
         on=_IDS,
         how="left",
     )
@@ -281,7 +282,7 @@ def tokenise_persona_buyers(
 
 def select_persona_examples(
     persona_assignments: pd.DataFrame,
-    enriched_events: pl.DataFrame,
+    enriched_events: pl.DataFrame | SparkFrame,
     raw_products: pd.DataFrame,
     history_options: dict[str, Any],
     text_personas: dict[str, Any],
@@ -299,8 +300,9 @@ def select_persona_examples(
         logger.warning("text personas: no training-shop buyer to take few-shot examples from")
         return []
     candidates = pool.head(max(200, 20 * n_examples))
-    events = enriched_events.join(pl.from_pandas(candidates[_IDS]), on=_IDS, how="semi")
-    evidence = _evidence(events, _shop_events(enriched_events, candidates), raw_products)
+    shop_events = events_in_shops(enriched_events, candidates["shop_id"].unique())
+    events = events_of(shop_events, candidates[_IDS])
+    evidence = _evidence(events, shop_events, raw_products)
     evidence = evidence[(evidence["n_carts"] > 0) & evidence["top_brand"].notna()]
     histories = build_histories(events, history_options).set_index(_IDS)["history_text"]
     levels = [implied_levels(row) for row in evidence.to_dict("records")]
@@ -403,7 +405,9 @@ def evaluate_text_personas(
         return report, {}, {"behaviour_agreement.png": _message_plot(message)}
     mine = enriched_events.join(pl.from_pandas(ok[_IDS]), on=_IDS, how="semi")
     behaviour = ok[_IDS].merge(
-        _evidence(mine, _shop_events(enriched_events, ok), raw_products), on=_IDS, how="left"
+        _evidence(mine, events_in_shops(enriched_events, ok["shop_id"].unique()), raw_products),
+        on=_IDS,
+        how="left",
     )
     implied = [implied_levels(row) for row in behaviour.to_dict("records")]
     shops = ok["shop_id"].tolist()

@@ -2,6 +2,8 @@
 
 from kedro.pipeline import Pipeline, node
 
+from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+
 from .nodes import (
     assign_persona_tokens,
     build_persona_cards,
@@ -65,7 +67,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 sample_persona_buyers,
                 [
                     "persona_assignments",
-                    "enriched_events",
+                    "held_out_events",
                     "params:persona_mining.text_personas.n_buyers",
                     "params:persona_mining.text_personas.seed",
                     "params:alignment.cases.window_s",
@@ -77,7 +79,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 build_persona_inputs,
                 [
                     "persona_buyers",
-                    "enriched_events",
+                    "held_out_events",
                     "raw_products",
                     "params:data_enrichment.history",
                     "params:persona_mining.text_personas.history_chars",
@@ -89,7 +91,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tokenise_persona_buyers,
                 [
                     "persona_buyers",
-                    "enriched_events",
+                    "held_out_events",
                     "product_embeddings",
                     "feature_transformer",
                     "vq_vae_model",
@@ -109,6 +111,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "persona_examples",
                 name="select_persona_examples",
+                tags=[SPARK_NODE_TAG],  # reads the training shops of its candidates only
             ),
             node(
                 mine_personas,
@@ -127,7 +130,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 evaluate_text_personas,
                 [
                     "text_personas",
-                    "enriched_events",
+                    "held_out_events",
                     "raw_products",
                     "planted_truth",
                     "params:persona_mining.text_personas.seed",

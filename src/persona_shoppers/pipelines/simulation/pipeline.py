@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "shop_persona_distributions",
                     "persona_assignments",
-                    "enriched_events",
+                    "held_out_events",
                     "text_personas",
                     "params:simulation.seed",
                     "params:simulation.populations",

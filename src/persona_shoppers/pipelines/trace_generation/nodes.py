@@ -23,6 +23,8 @@ from persona_shoppers.agent import (
     user_turn,
 )
 from persona_shoppers.agent.population import buyer_top_categories, category_leaf
+from persona_shoppers.clickstream.selection import events_of
+from persona_shoppers.clickstream.spark import SparkFrame
 from persona_shoppers.storefront import Store, build_stores
 from persona_shoppers.storefront.replay import recheck_trace, replay_session
 
@@ -114,9 +116,17 @@ def _session_category(events: pd.DataFrame, buyer_category: str | None) -> str:
     return "products"
 
 
+def select_trace_events(
+    enriched_events: pl.DataFrame | SparkFrame, trace_sessions: pd.DataFrame
+) -> pl.DataFrame:
+    """Every event of the buyers whose sessions are replayed (their other sessions give the
+    goal's category), filtered on Spark where the log is there."""
+    return events_of(enriched_events, trace_sessions[["shop_id", "buyer_id"]])
+
+
 def replay_trace_sessions(
     trace_sessions: pd.DataFrame,
-    enriched_events: pl.DataFrame,
+    trace_events: pl.DataFrame,
     storefronts: dict[str, Store],
     max_progress_steps: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -127,12 +137,11 @@ def replay_trace_sessions(
     to buy / browse <category>"). Returns both trace tables and the replay report.
     """
     keys = pl.from_pandas(trace_sessions[_SESSION_KEYS])
-    events = enriched_events.join(keys, on=["shop_id", "buyer_id"], how="semi")
-    top = buyer_top_categories(events)
+    top = buyer_top_categories(trace_events)
     buyer_category = dict(
         zip(zip(top["shop_id"], top["buyer_id"], strict=True), top["category"], strict=True)
     )
-    events = events.join(keys, on=_SESSION_KEYS, how="semi").select(
+    events = trace_events.join(keys, on=_SESSION_KEYS, how="semi").select(
         *_SESSION_KEYS, *_EVENT_COLUMNS, "collection_title"
     )
     meta = trace_sessions.set_index("session_id")

@@ -4,11 +4,14 @@ simulation and alignment pipelines shop in."""
 
 from kedro.pipeline import Pipeline, node
 
+from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+
 from .nodes import (
     build_storefronts,
     measure_trace_lengths,
     replay_trace_sessions,
     sample_trace_sessions,
+    select_trace_events,
 )
 
 
@@ -39,10 +42,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="sample_trace_sessions",
             ),
             node(
+                select_trace_events,
+                ["enriched_events", "trace_sessions"],
+                "trace_events",
+                name="select_trace_events",
+                tags=[SPARK_NODE_TAG],  # filters a Spark log where it is, collects the rows
+            ),
+            node(
                 replay_trace_sessions,
                 [
                     "trace_sessions",
-                    "enriched_events",
+                    "trace_events",
                     "storefronts",
                     "params:trace_generation.max_progress_steps",
                 ],
