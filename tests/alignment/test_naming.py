@@ -42,3 +42,28 @@ def test_metrics_and_report_share_the_naming():
     assert "| base | 40 | 0.500 [0.250, 0.750] |" in table
     assert "| human_noise_floor |  | 0.250 |" in table
     assert "kl_views" not in table
+
+
+def test_the_ab_tests_are_a_row_per_test_metric_and_condition():
+    names = {}
+    for test, effect in (("price_up", -0.2), ("fewer_results", 0.05)):
+        stem = f"{test}.conversion_rate"
+        names[naming.metric_name("ab_test", f"{stem}.simulated_effect", "persona_token")] = effect
+        for stat, value in (("n", 100), ("ci_low", effect - 0.1), ("ci_high", effect + 0.1)):
+            key = naming.metric_name("ab_test", f"{stem}.simulated_effect", "persona_token", stat)
+            names[key] = value
+        names[naming.metric_name("ab_test", f"{stem}.reference_effect", "persona_token")] = -0.1
+        names[naming.metric_name("ab_test", f"{stem}.conclusive", "persona_token")] = 1.0
+    names[naming.metric_name("session", "kl_views", "base")] = 1.0
+    lines = report.ab_test_table(names).splitlines()
+    assert lines[0] == (
+        "| test | metric | condition | n | simulated_effect | reference_effect | conclusive "
+        "| direction_agreement | magnitude_ratio |"
+    )
+    assert lines[2] == (
+        "| fewer_results | conversion_rate | persona_token | 100 | 0.050 [-0.050, 0.150] "
+        "| -0.100 | 1.000 | n/a | n/a |"
+    )
+    assert lines[3].startswith("| price_up | conversion_rate | persona_token | 100 | -0.200 [")
+    assert len(lines) == 4
+    assert report.ab_test_table({}).startswith("_Not measured")

@@ -169,6 +169,39 @@ def metric_table(metrics: Mapping[str, float], task: str, max_columns: int = 8) 
     return "\n\n".join(tables) + "\n"
 
 
+# The columns of the A/B table: the stats ab_metrics gives each (test, metric, condition).
+AB_COLUMNS = (
+    "simulated_effect",
+    "reference_effect",
+    "conclusive",
+    "direction_agreement",
+    "magnitude_ratio",
+)
+
+
+def ab_test_table(metrics: Mapping[str, float]) -> str:
+    """The A/B tests as a markdown table: a row per (test, metric, condition) with its
+    sessions per arm, the simulated effect with its paired interval, the reference effect,
+    whether the interval excludes 0, direction agreement and the magnitude ratio."""
+    rows: dict[tuple[str, str, str], dict[str, dict[str | None, float]]] = {}
+    for name, value in metrics.items():
+        task, metric, condition, stat = split_metric_name(name)
+        if task != "ab_test":
+            continue
+        test, measured, column = metric.rsplit(".", 2)
+        rows.setdefault((test, measured, condition), {}).setdefault(column, {})[stat] = value
+    if not rows:
+        return "_Not measured: no A/B test ran._\n"
+    head = ["test", "metric", "condition", "n", *AB_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]
+    for (test, measured, condition), cells in sorted(rows.items()):
+        n = cells.get("simulated_effect", {}).get("n")
+        values = [_cell(cells.get(column, {})) for column in AB_COLUMNS]
+        size = "" if n is None else str(int(n))
+        lines.append("| " + " | ".join([test, measured, condition, size, *values]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _bars(ax, series: Mapping[str, Sequence[float]], labels: Sequence[str]) -> None:
     width = 0.8 / max(len(series), 1)
     for i, (name, values) in enumerate(series.items()):
@@ -292,7 +325,8 @@ def render_report(
         "",
     ]
     for task, title, text in SECTIONS:
-        lines += [f"## {title}", "", text, "", metric_table(metrics, task)]
+        table = ab_test_table(metrics) if task == "ab_test" else metric_table(metrics, task)
+        lines += [f"## {title}", "", text, "", table]
         for name in plots_after.get(task, []):
             if name in figures:
                 lines += [f"![{name}](alignment_plots/{name}.png)", ""]
