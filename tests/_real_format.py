@@ -13,26 +13,12 @@ from pathlib import Path
 import polars as pl
 
 from persona_shoppers.adapters import concat_raw, read_rees46, write_raw
+from persona_shoppers.adapters.rees46 import COLUMNS, EVENT_TYPE_MAP
 from persona_shoppers.synthetic import SyntheticConfig, generate
 
-# contract event type -> REES46 event_type; REES46 has no other kinds of event.
-REES46_TYPES = {
-    "product_view": "view",
-    "add_to_cart": "cart",
-    "remove_from_cart": "remove_from_cart",
-    "purchase": "purchase",
-}
-HEADER = (
-    "event_time",
-    "event_type",
-    "product_id",
-    "category_id",
-    "category_code",
-    "brand",
-    "price",
-    "user_id",
-    "user_session",
-)
+# contract event type -> REES46 event_type (the adapter's map, inverted); the format has no
+# other kinds of event.
+REES46_TYPES = {contract: rees46 for rees46, contract in EVENT_TYPE_MAP.items()}
 
 
 def rees46_csv(events: pl.DataFrame, products: pl.DataFrame) -> pl.DataFrame:
@@ -64,7 +50,7 @@ def rees46_csv(events: pl.DataFrame, products: pl.DataFrame) -> pl.DataFrame:
             pl.col("buyer_id").alias("user_id"),
             pl.when(session_rank % 3 != 0).then(pl.col("session_id")).alias("user_session"),
         )
-        .select(HEADER)
+        .select(COLUMNS)
     )
 
 

@@ -117,12 +117,10 @@ class BuyerFeatureTransformer:
         """The PCA dimension every channel can fit: ``embedding_dim``, or fewer where a
         channel has too few training buyers (a small log) or narrower embeddings, with a
         warning naming the channel."""
-        limits = {
-            c: min(int(present.sum()) - 1, means.shape[1])
-            for c, (means, present) in channels.items()
-        }
+        rows = {c: int(present.sum()) for c, (_, present) in channels.items()}
+        limits = {c: min(rows[c] - 1, means.shape[1]) for c, (means, _) in channels.items()}
         channel = min(limits, key=limits.get)
-        n_rows = int(channels[channel][1].sum())
+        n_rows = rows[channel]
         if n_rows < 2:
             raise ValueError(
                 f"feature_engineering: channel '{channel}' has {n_rows} training buyers "
