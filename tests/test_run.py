@@ -49,9 +49,13 @@ def _nested(dotted: dict) -> dict:
     return out
 
 
-def _run(path: Path, pipelines: list[str], params: dict | None = None) -> None:
+def _run(
+    path: Path, pipelines: list[str], params: dict | None = None, env: str | None = None
+) -> None:
     bootstrap_project(path)
-    with KedroSession.create(project_path=path, runtime_params=_nested(params or {})) as session:
+    with KedroSession.create(
+        project_path=path, env=env, runtime_params=_nested(params or {})
+    ) as session:
         session.run(pipeline_names=pipelines)
     # kedro-mlflow 2.0.3 with MLflow 3 finishes the run in the store but leaves it on this
     # process's active-run stack; a second session in the same process would log into it.
@@ -133,10 +137,9 @@ TINY_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_chain(tmp_path_factory) -> Path:
-    """data_enrichment -> feature_engineering -> vq_vae on a tiny generated catalog."""
-    path = _project(tmp_path_factory.mktemp("tiny"))
+def _tiny_project(path: Path) -> Path:
+    """The project with a tiny generated catalog as its raw data."""
+    _project(path)
     # The default seed and shop count keep the default shop roles (eval_shops in conf/base).
     data = generate(SyntheticConfig(products_per_shop=40, buyers_per_shop=80), progress=False)
     raw = path / "data" / "01_raw"
@@ -146,10 +149,43 @@ def tiny_chain(tmp_path_factory) -> Path:
     data.collections.to_parquet(raw / "collections.parquet")
     data.collection_products.to_parquet(raw / "collection_products.parquet")
     (raw / "planted_truth.json").write_text(json.dumps(data.planted_truth))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_chain(tmp_path_factory) -> Path:
+    """data_enrichment -> feature_engineering -> vq_vae on a tiny generated catalog."""
+    path = _tiny_project(tmp_path_factory.mktemp("tiny"))
     params = dict(TINY_PARAMS, run_name="tiny_chain")  # the MLflow run's name (mlflow.yml)
     params["feature_engineering.embedding_cache_dir"] = str(path / "data" / "04_feature" / "cache")
     _run(path, ["data_enrichment", "feature_engineering", "vq_vae"], params)
     return path
+
+
+@pytest.mark.integration
+def test_the_streaming_environment_gives_the_same_tables(tiny_chain: Path, tmp_path):
+    """`kedro run --env streaming` (buyer buckets) on tiny_chain's data: the same buyers,
+    histories, held-out events and buyer features as the default environment's run."""
+    (path := tmp_path / "streaming").mkdir()
+    _tiny_project(path)
+    params = {key: value for key, value in TINY_PARAMS.items() if key.startswith("feature_")}
+    params["data_enrichment.rows_per_bucket"] = 5000  # several buckets
+    params["feature_engineering.embedding_cache_dir"] = str(tmp_path / "cache")
+    _run(path, ["data_enrichment", "feature_engineering"], params, env="streaming")
+    streamed, default = path / "data", tiny_chain / "data"
+    parts = sorted((streamed / "02_intermediate/streaming/enriched_events").glob("part-*"))
+    assert len(parts) > 1
+    for table in ("03_primary/buyers", "04_feature/buyer_features"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(streamed / f"{table}.parquet"),
+            pd.read_parquet(default / f"{table}.parquet"),
+            obj=table,
+        )
+    histories = pl.read_parquet(streamed / "03_primary/streaming/buyer_histories/*.parquet")
+    expected = pl.read_parquet(default / "03_primary/buyer_histories.parquet")
+    assert histories.sort("shop_id", "buyer_id").equals(expected)
+    held_out = "02_intermediate/held_out_events.parquet"
+    assert pl.read_parquet(streamed / held_out).equals(pl.read_parquet(default / held_out))
 
 
 @pytest.mark.integration

@@ -15,7 +15,14 @@ from kedro.config import MissingConfigException, OmegaConfigLoader
 from kedro.pipeline import node
 
 from persona_shoppers import hooks
-from persona_shoppers.hooks import SparkHooks, SparkSetupError, spark_unavailable, start_spark
+from persona_shoppers.clickstream.engines import EVENT_SCALE_TAG
+from persona_shoppers.hooks import (
+    EventScaleHooks,
+    SparkHooks,
+    SparkSetupError,
+    spark_unavailable,
+    start_spark,
+)
 from persona_shoppers.pipelines.data_enrichment import create_pipeline
 from persona_shoppers.settings import CONFIG_LOADER_ARGS, HOOKS
 
@@ -42,7 +49,7 @@ def test_the_spark_environment_holds_the_event_scale_tables_and_a_session():
 
 
 def test_data_enrichment_nodes_take_spark_frames_as_they_are():
-    assert all("spark" in n.tags for n in create_pipeline().nodes)
+    assert all(EVENT_SCALE_TAG in n.tags for n in create_pipeline().nodes)
 
 
 def test_a_missing_pyspark_or_java_is_named(monkeypatch):
@@ -93,7 +100,7 @@ class DataFrame:
     __module__ = "pyspark.sql.dataframe"
 
 
-def test_nodes_not_tagged_spark_get_spark_inputs_as_polars_once(monkeypatch):
+def test_nodes_not_tagged_event_scale_get_spark_inputs_as_polars_once(monkeypatch):
     frames = pytest.importorskip("persona_shoppers.clickstream.spark.frames")
     collected = []
 
@@ -102,9 +109,9 @@ def test_nodes_not_tagged_spark_get_spark_inputs_as_polars_once(monkeypatch):
         return pl.DataFrame({"a": [1]})
 
     monkeypatch.setattr(frames, "to_polars", to_polars)
-    hook, spark_frame = SparkHooks(), DataFrame()
+    hook, spark_frame = EventScaleHooks(), DataFrame()
     inputs = {"enriched_events": spark_frame, "params:x": 1}
-    spark_node = node(lambda e, x: e, ["enriched_events", "params:x"], "out", tags="spark")
+    spark_node = node(lambda e, x: e, ["enriched_events", "params:x"], "out", tags=EVENT_SCALE_TAG)
     polars_node = node(lambda e, x: e, ["enriched_events", "params:x"], "out2")
 
     assert hook.before_node_run(spark_node, inputs) is None

@@ -82,25 +82,27 @@ def _is_numeric(dtype: pl.DataType) -> bool:
 
 
 def conform(
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | pl.LazyFrame,
     schema: Mapping[str, pl.DataType],
     dataset: str,
     optional: frozenset[str] = frozenset(),
-) -> pl.DataFrame:
-    """Check ``frame`` against ``schema`` and cast it to the contract's types.
+) -> pl.DataFrame | pl.LazyFrame:
+    """Check ``frame`` (or a lazy scan's schema) against ``schema`` and cast it to the
+    contract's types.
 
     Missing optional columns are added as nulls; extra columns are kept after the contract's.
     Timestamps may arrive as text (parsed row by row later, so one bad value does not fail the
     whole file) and are left as they are here.
     """
+    found = frame.collect_schema()
     casts = []
     for column, dtype in schema.items():
-        if column not in frame.columns:
+        if column not in found:
             if column in optional:
                 casts.append(pl.lit(None, dtype=dtype).alias(column))
                 continue
             raise SchemaError(dataset, column, "required column is missing")
-        actual = frame.schema[column]
+        actual = found[column]
         if dtype == pl.String:
             if actual.is_nested():
                 raise SchemaError(dataset, column, f"must be text, found {actual}")
@@ -124,5 +126,5 @@ def conform(
             if not _is_numeric(actual):
                 raise SchemaError(dataset, column, f"must be numeric ({dtype}), found {actual}")
             casts.append(pl.col(column).cast(dtype))
-    extra = [c for c in frame.columns if c not in schema]
+    extra = [c for c in found.names() if c not in schema]
     return frame.select(*casts, *extra)

@@ -1,7 +1,9 @@
 """Project hooks: :class:`RunTagsHook` tags every MLflow run (``pipeline``, ``llm_model``,
 ``data``, ``data_fingerprint``, ``conditions``, ``numerics``) so that the UI compares runs side
 by side; :class:`NumericsHook` logs the numerics at the start of every node that runs or trains
-the LLM; :class:`SparkHooks` starts the SparkSession of a Spark environment.
+the LLM; :class:`SparkHooks` starts the SparkSession of a Spark environment;
+:class:`EventScaleHooks` collects the event-scale tables of Spark or the streaming engine for
+the nodes that work in memory.
 
 See README.md, "MLflow", docs/numerics.md, "Where the choice shows", and docs/scaling.md,
 "Event logs on Spark".
@@ -24,7 +26,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Node, Pipeline
 
-from persona_shoppers.clickstream.spark import SPARK_NODE_TAG, is_spark_frame
+from persona_shoppers.clickstream.engines import EVENT_SCALE_TAG, is_event_scale, to_polars_table
 from persona_shoppers.llm.registry import model_tag as llm_model_tag
 from persona_shoppers.numerics import numerics_summary
 
@@ -197,13 +199,7 @@ def start_spark(conf: Mapping[str, Any], app_name: str) -> SparkSession:
 
 class SparkHooks:
     """Starts one SparkSession from ``conf/<env>/spark.yml`` where that file exists (the Kedro
-    PySpark starter's hook), and hands each node not tagged ``spark`` the polars frame of its
-    Spark inputs: collected to the driver once per dataset and run. Later stages read the log
-    through nodes tagged ``spark`` that filter it first (``held_out_events``, ``trace_events``;
-    docs/scaling.md), and ``enriched_sessions`` whole."""
-
-    def __init__(self) -> None:
-        self._collected: dict[str, Any] = {}
+    PySpark starter's hook)."""
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
@@ -214,19 +210,27 @@ class SparkHooks:
         if conf:  # `--env base` gets {} rather than the error
             start_spark(conf, context.project_path.name)
 
+
+class EventScaleHooks:
+    """Hands each node not tagged ``event_scale`` the polars frame of its event-scale inputs
+    (Spark DataFrames, buyer buckets): collected once per dataset and run. Later stages read
+    the log through tagged nodes that filter it first (``held_out_events``, ``trace_events``;
+    docs/scaling.md), and ``enriched_sessions`` whole."""
+
+    def __init__(self) -> None:
+        self._collected: dict[str, Any] = {}
+
     @hook_impl
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> dict[str, Any] | None:
-        if SPARK_NODE_TAG in node.tags:
+        if EVENT_SCALE_TAG in node.tags:
             return None
-        names = [name for name, value in inputs.items() if is_spark_frame(value)]
+        names = [name for name, value in inputs.items() if is_event_scale(value)]
         if not names:
             return None
-        from persona_shoppers.clickstream.spark.frames import to_polars
-
         for name in names:
             if name not in self._collected:
-                logger.info("%s: collecting %s to the driver as polars", node.name, name)
-                self._collected[name] = to_polars(inputs[name])
+                logger.info("%s: collecting %s into memory as polars", node.name, name)
+                self._collected[name] = to_polars_table(inputs[name])
         return {name: self._collected[name] for name in names}
 
     @hook_impl

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from persona_shoppers.hooks import NumericsHook, RunTagsHook, SparkHooks
+from persona_shoppers.hooks import EventScaleHooks, NumericsHook, RunTagsHook, SparkHooks
 from persona_shoppers.input_check import MissingInputsHook
 from persona_shoppers.quiet import silence_third_party_noise
 
@@ -12,7 +12,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Tags every MLflow run (pipeline, llm_model, data, ...) after kedro-mlflow has started it;
 # starts the SparkSession of an environment with a spark.yml (`kedro run --env spark`).
-HOOKS = (MissingInputsHook(), RunTagsHook(), NumericsHook(), SparkHooks())
+HOOKS = (MissingInputsHook(), RunTagsHook(), NumericsHook(), SparkHooks(), EventScaleHooks())
 
 # `${project_root:}` anchors paths (the MLflow SQLite store) to the project, wherever a
 # notebook kernel or a CLI call starts from.

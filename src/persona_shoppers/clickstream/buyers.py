@@ -173,10 +173,15 @@ def build_buyers(
         .select(BUYER_COLUMNS)
         .sort(keys)
     )
+    log_strata(buyers)
+    return buyers
+
+
+def log_strata(buyers: pl.DataFrame) -> None:
+    """Log the number of buyer-shop rows and of rows per stratum."""
     counts = buyers.group_by("stratum").len().sort("stratum")
     logger.info(
         "built %d buyer-shop rows; strata %s",
         buyers.height,
         dict(zip(counts["stratum"].to_list(), counts["len"].to_list(), strict=True)),
     )
-    return buyers

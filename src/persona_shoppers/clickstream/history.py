@@ -273,11 +273,16 @@ def build_histories(
         )
         .select(HISTORY_COLUMNS)
     )
+    log_histories(histories.height, int(histories["truncated"].sum()), reference, max_chars)
+    return histories
+
+
+def log_histories(n_histories: int, n_truncated: int, reference: datetime, max_chars: int) -> None:
+    """Log the number of histories, their reference time and how many were truncated."""
     logger.info(
         "built %d buyer histories (reference %s, %d truncated to %d chars)",
-        histories.height,
+        n_histories,
         reference.isoformat(),
-        int(histories["truncated"].sum()),
+        n_truncated,
         max_chars,
     )
-    return histories

@@ -1,10 +1,10 @@
-"""The rows of ``enriched_events`` a downstream stage reads, from either engine.
+"""The rows of ``enriched_events`` a downstream stage reads, from any engine.
 
 The stages after data_enrichment work on one machine (polars, pandas, the LLM), and each needs
 a small part of the log: the held-out shops' events (persona mining of held-out buyers,
 simulation, alignment) or the trace buyers' events (trace replay). These functions
-filter a polars frame, or a Spark DataFrame on the cluster before collecting only those rows
-to the driver (docs/scaling.md, "Event logs on Spark").
+filter a polars frame, buyer buckets as a streaming scan, or a Spark DataFrame on the cluster,
+and collect only those rows (docs/scaling.md, "Event logs on Spark").
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from collections.abc import Sequence
 import pandas as pd
 import polars as pl
 
+from persona_shoppers.clickstream import streaming
 from persona_shoppers.clickstream.spark import SparkFrame, is_spark_frame
 
 
-def events_in_shops(events: pl.DataFrame | SparkFrame, shops: Sequence[str]) -> pl.DataFrame:
+def events_in_shops(
+    events: pl.DataFrame | streaming.BuyerBuckets | SparkFrame, shops: Sequence[str]
+) -> pl.DataFrame:
     """The events of these shops, in the events' order, as polars."""
     shops = sorted(shops)
     if is_spark_frame(events):
@@ -26,10 +29,14 @@ def events_in_shops(events: pl.DataFrame | SparkFrame, shops: Sequence[str]) -> 
         from persona_shoppers.clickstream.spark.frames import to_polars
 
         return to_polars(events.filter(F.col("shop_id").isin(shops)))
+    if isinstance(events, streaming.BuyerBuckets):
+        return streaming.events_in_shops(events, shops)
     return events.filter(pl.col("shop_id").is_in(shops))
 
 
-def events_of(events: pl.DataFrame | SparkFrame, keys: pd.DataFrame | pl.DataFrame) -> pl.DataFrame:
+def events_of(
+    events: pl.DataFrame | streaming.BuyerBuckets | SparkFrame, keys: pd.DataFrame | pl.DataFrame
+) -> pl.DataFrame:
     """The events matching a row of ``keys`` on all of its columns (e.g. ``shop_id`` and
     ``buyer_id``: those buyers' events), in the events' order, as polars."""
     keys = pl.DataFrame(keys).unique()
@@ -40,4 +47,6 @@ def events_of(events: pl.DataFrame | SparkFrame, keys: pd.DataFrame | pl.DataFra
 
         spark_keys = F.broadcast(from_polars(events.sparkSession, keys))
         return to_polars(events.join(spark_keys, on=keys.columns, how="left_semi"))
+    if isinstance(events, streaming.BuyerBuckets):
+        return streaming.events_of(events, keys)
     return events.join(keys, on=keys.columns, how="semi", maintain_order="left")

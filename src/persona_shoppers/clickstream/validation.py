@@ -195,12 +195,41 @@ def validate_events(
     Raises:
         SchemaError: a raw dataset breaks the contract (names dataset, column and rule).
     """
-    raw = conform(to_polars(events), EVENT_SCHEMA, "raw_events", OPTIONAL_EVENT_COLUMNS)
-    raw = raw.select(CONTRACT_COLUMNS)
-    catalog, directory = catalog_joins(products, collections)
+    raw = conform_events(to_polars(events))
+    result = validate_numbered(
+        number_rows(raw),
+        products,
+        collections,
+        product_required_for=product_required_for,
+        price_required_for=price_required_for,
+    )
+    log_counts(raw.height, result.accepted.height, reason_counts(result.quarantine))
+    return result
 
-    ts_is_text = raw.schema["ts"] != pl.Datetime("us", "UTC")
-    frame = raw.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+
+def conform_events(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+    """Raw events checked against the contract and cast to it, contract columns only."""
+    raw = conform(events, EVENT_SCHEMA, "raw_events", OPTIONAL_EVENT_COLUMNS)
+    return raw.select(CONTRACT_COLUMNS)
+
+
+def number_rows(raw: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+    """``raw`` with ``source_row``, its 0-based position, in front."""
+    return raw.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+
+
+def validate_numbered(
+    frame: pl.DataFrame,
+    products: pl.DataFrame | pd.DataFrame,
+    collections: pl.DataFrame | pd.DataFrame,
+    *,
+    product_required_for: Iterable[str] = PRODUCT_EVENT_TYPES,
+    price_required_for: Iterable[str] = PRICE_EVENT_TYPES,
+) -> ValidationResult:
+    """:func:`validate_events` on conformed events that carry their ``source_row`` already
+    (all of a log, or the buyers of one bucket of it, :mod:`.streaming`); logs nothing."""
+    catalog, directory = catalog_joins(products, collections)
+    ts_is_text = frame.schema["ts"] != pl.Datetime("us", "UTC")
     if ts_is_text:  # the raw text stays in _raw_ts for the duplicate rule and the quarantine
         frame = frame.rename({"ts": "_raw_ts"}).with_columns(
             parse_timestamps("_raw_ts").alias("ts")
@@ -274,7 +303,6 @@ def validate_events(
         .select(QUARANTINE_COLUMNS)
         .sort("source_row")
     )
-    log_counts(raw.height, accepted.height, _reason_counts(quarantine))
     return ValidationResult(accepted, quarantine)
 
 
@@ -294,7 +322,8 @@ def _duplicate_rows(valid: pl.DataFrame, raw_ts: str) -> pl.DataFrame:
     return candidates.filter(~pl.struct(raw_columns).is_first_distinct()).select("source_row")
 
 
-def _reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:
+def reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:
+    """Quarantined rows per reason found (reasons without rows left out)."""
     counts = quarantine.group_by("reason").len()
     return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
@@ -317,5 +346,5 @@ def log_counts(n_raw: int, n_accepted: int, by_reason: dict[str, int]) -> None:
 
 def quarantine_counts(quarantine: pl.DataFrame) -> dict[str, Any]:
     """Rows per reason, every reason listed (zeros included), in priority order."""
-    found = _reason_counts(quarantine)
+    found = reason_counts(quarantine)
     return {reason: int(found.get(reason, 0)) for reason in QUARANTINE_REASONS}

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 else:  # pyspark is optional; Kedro reads node annotations at run time, where this is Any
     SparkFrame = Any
 
-# Nodes tagged so take Spark DataFrames as they are; SparkHooks hands every other node the
-# polars frame of a Spark input (persona_shoppers.hooks).
-SPARK_NODE_TAG = "spark"
-
 
 def is_spark_frame(frame: object) -> bool:
     """Whether ``frame`` is a Spark DataFrame (classic or Spark Connect); imports nothing."""

@@ -10,23 +10,11 @@ import polars as pl
 from pyspark.sql import Column, DataFrame, SparkSession, WindowSpec
 from pyspark.sql import functions as F
 
-from persona_shoppers.clickstream.buyers import BUYER_COLUMNS, BUYER_KEYS
-from persona_shoppers.clickstream.history import HISTORY_COLUMNS
-from persona_shoppers.clickstream.ordering import sort_events
-from persona_shoppers.clickstream.sessions import SESSION_COLUMNS
-from persona_shoppers.clickstream.validation import ACCEPTED_COLUMNS, QUARANTINE_COLUMNS
+from persona_shoppers.clickstream.tables import in_engine_order
 
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# The polars engine's row order of each table, known by its columns (Spark keeps none).
-_ROW_ORDERS: dict[frozenset[str], list[str]] = {
-    frozenset(QUARANTINE_COLUMNS): ["source_row"],
-    frozenset(SESSION_COLUMNS): ["shop_id", "buyer_id", "session_start", "session_id"],
-    frozenset(BUYER_COLUMNS): list(BUYER_KEYS),
-    frozenset(HISTORY_COLUMNS): list(BUYER_KEYS),
-}
 
 
 def micros(column: str | Column) -> Column:
@@ -73,9 +61,4 @@ def from_polars(spark: SparkSession, frame: pl.DataFrame) -> DataFrame:
 def to_polars(frame: DataFrame) -> pl.DataFrame:
     """``frame`` collected to the driver as polars, through Arrow; a table of the clickstream
     library (known by its columns) comes back in the row order the polars engine gives it."""
-    table = pl.from_arrow(frame.toArrow())
-    columns = frozenset(table.columns)
-    if columns == frozenset(ACCEPTED_COLUMNS):
-        return sort_events(table)
-    order = _ROW_ORDERS.get(columns)
-    return table.sort(order) if order else table
+    return in_engine_order(pl.from_arrow(frame.toArrow()))

@@ -3,7 +3,7 @@ the buyer-shop table with strata, and buyer histories."""
 
 from kedro.pipeline import Pipeline, node
 
-from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+from persona_shoppers.clickstream.engines import EVENT_SCALE_TAG
 
 from .nodes import build_buyers, build_histories, build_sessions, sessionise_events, validate_events
 
@@ -11,8 +11,8 @@ from .nodes import build_buyers, build_histories, build_sessions, sessionise_eve
 def create_pipeline(**kwargs) -> Pipeline:
     """Five nodes; ``validated_events`` is an in-memory hand-off between the first two.
 
-    Every node runs on the engine of its inputs (polars, or Spark in ``--env spark``), so all
-    carry the ``spark`` tag: they take Spark DataFrames as they are.
+    Every node runs on the engine of its inputs (polars; Spark in ``--env spark``; buyer buckets
+    in ``--env streaming``), so all carry the ``event_scale`` tag: they take those as they are.
     """
     return Pipeline(
         [
@@ -24,6 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "raw_collections",
                     "params:data_enrichment.product_required_for",
                     "params:data_enrichment.price_required_for",
+                    "params:data_enrichment.rows_per_bucket",
                 ],
                 outputs=["validated_events", "event_quarantine"],
                 name="validate_events",
@@ -57,5 +58,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_histories",
             ),
         ],
-        tags=SPARK_NODE_TAG,
+        tags=EVENT_SCALE_TAG,
     )

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
-from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+from persona_shoppers.clickstream.engines import EVENT_SCALE_TAG
 
 from .nodes import (
     build_buyer_features,
@@ -44,7 +44,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["enriched_events", "buyer_splits"],
                 "held_out_events",
                 name="select_held_out_events",
-                tags=[SPARK_NODE_TAG],  # filters a Spark log where it is, collects the rows
+                tags=[
+                    EVENT_SCALE_TAG
+                ],  # filters the log where it is (Spark, buckets), collects the rows
             ),
             node(
                 fit_feature_transformer,

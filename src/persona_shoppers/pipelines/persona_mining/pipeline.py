@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
-from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+from persona_shoppers.clickstream.engines import EVENT_SCALE_TAG
 
 from .nodes import (
     assign_persona_tokens,
@@ -111,7 +111,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "persona_examples",
                 name="select_persona_examples",
-                tags=[SPARK_NODE_TAG],  # reads the training shops of its candidates only
+                tags=[EVENT_SCALE_TAG],  # reads the training shops of its candidates only
             ),
             node(
                 mine_personas,

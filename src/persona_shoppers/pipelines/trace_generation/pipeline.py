@@ -4,7 +4,7 @@ simulation and alignment pipelines shop in."""
 
 from kedro.pipeline import Pipeline, node
 
-from persona_shoppers.clickstream.spark import SPARK_NODE_TAG
+from persona_shoppers.clickstream.engines import EVENT_SCALE_TAG
 
 from .nodes import (
     build_storefronts,
@@ -46,7 +46,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["enriched_events", "trace_sessions"],
                 "trace_events",
                 name="select_trace_events",
-                tags=[SPARK_NODE_TAG],  # filters a Spark log where it is, collects the rows
+                tags=[
+                    EVENT_SCALE_TAG
+                ],  # filters the log where it is (Spark, buckets), collects the rows
             ),
             node(
                 replay_trace_sessions,

@@ -1,15 +1,18 @@
-"""The Spark engine of data_enrichment gives the polars engine's rows for every output.
+"""The Spark and the streaming engines of data_enrichment give the polars engine's rows for
+every output.
 
 The data_enrichment pipeline runs twice on the same raw events, read from one parquet file:
-once on polars frames, once on Spark DataFrames (each node picks its engine from its input,
-local mode). The quarantine, the enriched events and sessions (collected to polars) and the
-buyer tables (pandas in both engines) must hold the same rows, floats to 1e-9. The session
-time zone is not UTC, and the file is read in several partitions, so neither can hide a
-difference.
+once on polars frames, once on the other engine's input (each node picks its engine from its
+input): Spark DataFrames in local mode, or a lazy polars scan split into buyer buckets. The
+quarantine, the enriched events and sessions (collected to polars) and the buyer tables
+(pandas in every engine) must hold the same rows, floats to 1e-9. Spark's session time zone is
+not UTC and the file is read in several partitions; the streaming engine gets buckets of a
+sixth of the rows; so neither can hide a difference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from polars.testing import assert_frame_equal
 
+from persona_shoppers.clickstream.engines import is_event_scale, to_polars_table
 from persona_shoppers.clickstream.ordering import sort_events
 from persona_shoppers.clickstream.selection import events_in_shops, events_of
-from persona_shoppers.clickstream.spark import is_spark_frame
+from persona_shoppers.clickstream.streaming import split_by_buyer
 from persona_shoppers.clickstream.validation import parse_timestamps
 from persona_shoppers.contract import SchemaError
 from persona_shoppers.hooks import spark_unavailable
@@ -33,12 +37,18 @@ from persona_shoppers.synthetic import SyntheticConfig, generate
 from ..pipelines._kedro import KeptDataset, conf_params, param_datasets
 from ._frames import collections, products, raw_events
 
-pytestmark = [
-    pytest.mark.skipif(
-        spark_unavailable() is not None, reason=f"Spark engine: {spark_unavailable()}"
+# pyspark 4.3 warns on every pandas >= 3; the engine hands frames over through Arrow
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:PySpark does not yet fully support pandas:FutureWarning"
+)
+ENGINES = [
+    "streaming",
+    pytest.param(
+        "spark",
+        marks=pytest.mark.skipif(
+            spark_unavailable() is not None, reason=f"Spark engine: {spark_unavailable()}"
+        ),
     ),
-    # pyspark 4.3 warns on every pandas >= 3; the engine hands frames over through Arrow
-    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
 ]
 
 # Each output's key: rows are compared in its order.
@@ -49,11 +59,13 @@ OUTPUT_KEYS: dict[str, list[str]] = {
     "buyers": ["shop_id", "buyer_id"],
     "buyer_histories": ["shop_id", "buyer_id"],
 }
+# Outputs compared as the in-memory engine gives them, pandas.
+PANDAS_OUTPUTS = ("buyers", "buyer_histories")
 T0 = datetime(2026, 3, 14, 10, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def spark():
+def spark_session():
     from pyspark.sql import SparkSession
 
     session = (
@@ -69,6 +81,15 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> Callable[[Path], Any]:
+    """How the engine under test reads a parquet file of raw events."""
+    if request.param == "spark":
+        session = request.getfixturevalue("spark_session")
+        return lambda path: session.read.parquet(str(path))
+    return pl.scan_parquet
 
 
 def _run(
@@ -89,29 +110,30 @@ def _run(
     outputs = {}
     for name, keys in OUTPUT_KEYS.items():
         table = catalog.load(name)
+        if not isinstance(table, pd.DataFrame):
+            assert is_event_scale(table) == is_event_scale(events)  # the input's engine ran
+            table = to_polars_table(table)
+        if name in PANDAS_OUTPUTS and isinstance(table, pl.DataFrame):  # histories in buckets
+            table = table.to_pandas()
         if isinstance(table, pd.DataFrame):
             outputs[name] = table.sort_values(keys, ignore_index=True)
-            continue
-        assert is_spark_frame(table) == is_spark_frame(events)  # the input's engine ran
-        if is_spark_frame(table):
-            from persona_shoppers.clickstream.spark.frames import to_polars
-
-            table = to_polars(table)
-        outputs[name] = table.sort(keys)
+        else:
+            outputs[name] = table.sort(keys)
     return outputs
 
 
 def _assert_same_outputs(
-    spark, tmp_path: Path, events: pl.DataFrame, products, collections, **history: Any
+    engine, tmp_path: Path, events: pl.DataFrame, products, collections, **history: Any
 ) -> dict[str, pl.DataFrame | pd.DataFrame]:
-    """Run both engines on ``events`` (written to parquet) and compare every output; return the
-    polars engine's."""
+    """Run polars and ``engine`` on ``events`` (written to parquet) and compare every output;
+    return the polars engine's."""
     params = conf_params("data_enrichment")
     params["history"].update(history)
+    params["rows_per_bucket"] = max(1, events.height // 6)  # six buckets or so
     path = tmp_path / "events.parquet"
     events.write_parquet(path, row_group_size=200)  # several row groups, several partitions
     expected = _run(pl.read_parquet(path), products, collections, params)
-    got = _run(spark.read.parquet(str(path)), products, collections, params)
+    got = _run(engine(path), products, collections, params)
     for name, table in expected.items():
         try:
             if isinstance(table, pd.DataFrame):
@@ -123,7 +145,7 @@ def _assert_same_outputs(
     return expected
 
 
-def test_generated_sample(spark, tmp_path):
+def test_generated_sample(engine, tmp_path):
     data = generate(
         SyntheticConfig(n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=60),
         progress=False,
@@ -144,7 +166,7 @@ def test_generated_sample(spark, tmp_path):
     )
     # a short recent window and a small budget: older purchases and truncated histories
     out = _assert_same_outputs(
-        spark, tmp_path, events, data.products, data.collections, recent_days=30, max_chars=400
+        engine, tmp_path, events, data.products, data.collections, recent_days=30, max_chars=400
     )
     assert out["event_quarantine"]["reason"].value_counts().sort("reason").rows() == [
         ("duplicate", 5),
@@ -219,9 +241,9 @@ def _edge_rows() -> list[dict[str, Any]]:
     ]
 
 
-def test_edge_cases(spark, tmp_path):
+def test_edge_cases(engine, tmp_path):
     out = _assert_same_outputs(
-        spark,
+        engine,
         tmp_path,
         raw_events(_edge_rows()),
         products(),
@@ -249,27 +271,26 @@ def test_edge_cases(spark, tmp_path):
     assert buyers.loc[("s1", "buyer"), "stratum"] == "A"  # purchased without a checkout
 
 
-def test_timestamps_without_zone_read_as_utc(spark, tmp_path):
+def test_timestamps_without_zone_read_as_utc(engine, tmp_path):
     events = raw_events(_edge_rows()[:18]).with_columns(
         parse_timestamps("ts").dt.replace_time_zone(None)
     )
     assert events.schema["ts"] == pl.Datetime("us")  # Spark reads it as TIMESTAMP_NTZ
-    _assert_same_outputs(spark, tmp_path, events, products(), collections())
+    _assert_same_outputs(engine, tmp_path, events, products(), collections())
 
 
-def test_raw_events_schema_checked_as_in_polars(spark, tmp_path):
+def test_raw_events_schema_checked_as_in_polars(engine, tmp_path):
     path = tmp_path / "events.parquet"
     raw_events([{"shop_id": "s1", "buyer_id": "b", "ts": "2026-03-14"}]).drop(
         "buyer_id"
     ).write_parquet(path)
     with pytest.raises(SchemaError, match="'buyer_id'"):
-        _run(
-            spark.read.parquet(str(path)), products(), collections(), conf_params("data_enrichment")
-        )
+        _run(engine(path), products(), collections(), conf_params("data_enrichment"))
 
 
-def test_the_later_stages_selections_give_the_same_rows_on_both_engines(spark):
-    """held_out_events and trace_events: filtered on Spark, then collected in polars order."""
+def test_the_later_stages_selections_give_the_same_rows_on_every_engine(request, engine):
+    """held_out_events and trace_events: filtered on the engine, then collected in polars
+    order."""
     data = generate(
         SyntheticConfig(n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=30),
         progress=False,
@@ -277,11 +298,15 @@ def test_the_later_stages_selections_give_the_same_rows_on_both_engines(spark):
     params = conf_params("data_enrichment")
     enriched = _run(data.events, data.products, data.collections, params)["enriched_events"]
     polars_events = sort_events(enriched)  # the polars engine's order (_run sorts by row)
-    spark_events = spark.createDataFrame(polars_events.to_arrow()).repartition(3)
+    if "spark" in request.node.callspec.id:
+        session = request.getfixturevalue("spark_session")
+        engine_events = session.createDataFrame(polars_events.to_arrow()).repartition(3)
+    else:
+        engine_events = split_by_buyer(polars_events.lazy(), polars_events.height // 4)
     shops = polars_events["shop_id"].unique().sort()[:2].to_list()
-    assert_frame_equal(events_in_shops(spark_events, shops), events_in_shops(polars_events, shops))
+    assert_frame_equal(events_in_shops(engine_events, shops), events_in_shops(polars_events, shops))
     keys = polars_events.select("shop_id", "buyer_id").unique().sort("buyer_id").head(5)
     picked = events_of(polars_events, keys)
-    assert_frame_equal(events_of(spark_events, keys), picked)
+    assert_frame_equal(events_of(engine_events, keys), picked)
     assert set(picked["buyer_id"]) == set(keys["buyer_id"])
     assert picked.height == polars_events.join(keys, on=["shop_id", "buyer_id"]).height
