@@ -4,6 +4,8 @@ test_engine_equality.py."""
 
 from __future__ import annotations
 
+import gc
+
 import polars as pl
 import pytest
 from kedro.io import DatasetError
@@ -86,3 +88,12 @@ def test_nodes_not_tagged_event_scale_get_buckets_collected_once():
     assert (
         hook.before_node_run(in_memory, inputs)["enriched_sessions"] is first["enriched_sessions"]
     )
+
+
+def test_spilled_parts_are_removed_once_nothing_refers_to_them():
+    buckets = split_by_buyer(_log(4, 2), rows_per_bucket=3)
+    folder = buckets.paths[0].parent
+    assert folder.is_dir()
+    del buckets
+    gc.collect()
+    assert not folder.exists()

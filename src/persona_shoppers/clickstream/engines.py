@@ -14,8 +14,11 @@ from typing import Any
 
 import polars as pl
 
-from persona_shoppers.clickstream.spark import is_spark_frame
+from persona_shoppers.clickstream.spark import SparkFrame, is_spark_frame
 from persona_shoppers.clickstream.streaming import BuyerBuckets
+
+# An event-scale table on any engine (what the nodes tagged EVENT_SCALE_TAG take).
+EventTable = pl.DataFrame | pl.LazyFrame | BuyerBuckets | SparkFrame
 
 # Nodes so tagged take event-scale inputs as they are (Spark DataFrames, buyer buckets);
 # every other node gets them collected as polars (persona_shoppers.hooks.EventScaleHooks).

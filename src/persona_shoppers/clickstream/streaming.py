@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,6 +92,14 @@ def _library_quiet() -> Iterator[None]:
         library.setLevel(level)
 
 
+def _spilled(paths: Iterable[Path], folder: Path) -> BuyerBuckets:
+    """Buckets over spilled parts; their folder is removed once nothing refers to them (Kedro
+    releases a hand-off after its last reader, or saves it to a dataset of its own)."""
+    buckets = BuyerBuckets(tuple(paths))
+    weakref.finalize(buckets, shutil.rmtree, folder, ignore_errors=True)
+    return buckets
+
+
 def _write_part(frame: pl.DataFrame, folder: Path, number: int) -> Path:
     path = folder / f"part-{number:05d}.parquet"
     frame.write_parquet(path, compression=_SPILL_COMPRESSION)
@@ -98,8 +107,8 @@ def _write_part(frame: pl.DataFrame, folder: Path, number: int) -> Path:
 
 
 def _write_parts(frames: Iterable[pl.DataFrame], folder: Path) -> BuyerBuckets:
-    return BuyerBuckets(
-        tuple(_write_part(frame, folder, number) for number, frame in enumerate(frames))
+    return _spilled(
+        (_write_part(frame, folder, number) for number, frame in enumerate(frames)), folder
     )
 
 
@@ -134,7 +143,7 @@ def split_by_buyer(raw: pl.LazyFrame, rows_per_bucket: int) -> BuyerBuckets:
         compression=_SPILL_COMPRESSION,
         mkdir=True,
     )
-    return BuyerBuckets(tuple(sorted(path for path in folder.iterdir() if path.is_dir())))
+    return _spilled(sorted(path for path in folder.iterdir() if path.is_dir()), folder)
 
 
 def validate_events(
@@ -172,7 +181,7 @@ def validate_events(
     n_accepted = n_raw - sum(by_reason.values())
     validation.log_counts(n_raw, n_accepted, by_reason)
     return validation.ValidationResult(
-        BuyerBuckets(tuple(accepted)), BuyerBuckets(tuple(quarantine))
+        _spilled(accepted, accepted_folder), _spilled(quarantine, quarantine_folder)
     )
 
 

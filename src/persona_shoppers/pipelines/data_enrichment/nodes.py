@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import polars as pl
 
-from persona_shoppers.clickstream.engines import is_streaming, library, to_polars_table
-from persona_shoppers.clickstream.spark import SparkFrame
+from persona_shoppers.clickstream.engines import (
+    EventTable,
+    is_streaming,
+    library,
+    to_polars_table,
+)
 from persona_shoppers.clickstream.streaming import BuyerBuckets
-
-EventTable = pl.DataFrame | pl.LazyFrame | BuyerBuckets | SparkFrame
 
 
 def validate_events(

@@ -10,8 +10,8 @@ import pandas as pd
 import polars as pl
 
 from persona_shoppers.clickstream.buyers import BEHAVIOURAL_FEATURES
+from persona_shoppers.clickstream.engines import EventTable
 from persona_shoppers.clickstream.selection import events_in_shops
-from persona_shoppers.clickstream.spark import SparkFrame
 from persona_shoppers.features.embeddings import (
     TextEmbedder,
     buyer_channel_means,
@@ -68,9 +68,7 @@ def split_buyers(
     return splits
 
 
-def select_held_out_events(
-    enriched_events: pl.DataFrame | SparkFrame, buyer_splits: pd.DataFrame
-) -> pl.DataFrame:
+def select_held_out_events(enriched_events: EventTable, buyer_splits: pd.DataFrame) -> pl.DataFrame:
     """The held-out shops' events: all that persona mining of held-out buyers, the simulation
     and the alignment suite read of the log (filtered on Spark where the log is there)."""
     shops = buyer_splits.loc[buyer_splits["shop_role"] == "eval", "shop_id"].unique()

@@ -13,9 +13,9 @@ import polars as pl
 
 from persona_shoppers.alignment.cases import CUTOFF, before_cutoff, persona_cutoffs
 from persona_shoppers.clickstream.buyers import build_buyers
+from persona_shoppers.clickstream.engines import EventTable
 from persona_shoppers.clickstream.selection import events_in_shops, events_of
 from persona_shoppers.clickstream.sessions import build_sessions
-from persona_shoppers.clickstream.spark import SparkFrame
 from persona_shoppers.features.embeddings import buyer_channel_means
 from persona_shoppers.features.labels import AUX_HEADS
 from persona_shoppers.features.layout import feature_matrix
@@ -282,7 +282,7 @@ def tokenise_persona_buyers(
 
 def select_persona_examples(
     persona_assignments: pd.DataFrame,
-    enriched_events: pl.DataFrame | SparkFrame,
+    enriched_events: EventTable,
     raw_products: pd.DataFrame,
     history_options: dict[str, Any],
     text_personas: dict[str, Any],

@@ -23,8 +23,8 @@ from persona_shoppers.agent import (
     user_turn,
 )
 from persona_shoppers.agent.population import buyer_top_categories, category_leaf
+from persona_shoppers.clickstream.engines import EventTable
 from persona_shoppers.clickstream.selection import events_of
-from persona_shoppers.clickstream.spark import SparkFrame
 from persona_shoppers.storefront import Store, build_stores
 from persona_shoppers.storefront.replay import recheck_trace, replay_session
 
@@ -116,9 +116,7 @@ def _session_category(events: pd.DataFrame, buyer_category: str | None) -> str:
     return "products"
 
 
-def select_trace_events(
-    enriched_events: pl.DataFrame | SparkFrame, trace_sessions: pd.DataFrame
-) -> pl.DataFrame:
+def select_trace_events(enriched_events: EventTable, trace_sessions: pd.DataFrame) -> pl.DataFrame:
     """Every event of the buyers whose sessions are replayed (their other sessions give the
     goal's category), filtered on Spark where the log is there."""
     return events_of(enriched_events, trace_sessions[["shop_id", "buyer_id"]])
