@@ -12,7 +12,9 @@ written by a streaming pass so the log never sits in memory), then a fresh child
 the data_enrichment pipeline exactly as `kedro run` would: the project's catalog entries
 (parquet in, parquet out), the project's parameters, the sequential runner. Reported: wall
 time of the whole run (load, compute, save), events per second, the child's peak resident
-memory, and the log's own size in memory (polars' estimate, summed over row groups). A child
+memory, the peak size of its temporary folder (TMPDIR: the outputs it writes and the streaming
+engine's spilled parts, sampled every 5 s), and the log's own size in memory (polars'
+estimate, summed over row groups). A child
 whose resident memory (with its subprocesses) passes `--memory-limit-gb` (80% of the machine's
 memory by default) is stopped, and the row says so. Targets on the reference machine (2
 cores): 10M events in at most 60 s and 8 GB, and a 10M / 1M time ratio of at most 12.
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -146,12 +148,43 @@ def machine_memory_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
 
 
-def run_child(command: list[str], limit_gb: float) -> tuple[int, str, str, float | None]:
-    """Run `command`; stop it (and its process group) once its memory passes `limit_gb`.
-    Returns (exit status, stdout, stderr, seconds at the stop or None)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, start_new_session=True)
+def _folder_gb(folder: str) -> float:
+    """Size of the files under `folder` (files that vanish meanwhile are skipped)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total / 1024**3
+
+
+class ChildRun(NamedTuple):
+    status: int
+    stdout: str
+    stderr: str
+    stopped_after_s: float | None  # stopped for memory
+    disk_peak_gb: float  # its temporary folder: spilled parts and written outputs
+
+
+def run_child(command: list[str], limit_gb: float) -> ChildRun:
+    """Run `command` with a temporary folder of its own (TMPDIR), watching its memory (stopped,
+    with its process group, once past `limit_gb`) and the size of that folder."""
+    start, disk_peak, polls = time.perf_counter(), 0.0, 0
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.TemporaryDirectory(prefix="bench-data-enrichment-") as scratch,
+    ):
+        child = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "TMPDIR": scratch},
+        )
         stopped = None
         while child.poll() is None:
             if _tree_rss_gb(child.pid) > limit_gb:
@@ -159,10 +192,13 @@ def run_child(command: list[str], limit_gb: float) -> tuple[int, str, str, float
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 break
+            if polls % 10 == 0:  # every 5 s
+                disk_peak = max(disk_peak, _folder_gb(scratch))
+            polls += 1
             time.sleep(0.5)
         out.seek(0)
         err.seek(0)
-        return child.returncode, out.read(), err.read(), stopped
+        return ChildRun(child.returncode, out.read(), err.read(), stopped, disk_peak)
 
 
 def _jvm_peak_gb(spark: Any) -> float:
@@ -249,29 +285,27 @@ def main() -> None:
     for size in args.sizes:
         folder = _clickstream(size)
         log = log_size(folder)
-        status, stdout, stderr, stopped = run_child(
+        run = run_child(
             [sys.executable, __file__, "--measure", str(folder)]
             + ["--engine", args.engine, "--master", args.master],
             limit_gb,
         )
-        if stopped is not None:
-            rows.append(
-                {"events": size, "stopped": f"over {limit_gb:.1f} GB after {stopped:.0f} s", **log}
-            )
-            print(
-                f"{size:>12,} events  stopped: memory over {limit_gb:.1f} GB after {stopped:.0f} s",
-                flush=True,
-            )
+        if run.stopped_after_s is not None:
+            stopped = f"over {limit_gb:.1f} GB after {run.stopped_after_s:.0f} s"
+            rows.append({"events": size, "stopped": stopped, **log})
+            print(f"{size:>12,} events  stopped: memory {stopped}", flush=True)
             continue
-        if status != 0:
-            sys.exit(f"data_enrichment failed on {size:,} events:\n{stderr[-4000:]}")
-        result = json.loads(stdout.strip().splitlines()[-1])
-        result.update(events=size, events_per_s=size / result["seconds"], **log)
+        if run.status != 0:
+            sys.exit(f"data_enrichment failed on {size:,} events:\n{run.stderr[-4000:]}")
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        result.update(
+            events=size, events_per_s=size / result["seconds"], disk_peak_gb=run.disk_peak_gb, **log
+        )
         rows.append(result)
         print(
             f"{size:>12,} events  {result['seconds']:7.1f} s"
             f"  {result['events_per_s']:>12,.0f} events/s  peak {result['peak_gb']:.2f} GB"
-            f"  (log {log['in_memory_gb']:.2f} GB in memory)",
+            f"  disk {run.disk_peak_gb:.2f} GB  (log {log['in_memory_gb']:.2f} GB in memory)",
             flush=True,
         )
     machine = {**machine_facts(), "memory_gb": machine_memory_gb()}

@@ -4,6 +4,7 @@ test_engine_equality.py."""
 
 from __future__ import annotations
 
+import copy
 import gc
 
 import polars as pl
@@ -97,3 +98,11 @@ def test_spilled_parts_are_removed_once_nothing_refers_to_them():
     del buckets
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_copy_is_the_same_handle_so_the_parts_stay():
+    buckets = split_by_buyer(_log(4, 2), rows_per_bucket=3)
+    kept = copy.deepcopy(buckets)
+    del buckets
+    gc.collect()
+    assert kept.collect().height == 8

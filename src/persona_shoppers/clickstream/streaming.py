@@ -4,9 +4,10 @@ A lazy scan of the raw log (``kedro run --env streaming``) is split, in one stre
 into buckets by a hash of ``buyer_id``, so every buyer's events sit in one bucket; each later
 step runs the polars function of the same name on one bucket at a time, so memory follows the
 bucket, not the log. The functions take and return :class:`BuyerBuckets` (parquet files in a
-spill folder under the system's temporary directory, removed when the process ends) with the
-arguments of the polars functions; the buyer-scale tables come back whole, as polars. Same rows
-as the in-memory engine (tests/clickstream/test_streaming_equality.py).
+spill folder under the system's temporary directory, removed once unused) with the arguments
+of the polars functions; ``build_buyers`` gives one polars table, ``build_histories`` stays in
+buckets (its text is about the log's size). Same rows as the in-memory engine
+(tests/clickstream/test_engine_equality.py).
 
 See docs/scaling.md, "Logs larger than memory".
 """
@@ -64,6 +65,14 @@ class BuyerBuckets:
     def collect(self) -> pl.DataFrame:
         """All rows in memory, in the polars engine's row order."""
         return in_engine_order(self.scan().collect(engine="streaming"))
+
+    # An immutable handle on files: a copy (Kedro's MemoryDataset deep-copies what it holds)
+    # is the same handle, so the spilled files stay as long as any holder needs them.
+    def __copy__(self) -> BuyerBuckets:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> BuyerBuckets:
+        return self
 
 
 _spill_root: Path | None = None
@@ -162,14 +171,15 @@ def validate_events(
         SchemaError: the log's schema breaks the contract (before any row is read).
     """
     raw = split_by_buyer(validation.number_rows(validation.conform_events(events)), rows_per_bucket)
+    catalog, directory = validation.catalog_joins(products, collections)
     accepted_folder, quarantine_folder = spill_folder("accepted"), spill_folder("quarantine")
     accepted, quarantine, n_raw, by_reason = [], [], 0, {}
     with _library_quiet():
         for number, frame in enumerate(_progress(raw, "validate_events")):
             result = validation.validate_numbered(
                 frame,
-                products,
-                collections,
+                catalog,
+                directory,
                 product_required_for=product_required_for,
                 price_required_for=price_required_for,
             )

@@ -198,8 +198,7 @@ def validate_events(
     raw = conform_events(to_polars(events))
     result = validate_numbered(
         number_rows(raw),
-        products,
-        collections,
+        *catalog_joins(products, collections),
         product_required_for=product_required_for,
         price_required_for=price_required_for,
     )
@@ -220,15 +219,15 @@ def number_rows(raw: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame
 
 def validate_numbered(
     frame: pl.DataFrame,
-    products: pl.DataFrame | pd.DataFrame,
-    collections: pl.DataFrame | pd.DataFrame,
+    catalog: pl.DataFrame,
+    directory: pl.DataFrame,
     *,
     product_required_for: Iterable[str] = PRODUCT_EVENT_TYPES,
     price_required_for: Iterable[str] = PRICE_EVENT_TYPES,
 ) -> ValidationResult:
     """:func:`validate_events` on conformed events that carry their ``source_row`` already
-    (all of a log, or the buyers of one bucket of it, :mod:`.streaming`); logs nothing."""
-    catalog, directory = catalog_joins(products, collections)
+    (all of a log, or the buyers of one bucket of it, :mod:`.streaming`), with the catalog
+    tables of :func:`catalog_joins`; logs nothing."""
     ts_is_text = frame.schema["ts"] != pl.Datetime("us", "UTC")
     if ts_is_text:  # the raw text stays in _raw_ts for the duplicate rule and the quarantine
         frame = frame.rename({"ts": "_raw_ts"}).with_columns(
