@@ -73,6 +73,14 @@ def test_truncation_keeps_the_most_recent_days():
     assert h["history_text"] == full and not h["truncated"]
 
 
+def test_no_history_is_longer_than_max_chars_the_older_header_counted():
+    full = "\n".join([RECENT_13, RECENT_14, *OLDER])
+    for cap in range(len(full) - 40, len(full) + 1):
+        h = build_histories(_events(ROWS), max_chars=cap).row(0, named=True)
+        assert len(h["history_text"]) <= cap, cap
+        assert h["truncated"] == (cap < len(full)), cap
+
+
 def test_an_overlong_day_keeps_its_date_and_latest_actions():
     text = build_histories(_events(ROWS), max_chars=len(TRUNCATION_MARKER) + 40)["history_text"][0]
     marker, line = text.split("\n")

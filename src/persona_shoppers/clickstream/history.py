@@ -73,7 +73,8 @@ def reference_from_latest(
 
 
 def _day_lines(events: pl.DataFrame, reference: datetime, recent_days: float) -> pl.DataFrame:
-    """One row per (buyer, section, day) in that order: _buyer, keys, section, date, line.
+    """One row per (buyer, day) in that order (older days first): _buyer, keys, section, date,
+    line.
 
     ``events`` are in EVENT_ORDER. Each event becomes a text fragment ("; viewed A" when it
     starts a run of one verb, ", B" when it continues one, nothing when it repeats the
@@ -175,7 +176,7 @@ def build_histories(
     reference = resolve_reference_time(events, reference_time)
     cutoff = reference - timedelta(days=recent_days)
     budget, line_cap = history_budget(max_chars)
-    lines = _day_lines(events, reference, recent_days)  # in (_buyer, section, date) order
+    lines = _day_lines(events, reference, recent_days)  # in (_buyer, date) order
     line = pl.col("line")
     lines = lines.with_columns(
         pl.when(line.str.len_chars() > line_cap)
@@ -189,10 +190,10 @@ def build_histories(
         .otherwise(line)
         .alias("line"),
     )
-    # Lines are in (buyer, section, date) order. Priority: recent days newest first, then
-    # older purchases newest first; the newest older line also pays for the header line.
-    buyer = pl.col("_buyer")
-    newest_older = (pl.col("section") == OLDER_SECTION) & (buyer != buyer.shift(-1)).fill_null(True)
+    # Lines are in (buyer, date) order. Priority: recent days newest first, then older
+    # purchases newest first; the newest older line also pays for the header line.
+    newest_in_section = (pl.int_range(pl.len()) == pl.len() - 1).over("_buyer", "section")
+    newest_older = (pl.col("section") == OLDER_SECTION) & newest_in_section
     cost = (
         pl.col("line").str.len_chars()
         + 1

@@ -130,11 +130,12 @@ def build_histories(
             ),
         ).otherwise(line),
     )
-    # Priority: recent days newest first, then older purchases newest first; the buyer's last
-    # line, where it is an older one, also pays for the header line.
+    # Priority: recent days newest first, then older purchases newest first; the newest older
+    # line also pays for the header line.
     buyer = Window.partitionBy(*_KEYS)
-    last = F.lead("_first").over(buyer.orderBy("_first")).isNull()
-    header = F.when((section == OLDER_SECTION) & last, len(OLDER_HEADER) + 1).otherwise(0)
+    in_section = Window.partitionBy(*_KEYS, "section").orderBy("_first")
+    newest = F.lead("_first").over(in_section).isNull()
+    header = F.when((section == OLDER_SECTION) & newest, len(OLDER_HEADER) + 1).otherwise(0)
     lines = lines.withColumn("_cost", F.length(line) + 1 + header)
     newer = Window.partitionBy(*_KEYS, "section").orderBy(F.col("_first").desc())
     suffix = F.sum("_cost").over(newer.rowsBetween(Window.unboundedPreceding, 0))
