@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 from persona_shoppers.clickstream.history import (
     TRUNCATION_MARKER,
     build_histories,
+    history_arguments,
     resolve_reference_time,
 )
 from persona_shoppers.clickstream.sessions import sessionise
@@ -101,3 +102,16 @@ def test_every_buyer_gets_a_row():
     h = build_histories(_events(rows))
     assert h["buyer_id"].to_list() == ["a", "b1"]
     assert h["history_text"][0] == "" and h["n_days"][0] == 0
+
+
+def test_history_arguments_fill_the_defaults_from_partial_parameters():
+    assert history_arguments(None) == {
+        "recent_days": 182.0,
+        "reference_time": None,
+        "max_chars": 6000,
+    }
+    assert history_arguments({"max_chars": "400", "recent_days": 3}) == {
+        "recent_days": 3.0,
+        "reference_time": None,
+        "max_chars": 400,
+    }

@@ -8,7 +8,9 @@ See docs/data_enrichment.md, "Outputs" (``buyer_histories``) and "Scale".
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -16,6 +18,8 @@ from persona_shoppers.clickstream.ordering import same_as_previous, sort_events
 
 logger = logging.getLogger(__name__)
 
+# Defaults of the window and the cap (data_enrichment.history in conf/base sets them too).
+RECENT_DAYS, MAX_CHARS = 182, 6000
 TRUNCATION_MARKER = "(earlier activity omitted)"
 OLDER_HEADER = "Older purchases:"
 VERBS: dict[str, str] = {
@@ -50,6 +54,17 @@ def history_budget(max_chars: int) -> tuple[int, int]:
     """(characters for the kept lines, longest kept line) of a history of ``max_chars``."""
     budget = max(max_chars - len(TRUNCATION_MARKER), DAY_PREFIX_CHARS + 2)
     return budget, budget - 1  # a kept line costs its length plus one newline
+
+
+def history_arguments(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`build_histories` from the ``data_enrichment.history``
+    parameters (``recent_days``, ``reference_time``, ``max_chars``; a missing one: its default)."""
+    options = options or {}
+    return {
+        "recent_days": float(options.get("recent_days", RECENT_DAYS)),
+        "reference_time": options.get("reference_time"),
+        "max_chars": int(options.get("max_chars", MAX_CHARS)),
+    }
 
 
 def resolve_reference_time(events: pl.DataFrame, reference_time: str | datetime | None) -> datetime:
@@ -161,9 +176,9 @@ def _day_lines(events: pl.DataFrame, reference: datetime, recent_days: float) ->
 def build_histories(
     events: pl.DataFrame,
     *,
-    recent_days: float = 182,
+    recent_days: float = RECENT_DAYS,
     reference_time: str | datetime | None = None,
-    max_chars: int = 6000,
+    max_chars: int = MAX_CHARS,
 ) -> pl.DataFrame:
     """Per (shop_id, buyer_id): history_text, n_days, n_older_purchases, truncated.
 

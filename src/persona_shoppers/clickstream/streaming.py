@@ -245,9 +245,9 @@ def build_buyers(
 def build_histories(
     events: BuyerBuckets,
     *,
-    recent_days: float = 182,
+    recent_days: float = history.RECENT_DAYS,
     reference_time: str | datetime | None = None,
-    max_chars: int = 6000,
+    max_chars: int = history.MAX_CHARS,
 ) -> BuyerBuckets:
     """:func:`.history.build_histories` bucket by bucket, with the reference time of the whole
     log. Stays in buckets: up to ``max_chars`` of text per buyer is the log's size again."""

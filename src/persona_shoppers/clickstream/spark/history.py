@@ -14,8 +14,10 @@ from persona_shoppers.clickstream.history import (
     HEADER_SECTION,
     HISTORY_COLUMNS,
     MARKER_SECTION,
+    MAX_CHARS,
     OLDER_HEADER,
     OLDER_SECTION,
+    RECENT_DAYS,
     RECENT_SECTION,
     RUN_HEADS,
     TRUNCATION_MARKER,
@@ -104,9 +106,9 @@ def _line(section: int, text: str) -> Column:
 def build_histories(
     events: DataFrame,
     *,
-    recent_days: float = 182,
+    recent_days: float = RECENT_DAYS,
     reference_time: str | datetime | None = None,
-    max_chars: int = 6000,
+    max_chars: int = MAX_CHARS,
 ) -> DataFrame:
     """Per (shop_id, buyer_id): history_text, n_days, n_older_purchases, truncated; the rows of
     the polars ``build_histories``, in no particular order.

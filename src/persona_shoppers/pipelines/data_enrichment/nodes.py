@@ -15,6 +15,7 @@ from persona_shoppers.clickstream.engines import (
     library,
     to_polars_table,
 )
+from persona_shoppers.clickstream.history import history_arguments
 from persona_shoppers.clickstream.streaming import BuyerBuckets
 
 
@@ -68,11 +69,7 @@ def build_histories(
 ) -> pd.DataFrame | BuyerBuckets:
     """Per-buyer shopping history text for PAARS persona mining: pandas, or buyer buckets on
     the streaming engine (as much text as the log, docs/scaling.md)."""
-    options = history_options or {}
     table = library(enriched_events, "history").build_histories(
-        enriched_events,
-        recent_days=float(options.get("recent_days", 182)),
-        reference_time=options.get("reference_time"),
-        max_chars=int(options.get("max_chars", 6000)),
+        enriched_events, **history_arguments(history_options)
     )
     return table if isinstance(table, BuyerBuckets) else to_polars_table(table).to_pandas()

@@ -14,6 +14,7 @@ import polars as pl
 from persona_shoppers.alignment.cases import CUTOFF, before_cutoff, persona_cutoffs
 from persona_shoppers.clickstream.buyers import build_buyers
 from persona_shoppers.clickstream.engines import EventTable
+from persona_shoppers.clickstream.history import build_histories, history_arguments
 from persona_shoppers.clickstream.selection import events_in_shops, events_of
 from persona_shoppers.clickstream.sessions import build_sessions
 from persona_shoppers.features.embeddings import buyer_channel_means
@@ -44,7 +45,6 @@ from persona_shoppers.personas.faithfulness import (
 )
 from persona_shoppers.personas.likelihood_mining import behaviour_answers, mine_by_likelihood
 from persona_shoppers.personas.text_personas import MINING_METHODS, mine_text_personas
-from persona_shoppers.pipelines.data_enrichment.nodes import build_histories
 from persona_shoppers.synthetic.generator import planted_buyer_types
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
@@ -224,6 +224,11 @@ def sample_persona_buyers(
     return even_per_shop(eligible, n_buyers, seed)
 
 
+def _histories(events: pl.DataFrame, history_options: dict[str, Any] | None) -> pd.DataFrame:
+    """The buyers' history texts (data_enrichment's ``buyer_histories``) of these events."""
+    return build_histories(events, **history_arguments(history_options)).to_pandas()
+
+
 def _evidence(
     events: pl.DataFrame, reference_events: pl.DataFrame, raw_products: pd.DataFrame
 ) -> pd.DataFrame:
@@ -245,7 +250,7 @@ def build_persona_inputs(
     """What a persona may be mined from, per sampled buyer: its history text and evidence
     lines from its events before ``history_until``, nothing after."""
     before = before_cutoff(enriched_events, persona_buyers)
-    histories = build_histories(before, history_options)
+    histories = _histories(before, history_options)
     inputs = persona_buyers[[*_IDS, CUTOFF]].merge(
         _evidence(
             before,
@@ -304,7 +309,7 @@ def select_persona_examples(
     events = events_of(shop_events, candidates[_IDS])
     evidence = _evidence(events, shop_events, raw_products)
     evidence = evidence[(evidence["n_carts"] > 0) & evidence["top_brand"].notna()]
-    histories = build_histories(events, history_options).set_index(_IDS)["history_text"]
+    histories = _histories(events, history_options).set_index(_IDS)["history_text"]
     levels = [implied_levels(row) for row in evidence.to_dict("records")]
     examples: list[dict[str, Any]] = []
     used: set[tuple[str, str]] = set()
