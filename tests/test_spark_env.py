@@ -64,8 +64,12 @@ def test_a_missing_pyspark_or_java_is_named(monkeypatch):
         start_spark({"spark.master": "local[1]"}, "test")
     monkeypatch.undo()
 
-    if importlib.util.find_spec("pyspark") is None:
-        pytest.skip("pyspark is not installed: the Java check comes after it")
+    # pyspark found (the check comes before Java's, and nothing is imported before both pass)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "pyspark" else real_find_spec(name, *a),
+    )
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(SparkSetupError, match="no Java runtime"):

@@ -215,10 +215,6 @@ def build_sessions(events: BuyerBuckets) -> BuyerBuckets:
     return map_buckets(events, "build_sessions", sessions.build_sessions)
 
 
-def _concat_in_order(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    return in_engine_order(pl.concat(list(frames), how="vertical"))
-
-
 def build_buyers(
     events: BuyerBuckets,
     enriched_sessions: BuyerBuckets,
@@ -232,12 +228,13 @@ def build_buyers(
             f"{len(enriched_sessions)}: both must come from the same split of the log"
         )
     with _library_quiet():
-        table = _concat_in_order(
+        parts = [
             buyers.build_buyers(frame, session_table, intent_weights)
             for frame, session_table in zip(
                 _progress(events, "build_buyers"), enriched_sessions, strict=True
             )
-        )
+        ]
+    table = in_engine_order(pl.concat(parts))
     buyers.log_strata(table)
     return table
 

@@ -44,9 +44,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["enriched_events", "buyer_splits"],
                 "held_out_events",
                 name="select_held_out_events",
-                tags=[
-                    EVENT_SCALE_TAG
-                ],  # filters the log where it is (Spark, buckets), collects the rows
+                # filters the log where it is (Spark, buckets), collects the rows
+                tags=[EVENT_SCALE_TAG],
             ),
             node(
                 fit_feature_transformer,

@@ -46,9 +46,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["enriched_events", "trace_sessions"],
                 "trace_events",
                 name="select_trace_events",
-                tags=[
-                    EVENT_SCALE_TAG
-                ],  # filters the log where it is (Spark, buckets), collects the rows
+                # filters the log where it is (Spark, buckets), collects the rows
+                tags=[EVENT_SCALE_TAG],
             ),
             node(
                 replay_trace_sessions,
