@@ -12,9 +12,9 @@ written by a streaming pass so the log never sits in memory), then a fresh child
 the data_enrichment pipeline exactly as `kedro run` would: the project's catalog entries
 (parquet in, parquet out), the project's parameters, the sequential runner. Reported: wall
 time of the whole run (load, compute, save), events per second, the child's peak resident
-memory, the peak size of its temporary folder (TMPDIR: the outputs it writes and the streaming
-engine's spilled parts, sampled every 5 s), and the log's own size in memory (polars'
-estimate, summed over row groups). A child
+memory, the size of the `buyers` table it built, the peak size of its temporary folder
+(TMPDIR: the outputs it writes and the streaming engine's spilled parts, sampled every 5 s),
+and the log's own size in memory (polars' estimate, summed over row groups). A child
 whose resident memory (with its subprocesses) passes `--memory-limit-gb` (80% of the machine's
 memory by default) is stopped, and the row says so. Targets on the reference machine (2
 cores): 10M events in at most 60 s and 8 GB, and a 10M / 1M time ratio of at most 12.
@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pandas as pd
 import yaml
 
 from persona_shoppers.numerics import machine_facts
@@ -209,6 +210,17 @@ def _jvm_peak_gb(spark: Any) -> float:
     return int(kilobytes) / 1024**2
 
 
+def _buyers_size(buyers: pd.DataFrame) -> dict[str, float]:
+    """The buyers table (built whole by every engine): rows, and GB as pandas and as polars."""
+    import polars as pl
+
+    return {
+        "buyers_rows": len(buyers),
+        "buyers_pandas_gb": buyers.memory_usage(deep=True).sum() / 1024**3,
+        "buyers_polars_gb": pl.from_pandas(buyers).estimated_size() / 1024**3,
+    }
+
+
 def measure(raw: Path, engine: str, master: str) -> dict[str, float]:
     """Run data_enrichment on the clickstream in `raw` (called in a fresh child process)."""
     from kedro.io import DataCatalog, MemoryDataset
@@ -256,7 +268,8 @@ def measure(raw: Path, engine: str, master: str) -> dict[str, float]:
         start = time.perf_counter()
         SequentialRunner().run(pipeline, catalog)
         result["seconds"] = time.perf_counter() - start
-    result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        result.update(_buyers_size(catalog.load("buyers")))
     if spark is not None:
         result["python_peak_gb"] = result["peak_gb"]
         result["jvm_peak_gb"] = _jvm_peak_gb(spark)
