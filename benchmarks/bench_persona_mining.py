@@ -109,7 +109,7 @@ def main() -> None:
     personas = nodes.mine_personas(inputs, tokens, examples, products, text, llm_params)
     seconds = time.perf_counter() - start
     report, _, _ = nodes.evaluate_text_personas(
-        personas, events, products, planted, text["seed"], text["permutation_draws"]
+        personas, inputs, events, products, planted, text["seed"], text["permutation_draws"]
     )
     result = {
         "buyers": len(personas),

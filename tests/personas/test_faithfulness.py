@@ -6,6 +6,7 @@ import pytest
 
 from persona_shoppers.personas.faithfulness import (
     behaviour_agreement,
+    evidence_following,
     planted_agreement,
     shop_permutations,
     value_spread,
@@ -72,3 +73,10 @@ def test_planted_types_rank_by_their_share_called_high():
     assert result["n_types"] == 3 and result["spearman_rho"] == pytest.approx(1.0)
     few = planted_agreement(stated[:6], types[:6], {"deal": 2.0, "mid": 0.5}, min_buyers=3)
     assert few["n_types"] == 2 and "spearman_rho" not in few
+
+
+def test_evidence_following_counts_personas_whose_evidence_implies_a_level():
+    stated = ["high", "low", "medium", "high"]
+    implied = ["high", "medium", None, "high"]
+    assert evidence_following(stated, implied) == {"n": 3.0, "share": 2 / 3}
+    assert evidence_following(["low"], [None]) == {"n": 0.0}

@@ -93,6 +93,16 @@ def behaviour_agreement(
     }
 
 
+def evidence_following(stated: Sequence[str], implied: Sequence[str | None]) -> dict[str, float]:
+    """How often a persona states the level its own input's evidence implies (the model
+    reading its prompt, not a claim about the buyer): the share and n, over the personas whose
+    evidence implies a level."""
+    pairs = [(s, i) for s, i in zip(stated, implied, strict=True) if i is not None]
+    if not pairs:
+        return {"n": 0.0}
+    return {"n": float(len(pairs)), "share": float(np.mean([s == i for s, i in pairs]))}
+
+
 def planted_agreement(
     stated: Sequence[str],
     buyer_types: Sequence[str | None],

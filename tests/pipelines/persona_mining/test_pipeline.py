@@ -16,6 +16,7 @@ from kedro.runner import SequentialRunner
 
 from persona_shoppers.llm import registry
 from persona_shoppers.llm.base import Choice, JsonResult
+from persona_shoppers.personas.evidence import implied_levels
 from persona_shoppers.pipelines import persona_mining
 from persona_shoppers.vq_vae.model import BehaviourVQVAE
 
@@ -155,7 +156,17 @@ def test_text_personas_of_sampled_held_out_buyers(run):
         "shopping_frequency",
         "interests",
     }
+    # every persona says "low": it follows its evidence where the evidence implies "low"
+    implied = [implied_levels(r) for r in out["persona_inputs"].to_dict("records")]
+    for field in ("price_sensitivity", "brand_reliance"):
+        levels = [i[field] for i in implied if i[field] is not None]
+        assert report["evidence"][field] == {
+            "n": len(levels),
+            "share": pytest.approx(np.mean([v == "low" for v in levels])),
+        }
     assert set(report["planted"]) == {"price_sensitivity", "brand_reliance"}
+    evidence_types = report["planted"]["price_sensitivity"]["evidence"]["types"]
+    assert sum(t["n"] for t in evidence_types.values()) == N_BUYERS
     assert set(out["text_persona_plots"]) == {"behaviour_agreement.png", "planted_types.png"}
     # the token of the features before the cutoff, one of the model's codes
     assert personas["token"].between(0, K - 1).all()

@@ -40,6 +40,7 @@ from persona_shoppers.personas.evidence import (
 from persona_shoppers.personas.faithfulness import (
     PLANTED,
     behaviour_agreement,
+    evidence_following,
     planted_agreement,
     value_spread,
 )
@@ -386,6 +387,7 @@ def mine_personas(
 
 def evaluate_text_personas(
     text_personas: pd.DataFrame,
+    persona_inputs: pd.DataFrame,
     enriched_events: pl.DataFrame,
     raw_products: pd.DataFrame,
     planted_truth: dict,
@@ -394,7 +396,9 @@ def evaluate_text_personas(
 ) -> tuple[dict, dict, dict]:
     """Valid rate and failures; per field the spread of values; agreement with each buyer's
     behaviour over the whole log against personas shuffled within shops (permutation
-    p-values); agreement with the planted buyer types where the data has them; a plot."""
+    p-values); how often a persona states what its own input's evidence implies; agreement
+    with the planted buyer types where the data has them, beside that of the evidence the
+    same personas were mined from; plots."""
     ok = text_personas[text_personas["status"] == "ok"].reset_index(drop=True)
     report: dict[str, Any] = {
         "n_buyers": len(text_personas),
@@ -415,6 +419,8 @@ def evaluate_text_personas(
         how="left",
     )
     implied = [implied_levels(row) for row in behaviour.to_dict("records")]
+    given = ok[_IDS].merge(persona_inputs, on=_IDS, how="left")
+    from_inputs = [implied_levels(row) for row in given.to_dict("records")]
     shops = ok["shop_id"].tolist()
     report["spread"] = value_spread(ok)
     report["behaviour"] = {
@@ -436,18 +442,27 @@ def evaluate_text_personas(
         permutation_draws,
         seed,
     )
+    report["evidence"] = {
+        field: evidence_following(
+            [p[field] for p in ok["preferences"]], [i[field] for i in from_inputs]
+        )
+        for field in IMPLIED
+    }
     figures = {"behaviour_agreement.png": _behaviour_plot(report["behaviour"])}
     if planted_truth.get("buyer_type"):
         types = ok[_IDS].merge(planted_buyer_types(planted_truth), on=_IDS, how="left")
         params = {t["name"]: t for t in planted_truth["buyer_types"]}
-        report["planted"] = {
-            field: planted_agreement(
-                [p[field] for p in ok["preferences"]],
-                types["buyer_type"].where(types["buyer_type"].notna(), None).tolist(),
-                {name: float(t[parameter]) for name, t in params.items()},
+        kinds = types["buyer_type"].where(types["buyer_type"].notna(), None).tolist()
+        report["planted"] = {}
+        for field, parameter in PLANTED.items():
+            planted = {name: float(t[parameter]) for name, t in params.items()}
+            report["planted"][field] = planted_agreement(
+                [p[field] for p in ok["preferences"]], kinds, planted
             )
-            for field, parameter in PLANTED.items()
-        }
+            # what a persona copying its evidence would reach on the same buyers
+            report["planted"][field]["evidence"] = planted_agreement(
+                [i[field] for i in from_inputs], kinds, planted
+            )
         figures["planted_types.png"] = _planted_plot(report["planted"])
     logger.info("text personas: %s", {k: v for k, v in report.items() if k != "spread"})
     return report, _flat_metrics(report), figures
@@ -461,10 +476,14 @@ def _flat_metrics(report: dict[str, Any]) -> dict[str, dict]:
         flat[f"spread.{field}.distinct"] = spread["distinct"]
     for field, result in report.get("behaviour", {}).items():
         flat.update({f"behaviour.{field}.{k}": v for k, v in result.items()})
+    for field, result in report.get("evidence", {}).items():
+        flat.update({f"evidence.{field}.{k}": v for k, v in result.items()})
     for field, result in report.get("planted", {}).items():
         for key in ("spearman_rho", "spearman_p", "n_types"):
             if key in result:
                 flat[f"planted.{field}.{key}"] = result[key]
+            if key in result["evidence"]:
+                flat[f"planted.{field}.evidence.{key}"] = result["evidence"][key]
     return {k: {"value": float(v), "step": 0} for k, v in flat.items() if np.isfinite(float(v))}
 
 
@@ -492,19 +511,28 @@ def _behaviour_plot(behaviour: dict[str, Any]) -> plt.Figure:
 
 
 def _planted_plot(planted: dict[str, Any]) -> plt.Figure:
+    """Per planted parameter, the share of each type's personas called ``high`` (and of their
+    evidence's implied levels) against the type's planted value, point size = n."""
     figure, axes = plt.subplots(1, len(planted), figsize=(5 * len(planted), 3.8))
     for ax, (field, result) in zip(np.atleast_1d(axes), planted.items(), strict=True):
-        types = result["types"]
-        x = [t["planted"] for t in types.values()]
-        y = [t["share_high"] for t in types.values()]
-        ax.scatter(x, y, s=[12 + 4 * t["n"] for t in types.values()])
-        for name, t in types.items():
+        sources = ((result, "o", "personas"), (result["evidence"], "x", "evidence"))
+        for source, marker, name in sources:
+            types = source["types"]
+            rho = source.get("spearman_rho")
+            ax.scatter(
+                [t["planted"] for t in types.values()],
+                [t["share_high"] for t in types.values()],
+                s=[12 + 4 * t["n"] for t in types.values()],
+                marker=marker,
+                label=f"{name}: rho {rho:.2f}" if rho is not None else name,
+            )
+        for name, t in result["types"].items():
             ax.annotate(f"{name} ({t['n']})", (t["planted"], t["share_high"]), fontsize=7)
-        rho = result.get("spearman_rho")
         ax.set(
             xlabel=f"planted {PLANTED[field]}",
-            ylabel=f"share of the type's personas with {field} high",
-            title=f"{field}: Spearman rho {rho:.2f}" if rho is not None else field,
+            ylabel=f"share of the type's buyers with {field} high",
+            title=field,
         )
+        ax.legend(fontsize=8)
     figure.tight_layout()
     return figure

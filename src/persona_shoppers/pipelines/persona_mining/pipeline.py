@@ -130,6 +130,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 evaluate_text_personas,
                 [
                     "text_personas",
+                    "persona_inputs",
                     "held_out_events",
                     "raw_products",
                     "planted_truth",
