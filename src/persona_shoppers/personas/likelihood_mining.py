@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from persona_shoppers.agent.population import category_leaf
 from persona_shoppers.llm.base import LLM, Prompt, prefilled
@@ -114,7 +115,8 @@ def score_fields(
     that an endpoint answers too; locally the prompts' KV is computed once per
     :data:`PROMPTS_PER_PASS` and every field reuses it."""
     out: list[dict[str, dict[str, float]]] = [{} for _ in prompts]
-    with prefilled(llm, prompts, upto=TARGET):
+    bar = tqdm(total=len(prompts), desc="text personas", unit="buyer")
+    with bar, prefilled(llm, prompts, upto=TARGET):
         for start in range(0, len(prompts), PROMPTS_PER_PASS):
             rows = list(range(start, min(start + PROMPTS_PER_PASS, len(prompts))))
             chunk = [prompts[i] for i in rows]
@@ -124,6 +126,7 @@ def score_fields(
                     for i, choice in zip(rows, llm.choose(chunk, texts), strict=True):
                         scores = _log_softmax(choice.logprobs)
                         out[i][field] = dict(zip(fields[i][field], scores.tolist(), strict=True))
+            bar.update(len(rows))
     return out
 
 
