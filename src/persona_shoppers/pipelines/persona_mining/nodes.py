@@ -41,6 +41,7 @@ from persona_shoppers.personas.faithfulness import (
     PLANTED,
     behaviour_agreement,
     evidence_following,
+    field_values,
     planted_agreement,
     value_spread,
 )
@@ -422,10 +423,11 @@ def evaluate_text_personas(
     given = ok[_IDS].merge(persona_inputs, on=_IDS, how="left")
     from_inputs = [implied_levels(row) for row in given.to_dict("records")]
     shops = ok["shop_id"].tolist()
+    stated = field_values(ok)
     report["spread"] = value_spread(ok)
     report["behaviour"] = {
         field: behaviour_agreement(
-            [p[field] for p in ok["preferences"]],
+            stated[field],
             [i[field] for i in implied],
             shops,
             field,
@@ -443,9 +445,7 @@ def evaluate_text_personas(
         seed,
     )
     report["evidence"] = {
-        field: evidence_following(
-            [p[field] for p in ok["preferences"]], [i[field] for i in from_inputs]
-        )
+        field: evidence_following(stated[field], [i[field] for i in from_inputs])
         for field in IMPLIED
     }
     figures = {"behaviour_agreement.png": _behaviour_plot(report["behaviour"])}
@@ -456,9 +456,7 @@ def evaluate_text_personas(
         report["planted"] = {}
         for field, parameter in PLANTED.items():
             planted = {name: float(t[parameter]) for name, t in params.items()}
-            report["planted"][field] = planted_agreement(
-                [p[field] for p in ok["preferences"]], kinds, planted
-            )
+            report["planted"][field] = planted_agreement(stated[field], kinds, planted)
             # what a persona copying its evidence would reach on the same buyers
             report["planted"][field]["evidence"] = planted_agreement(
                 [i[field] for i in from_inputs], kinds, planted
@@ -516,7 +514,7 @@ def _planted_plot(planted: dict[str, Any]) -> plt.Figure:
     figure, axes = plt.subplots(1, len(planted), figsize=(5 * len(planted), 3.8))
     for ax, (field, result) in zip(np.atleast_1d(axes), planted.items(), strict=True):
         sources = ((result, "o", "personas"), (result["evidence"], "x", "evidence"))
-        for source, marker, name in sources:
+        for source, marker, label in sources:
             types = source["types"]
             rho = source.get("spearman_rho")
             ax.scatter(
@@ -524,7 +522,7 @@ def _planted_plot(planted: dict[str, Any]) -> plt.Figure:
                 [t["share_high"] for t in types.values()],
                 s=[12 + 4 * t["n"] for t in types.values()],
                 marker=marker,
-                label=f"{name}: rho {rho:.2f}" if rho is not None else name,
+                label=f"{label}: rho {rho:.2f}" if rho is not None else label,
             )
         for name, t in result["types"].items():
             ax.annotate(f"{name} ({t['n']})", (t["planted"], t["share_high"]), fontsize=7)
