@@ -382,7 +382,9 @@ def test_action_rates_find_a_planted_difference_on_the_same_agents():
     sessions, buyers, assignments = _human_rate_log()
     good = _agents_like_humans()
     blind = good.assign(has_add_to_cart=False, has_purchase=False)
-    simulated = _simulated({"base": blind, "persona_token": good, "same_as_base": blind})
+    simulated = _simulated(
+        {"base": blind, "persona_token": good, "same_as_base": blind, "token_mismatch": blind}
+    )
     metrics, detail = action_rate_metrics(
         simulated, sessions, buyers, assignments, "pop", seed=0, draws=200
     )
@@ -393,6 +395,12 @@ def test_action_rates_find_a_planted_difference_on_the_same_agents():
     low, _ = _interval(metrics, "action_rate/ara_minus_base/persona_token")
     assert metrics["action_rate/ara_minus_base/persona_token"] > 0 and low > 0
     low, high = _interval(metrics, "action_rate/ara_minus_base/same_as_base")
+    assert low <= 0 <= high
+    # the same against the mismatched token's rows (here as blind as base)
+    name = "action_rate/ara_minus_token_mismatch"
+    assert metrics[f"{name}/persona_token"] == metrics["action_rate/ara_minus_base/persona_token"]
+    assert _interval(metrics, f"{name}/persona_token")[0] > 0
+    low, high = _interval(metrics, f"{name}/same_as_base")
     assert low <= 0 <= high
     # correct tokens beat all-mismatch on the same cells (token 1 vs 2 differ fully in atc)
     low, _ = _interval(metrics, "action_rate/ara_correct_minus_all_mismatch/persona_token")

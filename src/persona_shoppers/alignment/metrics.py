@@ -54,6 +54,8 @@ class Embedder(Protocol):
 # Reference rows beside the conditions (docs/alignment.md, "Baselines and floors").
 HUMAN_FLOOR = "human_noise_floor"
 BASE = "base"
+# The persona-token model given another buyer's token: against it, what the token itself adds.
+TOKEN_MISMATCH = "token_mismatch"
 
 
 def _stream(seed: int, *names: str) -> int:
@@ -543,7 +545,7 @@ def action_rate_metrics(
     """ATC / purchase alignment and ARA (SimPersona Table 2) of every condition of
     ``population`` (the same agents), over strata A-D, correct vs all-mismatch vs
     random-mismatch tokens, with bootstrap intervals over agents (paired for correct minus
-    all-mismatch and for each condition minus base).
+    all-mismatch and for each condition minus base and minus token_mismatch).
 
     An agent's cell is (shop, the token of the buyer it stands for), rates are per session on
     both sides. The human noise floor takes, in every cell, as many held-out human sessions
@@ -636,14 +638,14 @@ def action_rate_metrics(
         _put(
             metrics, task, "ara_correct_minus_all_mismatch", condition, value, len(table), interval
         )
-    if BASE in rows:
+    for reference in (r for r in (BASE, TOKEN_MISMATCH) if r in rows):
         for condition in rows:
-            if condition in (BASE, HUMAN_FLOOR):  # the floor's rows are not the agents'
+            if condition in (reference, HUMAN_FLOOR):  # the floor's rows are not the agents'
                 continue
-            gap = resampled[condition][:, 2] - resampled[BASE][:, 2]
-            value = values[condition][2] - values[BASE][2]
-            n = len(rows[condition])
-            _put(metrics, task, "ara_minus_base", condition, value, n, percentile_interval(gap))
+            gap = resampled[condition][:, 2] - resampled[reference][:, 2]
+            value = values[condition][2] - values[reference][2]
+            n, interval = len(rows[condition]), percentile_interval(gap)
+            _put(metrics, task, f"ara_minus_{reference}", condition, value, n, interval)
     detail = {"ara_by_stratum": detail, "action_rate_reference_sessions": len(reference)}
     return metrics, detail
 

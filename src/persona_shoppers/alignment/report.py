@@ -74,10 +74,10 @@ SECTIONS = (
         "ATC alignment, purchase alignment and ARA = their mean, per (shop, token) cell, "
         "rates per session, averaged per funnel stratum (A-D) then over strata; "
         "`_all_mismatch` / `_random_mismatch` compare the same agents with other tokens' real "
-        "sessions, `ara_correct_minus_all_mismatch` and `ara_minus_base` are paired over "
-        "agents. Baselines draw each agent's flags from its shop's (or shop and stratum's) "
-        "human rates; the floor takes as many human sessions per cell as agents. Higher is "
-        "better.",
+        "sessions, `ara_correct_minus_all_mismatch`, `ara_minus_base` and "
+        "`ara_minus_token_mismatch` (what the token adds) are paired over agents. Baselines "
+        "draw each agent's flags from its shop's (or shop and stratum's) human rates; the "
+        "floor takes as many human sessions per cell as agents. Higher is better.",
     ),
     (
         "separation",

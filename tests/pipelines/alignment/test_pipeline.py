@@ -222,6 +222,7 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
         "action_rate/ara/human_noise_floor",
         "action_rate/ara_correct_minus_all_mismatch/persona_token",
         "action_rate/ara_minus_base/persona_token",
+        "action_rate/ara_minus_token_mismatch/persona_token",
         "instruction_following/success_rate/untuned",
     ):
         assert {f"{name}/n", f"{name}/ci_low", f"{name}/ci_high"} <= set(metrics), name
