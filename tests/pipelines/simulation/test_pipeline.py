@@ -16,6 +16,7 @@ from persona_shoppers.clickstream import SESSION_COLUMNS
 from persona_shoppers.personas.cards import shop_distributions
 from persona_shoppers.pipelines import simulation
 from persona_shoppers.pipelines.simulation.nodes import (
+    build_simulation_agents,
     calibrate_agents_on_policy,
     condition_engine,
 )
@@ -101,6 +102,22 @@ def test_populations(run):
     for agent in agents.to_dict("records"):
         buyer = real.loc[(agent["shop_id"], agent["buyer_id"])]
         assert (agent["token"], agent["stratum"]) == (buyer["token"], buyer["stratum"])
+
+
+def test_the_matched_agents_alone_when_no_population_is_sampled():
+    data, enriched = enriched_sample(
+        n_shops=3, n_eval_shops=1, products_per_shop=40, buyers_per_shop=60
+    )
+    assignments = token_assignments(enriched["buyers"], data.planted_truth)
+    agents = build_simulation_agents(
+        shop_distributions(assignments, 10),
+        assignments,
+        enriched["enriched_events"],
+        text_personas(assignments, 4),
+        seed=0,
+        populations={"shop_sample_per_shop": 0, "matched_per_shop": 3, "ab_sample_per_shop": 0},
+    )
+    assert len(agents) == 3 and (agents["population"] == "matched").all()
 
 
 def test_the_agents_calibration_is_refitted_on_their_own_steps(run):

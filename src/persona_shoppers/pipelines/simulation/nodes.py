@@ -61,17 +61,14 @@ def build_simulation_agents(
     top = buyer_top_categories(enriched_events.join(keys, on=["shop_id", "buyer_id"], how="semi"))
     counterparts = in_shops.merge(top, on=["shop_id", "buyer_id"], how="left")
     counterparts["category"] = counterparts["category"].fillna("products")
-    sampled = pd.concat(
-        [
-            shop_sample_agents(counterparts, n, seed, population)
-            for population, n in (
-                ("shop_sample", populations["shop_sample_per_shop"]),
-                ("ab_sample", populations.get("ab_sample_per_shop", 0)),
-            )
-            if n
-        ],
-        ignore_index=True,
-    )
+    sampled = [
+        shop_sample_agents(counterparts, n, seed, population)
+        for population, n in (
+            ("shop_sample", populations["shop_sample_per_shop"]),
+            ("ab_sample", populations.get("ab_sample_per_shop", 0)),
+        )
+        if n
+    ]
     ok = text_personas[(text_personas["status"] == "ok") & text_personas["shop_id"].isin(shops)]
     chosen = (
         ok.sort_values(["shop_id", "buyer_id"])
@@ -87,7 +84,7 @@ def build_simulation_agents(
         for key in zip(buyers["shop_id"], buyers["buyer_id"], strict=True)
     ]
     matched = matched_agents(buyers, in_shops["token"].unique(), seed)
-    agents = pd.concat([matched, sampled], ignore_index=True)
+    agents = pd.concat([matched, *sampled], ignore_index=True)
     agents["seed"] = [
         int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(len(agents))
     ]
@@ -95,7 +92,7 @@ def build_simulation_agents(
     logger.info(
         "simulation agents: %d matched buyers and %s sampled from p_s(k) over %d eval shops",
         len(matched),
-        sampled["population"].value_counts().to_dict(),
+        agents.loc[agents["population"] != "matched", "population"].value_counts().to_dict(),
         len(shops),
     )
     return agents
