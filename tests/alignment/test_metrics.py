@@ -408,6 +408,8 @@ def test_action_rates_find_a_planted_difference_on_the_same_agents():
     # the floor: as many human sessions per cell as agents; humans match humans
     assert metrics["action_rate/ara/human_noise_floor/n"] == 24
     assert metrics["action_rate/atc/human_noise_floor"] == 1.0
+    # the reference: the other human sessions of strata A-D (2 shops x 2 tokens x 40)
+    assert detail["action_rate_reference_sessions"] == 2 * 2 * 40 - 24
     # baselines on the same agents: the shop's rate mixes tokens, the stratum's does not
     assert metrics["action_rate/atc/shop_stratum_rate_baseline"] == 1.0
     assert metrics["action_rate/atc/shop_rate_baseline"] < 0.8

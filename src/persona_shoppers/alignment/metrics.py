@@ -638,14 +638,14 @@ def action_rate_metrics(
         _put(
             metrics, task, "ara_correct_minus_all_mismatch", condition, value, len(table), interval
         )
-    for reference in (r for r in (BASE, TOKEN_MISMATCH) if r in rows):
+    for against in (r for r in (BASE, TOKEN_MISMATCH) if r in rows):
         for condition in rows:
-            if condition in (reference, HUMAN_FLOOR):  # the floor's rows are not the agents'
+            if condition in (against, HUMAN_FLOOR):  # the floor's rows are not the agents'
                 continue
-            gap = resampled[condition][:, 2] - resampled[reference][:, 2]
-            value = values[condition][2] - values[reference][2]
+            gap = resampled[condition][:, 2] - resampled[against][:, 2]
+            value = values[condition][2] - values[against][2]
             n, interval = len(rows[condition]), percentile_interval(gap)
-            _put(metrics, task, f"ara_minus_{reference}", condition, value, n, interval)
+            _put(metrics, task, f"ara_minus_{against}", condition, value, n, interval)
     detail = {"ara_by_stratum": detail, "action_rate_reference_sessions": len(reference)}
     return metrics, detail
 
