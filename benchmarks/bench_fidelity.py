@@ -19,7 +19,8 @@ personas, the SFT model and its calibration, the stores, the human sessions) and
    without the calibration (``persona_token_uncalibrated``), on the same agents;
    ``--reuse`` takes conditions' sessions from an earlier run's ``.sessions.parquet`` instead
    (``--reuse-from``; refused unless they hold the same matched agents), e.g. the base
-   condition, which no change to the SFT model or its calibration touches;
+   condition, which no change to the SFT model or its calibration touches; an empty
+   ``--conditions`` with ``--no-ab`` re-scores earlier sessions without simulating;
 3. runs the A/B tests with ``run_ab_tests`` (unless ``--no-ab``);
 4. scores them with the alignment pipeline's functions: the funnel against the matched
    humans, session KL, ARA with correct minus all-mismatch, the A/B directions.
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--matched-per-shop", type=int, default=8)
     parser.add_argument("--ab-per-shop", type=int, default=8)
     parser.add_argument(
-        "--conditions", nargs="+", default=["base", "persona_token", "token_mismatch"]
+        "--conditions", nargs="*", default=["base", "persona_token", "token_mismatch"]
     )
     parser.add_argument("--uncalibrated", action="store_true")
     parser.add_argument("--on-policy-agents", type=int, default=None, metavar="N")
@@ -153,7 +154,7 @@ def main() -> None:
         name: {**simulation["conditions"][name], "populations": ["matched"]}
         for name in args.conditions
     }
-    runs = [(matched, simulation["rollout"])]
+    runs = [(matched, simulation["rollout"])] if matched else []
     if args.uncalibrated:
         spec = {**simulation["conditions"]["persona_token"], "populations": ["matched"]}
         runs.append(({UNCALIBRATED: spec}, {**simulation["rollout"], "calibrated": False}))
