@@ -726,7 +726,7 @@ def evaluate_model(args: argparse.Namespace) -> dict:
     parameters = loader["parameters"]
     evaluation = parameters["sft"]["evaluation"]
     frame, _ = _stage2_traces()
-    draw, tokens, modes, queries = evaluation_setup(frame, evaluation, args.val_examples)
+    held_out, tokens, modes, queries = evaluation_setup(frame, evaluation)
     llm = build_llm({**parameters["llm"], "model": args.evaluate, "cache": False})
     started = time.perf_counter()
     calibration = None
@@ -743,10 +743,11 @@ def evaluate_model(args: argparse.Namespace) -> dict:
         calibration["seconds"] = round(time.perf_counter() - started, 1)
     report, _ = evaluate_agent(
         llm,
-        draw,
+        held_out.iloc[: args.val_examples],
         tokens,
         modes,
         queries=queries,
+        funnel_pool=held_out,
         type_bias=calibration["type_bias"] if calibration else None,
         **evaluation_settings(evaluation),
     )

@@ -13,6 +13,7 @@ import pytest
 from persona_shoppers.agent import SYSTEM_PROMPT, chat, persona_token, user_turn
 from persona_shoppers.agent.evaluation import (
     evaluate_agent,
+    funnel_top_up,
     held_out_draw,
     page_modes,
     query_scores,
@@ -148,6 +149,64 @@ def test_summarize_actions_by_hand():
     cart = report["add_to_cart_on_product"]
     assert cart["model"] == pytest.approx(0.1)  # 0.2 and 0
     assert cart["human"] == 0.5 and cart["ratio"] == pytest.approx(0.2)
+
+
+def test_funnel_checks_are_topped_up_from_the_rest_of_the_draw():
+    pool = pd.DataFrame(
+        {
+            "page": ["home", "checkout", "product", "checkout", "checkout", "product", "checkout"],
+            "stratum": ["A", "A", "A", "D", "B", "A", "C"],
+        },
+        index=[10, 11, 12, 13, 14, 15, 16],
+    )
+    steps = pool.iloc[:3]  # one buy-intent checkout and one product page
+    # checkout: 14 and 16 (13 is browse intent); product: 15; in the pool's order
+    assert funnel_top_up(steps, pool, 3).index.tolist() == [14, 16, 15]
+    assert funnel_top_up(steps, pool, 2).index.tolist() == [14, 15]
+    assert funnel_top_up(steps, pool, 1).empty  # the draw has one of each already
+    # the checks count the topped-up steps, and say how many were added
+    scores = _scores(
+        [
+            ("checkout", "A", "purchase", "purchase", 0.8),
+            ("product", "A", "view", "view", 0.5),
+        ]
+    )
+    top_up = _scores(
+        [("checkout", "B", "end", "end", 0.6), ("checkout", "C", "purchase", "x", 0.2)]
+    )
+    report = summarize_actions(scores, {}, draws=200, top_up=top_up)
+    assert report["examples"] == 2  # accuracy stays on the draw
+    purchase = report["purchase_on_checkout"]
+    assert purchase["n"] == 3 and purchase["topped_up"] == 2
+    assert purchase["model"] == pytest.approx((0.8 + 0.0 + 0.2) / 3)
+    assert purchase["human"] == pytest.approx(2 / 3)
+    assert report["add_to_cart_on_product"]["topped_up"] == 0
+
+
+def test_evaluate_agent_scores_the_topped_up_steps_once():
+    traces = _traces()
+    traces.loc[3, "page"] = "checkout"
+    calls = []
+
+    class Counting(ScriptedLLM):
+        def choose(self, prompts, candidates):
+            calls.append(len(prompts))
+            return super().choose(prompts, candidates)
+
+    report, scores = evaluate_agent(
+        Counting(by_token=False),
+        traces.iloc[:2],
+        [0, 1],
+        {"home": "view"},
+        4,
+        4,
+        32,
+        funnel_pool=traces,
+        funnel_min_steps=5,
+    )
+    assert len(scores) == 2 and report["examples"] == 2
+    assert report["purchase_on_checkout"]["n"] == 1  # the one checkout of the pool
+    assert calls[0] == 3  # the draw and its top-up in one call
 
 
 def test_summarize_actions_rejects_unknown_action_types():

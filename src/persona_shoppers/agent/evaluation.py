@@ -39,7 +39,8 @@ TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
 _PROFILE = re.compile(rf"Buyer profile: {PERSONA_PATTERN.pattern}")
 # What a query must not be: a store's display id (p0222, c01) or nothing.
 _ID_LIKE = re.compile(r"^\W*[a-z]{0,6}\d{2,}\W*$", re.IGNORECASE)
-# (page kind, action): where the funnel is decided, and which steps count (None: all).
+# (page kind, action, intent): where the funnel is decided, and which steps count (the
+# goal's intent; None: all).
 FUNNEL_CHECKS = {
     "purchase_on_checkout": ("checkout", "purchase", "buy"),
     "add_to_cart_on_product": ("product", "add_to_cart", None),
@@ -71,6 +72,29 @@ def with_token(prompt: list[dict[str, str]], k: int) -> list[dict[str, str]]:
         raise ValueError("the prompt has no 'Buyer profile: <|persona_k|>' line")
     replaced = _PROFILE.sub(f"Buyer profile: {persona_token(k)}", user, count=1)
     return [prompt[0], {"role": "user", "content": replaced}, *prompt[2:]]
+
+
+def funnel_rows(steps: pd.DataFrame, check: str) -> np.ndarray:
+    """Which of ``steps`` (trace rows or their scores) a :data:`FUNNEL_CHECKS` check counts."""
+    page, _, intent = FUNNEL_CHECKS[check]
+    rows = (steps["page"] == page).to_numpy()
+    if intent == "buy":
+        rows = rows & steps["stratum"].isin(BUYING_STRATA).to_numpy()
+    return rows
+
+
+def funnel_top_up(steps: pd.DataFrame, pool: pd.DataFrame, min_steps: int) -> pd.DataFrame:
+    """The steps of ``pool`` outside ``steps`` that bring every :data:`FUNNEL_CHECKS` check to
+    ``min_steps`` steps (to all of its kind when the pool holds fewer), in ``pool``'s order.
+    ``steps`` is the start of ``pool`` (a seeded draw and the same draw of every held-out
+    step), so a check's steps are the first of its kind in the draw: a random draw holds few
+    checkout steps, and the purchase check would otherwise rest on a handful."""
+    rest = pool.loc[~pool.index.isin(steps.index)]
+    extra = [
+        rest[funnel_rows(rest, check)].iloc[: max(0, min_steps - funnel_rows(steps, check).sum())]
+        for check in FUNNEL_CHECKS
+    ]
+    return pd.concat(extra).loc[lambda t: ~t.index.duplicated()]
 
 
 def held_out_draw(traces: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -167,11 +191,16 @@ def _scores(probs: np.ndarray, steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_actions(
-    scores: pd.DataFrame, modes: dict[str, str], draws: int = 1000, seed: int = 0
+    scores: pd.DataFrame,
+    modes: dict[str, str],
+    draws: int = 1000,
+    seed: int = 0,
+    top_up: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Accuracy against the majority action of the same steps and against the training steps'
     most frequent action per kind of page (paired intervals), the mean probability of the
-    buyer's action, per-type and per-page figures, and :data:`FUNNEL_CHECKS`."""
+    buyer's action, per-type and per-page figures, and :data:`FUNNEL_CHECKS` on ``scores``
+    and the scores of :func:`funnel_top_up`'s steps (``top_up``)."""
     truth = scores["action"].to_numpy()
     correct = scores["predicted"].to_numpy() == truth
     majority = pd.Series(truth).value_counts().index[0]
@@ -202,13 +231,16 @@ def summarize_actions(
             for rows in [(scores["page"] == page).to_numpy()]
         },
     }
-    buying = scores["stratum"].isin(BUYING_STRATA).to_numpy()
-    for name, (page, action, intent) in FUNNEL_CHECKS.items():
-        rows = (scores["page"] == page).to_numpy() & (buying if intent == "buy" else True)
+    checked = scores if top_up is None else pd.concat([scores, top_up])
+    for name, (_, action, _) in FUNNEL_CHECKS.items():
+        rows = funnel_rows(checked, name)
         if rows.any():
             report[name] = probability_against_frequency(
-                scores[f"p_{action}"].to_numpy()[rows], truth[rows] == action, draws, seed
-            )
+                checked[f"p_{action}"].to_numpy()[rows],
+                checked["action"].to_numpy()[rows] == action,
+                draws,
+                seed,
+            ) | {"topped_up": int(rows[len(scores) :].sum())}
     return report
 
 
@@ -314,23 +346,32 @@ def evaluate_agent(
     queries: dict[str, Any] | None = None,
     seed: int = 0,
     type_bias: TypeBias | None = None,
+    funnel_pool: pd.DataFrame | None = None,
+    funnel_min_steps: int = 0,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every figure of the evaluation of ``llm`` on held-out ``steps`` (draw order: JSON
     validity and token sensitivity use the first ``n_json`` and ``n_sensitivity_prompts``).
     ``queries``: ``query_scores``'s ``targets``, ``embedder``, ``max_tokens`` and
     ``temperature`` (None: no query figures). ``type_bias``: the model's calibration, whose
-    action figures are reported under ``calibrated`` from the same scores. Returns the report
-    and the per-step scores (uncalibrated)."""
+    action figures are reported under ``calibrated`` from the same scores. The funnel checks
+    are topped up from ``funnel_pool`` to ``funnel_min_steps`` steps each
+    (:func:`funnel_top_up`). Returns the report and the per-step scores of ``steps``
+    (uncalibrated)."""
     prompts = step_prompts(steps)
     # No prompt is prefilled for reuse: each call runs a prompt once, and the KV caches of
     # hundreds of prompts would not fit a prefix cache.
-    scores = action_scores(llm, steps)
+    extra = funnel_top_up(steps, funnel_pool, funnel_min_steps) if funnel_pool is not None else None
+    both = action_scores(llm, steps if extra is None else pd.concat([steps, extra]))
+    scores, top_up = both.iloc[: len(steps)], both.iloc[len(steps) :]
     validity = json_validity(llm, prompts[:n_json], max_new_tokens)
     query_report = query_scores(llm, steps, **queries, seed=seed) if queries else None
-    report = summarize_actions(scores, modes, seed=seed)
+    report = summarize_actions(scores, modes, seed=seed, top_up=top_up)
     if type_bias:
         report["calibrated"] = summarize_actions(
-            calibrated_scores(scores, type_bias), modes, seed=seed
+            calibrated_scores(scores, type_bias),
+            modes,
+            seed=seed,
+            top_up=calibrated_scores(top_up, type_bias),
         )
     report["json_validity"] = validity
     report["json_examples"] = min(n_json, len(prompts))
@@ -344,10 +385,11 @@ def evaluate_agent(
 
 
 def evaluation_setup(
-    traces: pd.DataFrame, evaluation: dict[str, Any], n: int
+    traces: pd.DataFrame, evaluation: dict[str, Any]
 ) -> tuple[pd.DataFrame, list[int], dict[str, str], dict[str, Any]]:
     """What every model of ``sft_evaluation`` is scored with (``evaluation``: the
-    ``sft.evaluation`` parameters): the first ``n`` held-out steps of the seeded draw, the
+    ``sft.evaluation`` parameters): every held-out step in the order of the seeded draw (a
+    model is evaluated on the first ``n``, the funnel checks topped up from the rest), the
     persona tokens of the sensitivity check, the training steps' page modes and the queries'
     settings (:func:`query_scores`)."""
     held_out = traces[traces["split"] == "validation"]
@@ -363,8 +405,8 @@ def evaluation_setup(
         "embedder": TextEmbedder(evaluation["embedding_model"], evaluation["embedding_cache_dir"]),
         **evaluation["queries"],
     }
-    draw = held_out_draw(held_out, n, evaluation["seed"])
-    return draw, [int(t) for t in tokens], modes, queries
+    ordered = held_out_draw(held_out, len(held_out), evaluation["seed"])
+    return ordered, [int(t) for t in tokens], modes, queries
 
 
 def evaluation_settings(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -374,4 +416,5 @@ def evaluation_settings(evaluation: dict[str, Any]) -> dict[str, Any]:
         "n_sensitivity_prompts": evaluation["sensitivity_prompts"],
         "max_new_tokens": evaluation["max_new_tokens"],
         "seed": evaluation["seed"],
+        "funnel_min_steps": evaluation["funnel_min_steps"],
     }

@@ -291,9 +291,7 @@ def evaluate_sft(
     missing = sorted(set(models) - set(sizes))
     if missing:
         raise ValueError(f"sft.evaluation.examples: no number of steps for {missing}")
-    draw, tokens, modes, queries = evaluation_setup(
-        sft_traces_stage2, evaluation, max(sizes[name] for name in models)
-    )
+    held_out, tokens, modes, queries = evaluation_setup(sft_traces_stage2, evaluation)
     settings = evaluation_settings(evaluation)
     report: dict[str, Any] = {"tokens": tokens, "page_modes": modes}
     correct = {}
@@ -305,11 +303,12 @@ def evaluate_sft(
         bias = sft_action_calibration["type_bias"] if name == "two_stage" else None
         report[name], scores = evaluate_agent(
             llm,
-            draw.iloc[: sizes[name]],
+            held_out.iloc[: sizes[name]],
             tokens,
             modes,
             queries=queries,
             type_bias=bias,
+            funnel_pool=held_out,
             **settings,
         )
         correct[name] = (scores["predicted"] == scores["action"]).to_numpy()
