@@ -22,6 +22,8 @@ from persona_shoppers.alignment.metrics import (
     popular_choices,
     query_generation_metrics,
     rank_selection_metrics,
+    search_counts,
+    search_metrics,
     separation_metrics,
     session_metrics,
 )
@@ -574,3 +576,24 @@ def test_merge_sorts_names_and_keeps_detail_order():
     assert all(type(v) is float for v in metrics.values())
     assert list(detail) == ["k2", "k1"]
     assert mlflow == {"a/x/c": {"value": 2.0, "step": 0}, "b/x/c": {"value": 3.0, "step": 0}}
+
+
+def test_searches_that_find_nothing_or_repeat_per_condition():
+    def found(shop: str, query: str) -> bool:
+        return query != "c01"  # the store finds everything but a collection id
+
+    human = _sessions(queries=[["red boots"], ["boots", "red boots"], [], None])
+    assert search_counts(human, found).tolist() == [[1, 0, 0], [2, 0, 0], [0, 0, 0], [0, 0, 0]]
+    looping = _sessions(queries=[["c01", "c01", "c01"], ["boots"]])
+    fine = _sessions(queries=[["boots"], ["red boots", "boots"]])
+    simulated = _simulated({"base": looping, "persona_token": fine})
+    metrics = search_metrics(human, simulated, "pop", found, seed=0, draws=100)
+    assert metrics["session/empty_search_share/base"] == pytest.approx(3 / 4)
+    assert metrics["session/repeated_search_share/base"] == pytest.approx(2 / 4)
+    assert metrics["session/empty_search_share/base/n"] == 4
+    assert metrics["session/empty_search_share/persona_token"] == 0
+    assert metrics["session/empty_search_share/human"] == 0
+    assert metrics["session/repeated_search_share/human/n"] == 3
+    low, high = _interval(metrics, "session/empty_search_share/base")
+    # two sessions resampled: both the looping one (1), both the other (0), or one each (3/4)
+    assert (low, high) == (0.0, 1.0)

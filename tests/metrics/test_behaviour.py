@@ -22,6 +22,7 @@ from persona_shoppers.metrics.behaviour import (
     persona_pairing_alignment,
     probability_against_frequency,
     rank_distribution_kl,
+    search_shares,
     separation_tests,
     stratified_alignment,
     welch_t,
@@ -337,3 +338,17 @@ def test_probability_against_frequency_by_hand():
     assert np.isnan(never["ratio"]) and np.isnan(never["ratio_interval"][0])
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         probability_against_frequency([1.5], [1])
+
+
+def test_search_shares_pool_searches_over_sessions():
+    # (searches, found nothing, repeated the previous query) per session
+    counts = [[2, 1, 1], [0, 0, 0], [3, 0, 0], [1, 1, 0]]
+    report = search_shares(counts, draws=200, seed=1)
+    assert report["n"] == 6 and report["sessions"] == 4
+    assert report["empty"] == pytest.approx(2 / 6)
+    assert report["repeated"] == pytest.approx(1 / 6)
+    low, high = report["empty_interval"]
+    assert 0 <= low <= 2 / 6 <= high <= 1
+    assert math.isnan(search_shares([[0, 0, 0]])["empty"])  # no search: no share
+    with pytest.raises(ValueError, match="more empty or repeated"):
+        search_shares([[1, 2, 0]])

@@ -6,6 +6,7 @@ conditions beside them. Definitions of the underlying statistics: docs/alignment
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from persona_shoppers.metrics.behaviour import (
     pairing_alignment,
     rank_distribution_kl,
     real_pair_rates,
+    search_shares,
     separation_tests,
 )
 from persona_shoppers.metrics.intervals import (
@@ -414,6 +416,53 @@ def session_metrics(
         "human_reference_sessions": len(reference),
     }
     return metrics, detail
+
+
+def search_counts(sessions: pd.DataFrame, found: Callable[[str, str], bool]) -> np.ndarray:
+    """(sessions, 3): each session's searches, those whose results page lists no product
+    (``found(shop_id, query)`` false) and those repeating the session's previous query."""
+    rows = []
+    for shop, queries in zip(sessions["shop_id"], sessions["queries"], strict=True):
+        queries = list(queries) if queries is not None else []
+        rows.append(
+            (
+                len(queries),
+                sum(not found(shop, q) for q in queries),
+                sum(a == b for a, b in itertools.pairwise(queries)),
+            )
+        )
+    return np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def search_metrics(
+    human: pd.DataFrame,
+    simulated: pd.DataFrame,
+    population: str,
+    found: Callable[[str, str], bool],
+    seed: int,
+    draws: int,
+) -> Metrics:
+    """Per condition of ``population`` and for the ``human`` sessions: the share of searches
+    whose results page lists no product in the store (``found``) and the share repeating the
+    session's previous query, with intervals over sessions (:func:`search_shares`)."""
+    task = "session"
+    groups = {c: g for c, g in population_sessions(simulated, population).groupby("condition")}
+    metrics: Metrics = {}
+    for condition, sessions in {**groups, "human": human}.items():
+        counts = search_counts(sessions, found)
+        for name in ("empty", "repeated"):
+            shares = search_shares(counts, draws, _stream(seed, task, name, condition))
+            interval = tuple(shares[f"{name}_interval"])
+            _put(
+                metrics,
+                task,
+                f"{name}_search_share",
+                condition,
+                shares[name],
+                shares["n"],
+                interval,
+            )
+    return metrics
 
 
 # The funnel: a session's add to cart, checkout start and purchase.

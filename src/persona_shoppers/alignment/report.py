@@ -57,8 +57,11 @@ SECTIONS = (
         "Session generation (PAARS Tables 2 and 4)",
         "KL(human || agent) over searches, product views and purchases per session (counts "
         "capped, additive smoothing 1e-6), and type-token ratios of queries and viewed titles "
-        "(human TTRs on samples of the agents' size). Every condition runs on the same agents; "
-        "the floor is a disjoint sample of human sessions, as many per shop as the agents.",
+        "(human TTRs on samples of the agents' size); the share of searches whose results page "
+        "lists no product in the store and the share repeating the session's previous query "
+        "(`empty_search_share`, `repeated_search_share`, pooled over sessions). Every condition "
+        "runs on the same agents; the floor is a disjoint sample of human sessions, as many per "
+        "shop as the agents.",
     ),
     (
         "funnel",

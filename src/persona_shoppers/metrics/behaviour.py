@@ -28,6 +28,7 @@ __all__ = [
     "pair_action_rates",
     "permutation_test",
     "probability_against_frequency",
+    "search_shares",
     "pairing_alignment",
     "persona_pairing_alignment",
     "rank_distribution_kl",
@@ -167,6 +168,39 @@ def accuracy_against_baseline(
         "difference_interval": list(mean_interval(gain, draws, seed)),
         "n": int(model.size),
     }
+
+
+def search_shares(counts: Any, draws: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Per session (rows of ``counts``: searches, searches that found no product, searches
+    repeating the session's previous query), the share of all searches that found nothing and
+    the share that repeat, each pooled over sessions with a 95% bootstrap interval over
+    sessions, and n (searches) and sessions. NaN shares where there is no search."""
+    table = np.asarray(counts, dtype=float).reshape(-1, 3)
+    if not np.isfinite(table).all() or (table < 0).any():
+        raise ValueError("search_shares: counts must be finite and non-negative")
+    if (table[:, 1:] > table[:, :1]).any():
+        raise ValueError(
+            "search_shares: a session has more empty or repeated searches than searches"
+        )
+
+    def share(column: int) -> Callable[[np.ndarray], float]:
+        def value(i: np.ndarray) -> float:
+            total = table[i, 0].sum()
+            return float(table[i, column].sum() / total) if total else float("nan")
+
+        return value
+
+    report: dict[str, Any] = {"n": int(table[:, 0].sum()), "sessions": len(table)}
+    for name, column in (("empty", 1), ("repeated", 2)):
+        value = share(column)
+        everything = np.arange(len(table))
+        report[name] = value(everything)
+        report[f"{name}_interval"] = (
+            list(bootstrap_interval(value, len(table), draws, seed))
+            if report["n"]
+            else [np.nan] * 2
+        )
+    return report
 
 
 def probability_against_frequency(

@@ -238,15 +238,19 @@ def test_every_metric_exists_for_every_condition_baseline_and_noise_floor(run):
     assert set(mlflow) == set(metrics)  # undefined ones too, as NaN
     assert all(re.fullmatch(r"[\w\-. :/]+", name) for name in mlflow)  # MLflow's name rule
     # Undefined only where a tiny sample cannot support the statistic (a bin without two
-    # sessions, a zero control arm, a precision with no claim, a TTR without any query, an
-    # interval of too few units), never a value of the main families.
+    # sessions, a zero control arm, a precision with no claim, a TTR or a search share
+    # without any query, an interval of too few units), never a value of the main families.
     undefined = {
         k
         for k in set(metrics) - finite
         if split_metric_name(k)[0] not in ("separation", "ab_test", "instruction_following")
         and split_metric_name(k)[3] is None
     }
-    assert all(split_metric_name(k)[1].endswith("_ttr") for k in undefined), undefined
+    assert all(split_metric_name(k)[1].endswith(("_ttr", "_search_share")) for k in undefined), (
+        undefined
+    )
+    # the humans search in this sample: their share of searches that find nothing is defined
+    assert math.isfinite(metrics["session/empty_search_share/human"])
 
 
 def test_personas_are_mined_from_before_the_cases(run):

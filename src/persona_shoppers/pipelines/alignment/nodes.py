@@ -42,6 +42,7 @@ from persona_shoppers.alignment.metrics import (
     merge_metric_families,
     population_sessions,
     query_generation_metrics,
+    search_metrics,
     session_metrics,
 )
 from persona_shoppers.alignment.report import render_report
@@ -413,19 +414,26 @@ def measure_query_generation(
 def measure_sessions(
     enriched_sessions: pl.DataFrame,
     simulated_sessions: pd.DataFrame,
+    storefronts: dict[str, Store],
     session: dict[str, Any],
     population: str,
     seed: int,
     bootstrap_draws: int,
 ) -> tuple[Metrics, dict[str, Any]]:
-    """Session-generation metrics against a sample of the simulated shops' human sessions, and
-    the funnel against the humans the same agents stand for."""
+    """Session-generation metrics against a sample of the simulated shops' human sessions
+    (with how often a search finds nothing in the store), and the funnel against the humans
+    the same agents stand for."""
     human = held_out_human_sessions(
         enriched_sessions, simulated_sessions, session["human_sessions"], seed
     )
     metrics, detail = session_metrics(
         human, simulated_sessions, population, session["max_count"], seed, bootstrap_draws
     )
+
+    def found(shop: str, query: str) -> bool:
+        return bool(storefronts[shop].search_results(query))
+
+    metrics |= search_metrics(human, simulated_sessions, population, found, seed, bootstrap_draws)
     agents = population_sessions(simulated_sessions, population)
     agents = agents[agents["condition"] == agents["condition"].iloc[0]]
     rates = counterpart_rates(enriched_sessions, agents)

@@ -144,6 +144,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 {
                     "enriched_sessions": "enriched_sessions",
                     "simulated_sessions": "simulated_sessions",
+                    "storefronts": "storefronts",
                     "session": "params:alignment.session",
                     "population": _POPULATION,
                     "seed": _SEED,
