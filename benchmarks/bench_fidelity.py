@@ -181,7 +181,13 @@ def main() -> None:
     enriched_sessions = load("enriched_sessions")
     population, seed, draws = "matched", alignment["seed"], alignment["bootstrap_draws"]
     session, _ = measure_sessions(
-        enriched_sessions, sessions, alignment["session"], population, seed, draws
+        enriched_sessions,
+        sessions,
+        shared["storefronts"],
+        alignment["session"],
+        population,
+        seed,
+        draws,
     )
     rates, _ = action_rate_metrics(
         sessions,
