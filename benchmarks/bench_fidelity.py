@@ -208,7 +208,7 @@ def main() -> None:
         "metrics": {
             k: v
             for k, v in {**session, **rates}.items()
-            if k.startswith(("funnel/", "session/kl_", "action_rate/ara", "action_rate/atc/"))
+            if k.startswith(("funnel/", "session/", "action_rate/ara", "action_rate/atc/"))
         },
     }
     if not args.no_ab:
