@@ -182,6 +182,29 @@ def test_an_empty_query_falls_back_to_another_valid_action(llm, stores):
         assert all(Action.parse(a).type != "search" for a in run.actions)
 
 
+class _AlwaysSearchesBoots(_EmptyQueries):
+    """The tiny model, except that it always prefers to search, and always for "boots"."""
+
+    def choose(self, prompts, candidates):
+        choices = self.llm.choose(prompts, candidates)
+        for choice in choices:  # the first candidate is the search type (choice_texts)
+            choice.logprobs[:] = [0.0] + [-30.0] * (len(choice.logprobs) - 1)
+        return choices
+
+    def generate(self, prompts, *args, **kwargs):
+        return ["boots" for _ in prompts]
+
+
+def test_a_search_that_would_reload_its_own_results_page_is_no_new_search(llm, stores):
+    engine = RolloutEngine(_AlwaysSearchesBoots(llm), stores, max_steps=6, lockstep=6)
+    for run in engine.run(_specs(), progress=False):
+        actions = [Action.parse(a) for a in run.actions]
+        assert actions[0] == Action("search", "boots")  # the first search is made
+        assert run.errors == []
+        for before, after in zip(actions, actions[1:], strict=False):
+            assert not (before.type == after.type == "search")  # then another action
+
+
 @pytest.mark.parametrize(
     "action",
     [Action("view", "p0031"), Action("open", "c02"), Action("end"), Action("checkout")],

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..llm.base import LLM
-from ..storefront import Action, Store
+from ..storefront import Action, Page, Store
 from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
 from .calibration import TypeBias, bias_vector, calibration_context, context_bias
@@ -353,10 +353,10 @@ class RolloutEngine:
             queries = dict(zip(searching, answers, strict=True))
         for i, agent in enumerate(agents):
             query = queries.get(i, "")
-            if picks[i] == 0 and query:
+            if picks[i] == 0 and query and not _reloads(agent.visit.page, query):
                 agent.act(json.dumps({"action": "search", "query": query}, ensure_ascii=False))
                 continue
-            if picks[i] == 0:  # an empty query is no search: the best of the other actions
+            if picks[i] == 0:  # no new search: the best of the other actions
                 picks[i] = 1 + self._pick(agent, logprobs[i][1:])
             agent.act(options[i][picks[i] - 1])
 
@@ -392,6 +392,13 @@ def _fit_query(text: str) -> str:
         return query
     cut = query[:MAX_QUERY_CHARS]
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut).strip()
+
+
+def _reloads(page: Page, query: str) -> bool:
+    """Whether searching ``query`` would only reload the results page the agent is on: no new
+    search (buyers repeat their previous query in 2% of searches, a small model copying it
+    from its prompt in most; docs/simulation.md, "The agent")."""
+    return page.kind == "search" and page.subject == query
 
 
 def _context(agent: _Live) -> str:
