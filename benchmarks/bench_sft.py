@@ -66,6 +66,11 @@ simulation writes them, at each temperature, and scores them against the buyers'
 (MiniLM cosine, beside title-as-query and the goal's category as the query;
 ``benchmarks/results/bench_sft_queries.json``).
 
+``--store-queries MODEL_DIR [--temperatures 0.3]`` writes the first query of one agent per
+category on the home page of every shop SFT never saw (the evaluation shops, where the
+simulation runs), and reports the share whose results page lists no product and the share
+naming the goal's category (``benchmarks/results/bench_sft_store_queries.json``).
+
 ``--evaluate MODEL_DIR [--val-examples 200] [--calibrate]`` scores one model as
 ``sft_evaluation`` scores the two-stage model (``agent.evaluation.evaluation_setup`` with the
 resolved ``sft.evaluation`` parameters of conf/base) on the first ``--val-examples`` steps of
@@ -708,6 +713,80 @@ def query_temperatures(args: argparse.Namespace) -> dict:
     }
 
 
+def store_queries(args: argparse.Namespace) -> dict:
+    """The first query an agent of the model in ``--store-queries`` writes on the home page of
+    a shop SFT never saw (every shop without training traces), one agent per category of the
+    shop, goal "You are here to buy <category>." and a persona token in use: the share whose
+    results page lists no product, and the share naming the goal's category, at each of
+    ``--temperatures``."""
+    from persona_shoppers.agent.population import category_leaf
+    from persona_shoppers.agent.prompts import SYSTEM_PROMPT, chat, intent_goal, user_turn
+    from persona_shoppers.agent.rollout import write_queries
+    from persona_shoppers.llm.local import LocalLLM
+    from persona_shoppers.personas.token_format import persona_token
+    from persona_shoppers.storefront import build_stores
+
+    frame, _ = _stage2_traces()
+    raw = ROOT / "data" / "01_raw"
+    products = pd.read_parquet(raw / "products.parquet")
+    unseen = sorted(set(products["shop_id"]) - set(frame.loc[frame["split"] == "train", "shop_id"]))
+    stores = build_stores(
+        products,
+        pd.read_parquet(raw / "collections.parquet"),
+        pd.read_parquet(raw / "collection_products.parquet"),
+        shops=unseen,
+    )
+    tokens = sorted(frame["token"].unique())
+    goals = [
+        (shop, category)
+        for shop in unseen
+        for category in sorted(
+            {category_leaf(c) for c in products.loc[products["shop_id"] == shop, "category"]}
+        )
+    ]
+    prompts = [
+        chat(
+            SYSTEM_PROMPT,
+            user_turn(
+                intent_goal(category, "A"),
+                stores[shop].start()[1].observation,
+                profile=persona_token(int(tokens[i % len(tokens)])),
+            ),
+        )
+        for i, (shop, category) in enumerate(goals)
+    ]
+    llm = LocalLLM(args.store_queries, dtype="auto")
+    by_temperature = {}
+    for temperature in args.temperatures:
+        queries = write_queries(
+            llm, prompts, _max_query_tokens(), temperature, list(range(len(goals)))
+        )
+        found = [
+            bool(stores[shop].search_results(q))
+            for (shop, _), q in zip(goals, queries, strict=True)
+        ]
+        named = [c.lower() in q.lower() for (_, c), q in zip(goals, queries, strict=True)]
+        by_temperature[str(temperature)] = {
+            "n": len(queries),
+            "nothing_found_share": 1 - float(np.mean(found)),
+            "names_category_share": float(np.mean(named)),
+            "examples": [
+                {"goal": c, "query": q} for (_, c), q in list(zip(goals, queries, strict=True))[:12]
+            ],
+        }
+        print(
+            f"temperature {temperature}: nothing found {1 - np.mean(found):.2f}, names the goal's "
+            f"category {np.mean(named):.2f} (n={len(queries)})"
+        )
+    return {
+        "model": args.store_queries,
+        "shops": unseen,
+        "by_temperature": by_temperature,
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_facts(),
+    }
+
+
 def evaluate_model(args: argparse.Namespace) -> dict:
     """The ``sft_evaluation`` report of the model in ``--evaluate`` on the first
     ``--val-examples`` steps of the node's draw, with the node's settings."""
@@ -928,6 +1007,7 @@ def main() -> None:
     parser.add_argument("--page-distribution", default=None, metavar="MODEL_DIR")
     parser.add_argument("--product-pages", type=int, default=40)
     parser.add_argument("--queries", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--store-queries", default=None, metavar="MODEL_DIR")
     parser.add_argument("--feature-baseline", action="store_true")
     parser.add_argument("--evaluate", default=None, metavar="MODEL_DIR")
     parser.add_argument("--calibrate", action="store_true", help="--evaluate: calibrated too")
@@ -958,6 +1038,7 @@ def main() -> None:
         "learning_curve": (learning_curve, "curve"),
         "page_distribution": (page_distribution, "pages"),
         "queries": (query_temperatures, "queries"),
+        "store_queries": (store_queries, "store_queries"),
         "feature_baseline": (feature_baseline, "feature_baseline"),
         "evaluate": (evaluate_model, "evaluate"),
     }
