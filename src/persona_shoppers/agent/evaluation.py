@@ -362,16 +362,14 @@ def evaluate_agent(
     # hundreds of prompts would not fit a prefix cache.
     extra = funnel_top_up(steps, funnel_pool, funnel_min_steps) if funnel_pool is not None else None
     both = action_scores(llm, steps if extra is None else pd.concat([steps, extra]))
-    scores, top_up = both.iloc[: len(steps)], both.iloc[len(steps) :]
+    n = len(steps)
     validity = json_validity(llm, prompts[:n_json], max_new_tokens)
     query_report = query_scores(llm, steps, **queries, seed=seed) if queries else None
-    report = summarize_actions(scores, modes, seed=seed, top_up=top_up)
+    report = summarize_actions(both.iloc[:n], modes, seed=seed, top_up=both.iloc[n:])
     if type_bias:
+        calibrated = calibrated_scores(both, type_bias)
         report["calibrated"] = summarize_actions(
-            calibrated_scores(scores, type_bias),
-            modes,
-            seed=seed,
-            top_up=calibrated_scores(top_up, type_bias),
+            calibrated.iloc[:n], modes, seed=seed, top_up=calibrated.iloc[n:]
         )
     report["json_validity"] = validity
     report["json_examples"] = min(n_json, len(prompts))
@@ -381,7 +379,7 @@ def evaluate_agent(
     report["token_sensitivity_kl"] = token_sensitivity(llm, sensitivity_prompts, tokens)
     report["sensitivity_prompts"] = len(sensitivity_prompts)
     report["sensitivity_tokens"] = len(tokens)
-    return report, scores
+    return report, both.iloc[:n]
 
 
 def evaluation_setup(

@@ -191,9 +191,9 @@ def search_shares(counts: Any, draws: int = 1000, seed: int = 0) -> dict[str, An
         return value
 
     report: dict[str, Any] = {"n": int(table[:, 0].sum()), "sessions": len(table)}
+    everything = np.arange(len(table))
     for name, column in (("empty", 1), ("repeated", 2)):
         value = share(column)
-        everything = np.arange(len(table))
         report[name] = value(everything)
         report[f"{name}_interval"] = (
             list(bootstrap_interval(value, len(table), draws, seed))
