@@ -66,10 +66,18 @@ simulation writes them, at each temperature, and scores them against the buyers'
 (MiniLM cosine, beside title-as-query and the goal's category as the query;
 ``benchmarks/results/bench_sft_queries.json``).
 
-``--store-queries MODEL_DIR [--temperatures 0.3]`` writes the first query of one agent per
-category on the home page of every shop SFT never saw (the evaluation shops, where the
-simulation runs), and reports the share whose results page lists no product and the share
-naming the goal's category (``benchmarks/results/bench_sft_store_queries.json``).
+``--store-queries MODEL_DIR [--temperatures 0.3] [--guidance 1 2]`` writes the first query of
+one agent per category on the home page of every shop SFT never saw (the evaluation shops,
+where the simulation runs), and reports the share whose results page lists no product and the
+share naming the goal's category, at each of ``--guidance`` (default 1 2; 1: no guidance,
+``benchmarks/results/bench_sft_store_queries.json``).
+
+``--title-queries MODEL_DIR [--titles FILE] [--temperatures 0] [--guidance 1 2]`` writes the
+query of the alignment suite's query-generation prompt for each product title of FILE (default
+``benchmarks/data/product_titles.txt``, titles in the style of large retailers' listings, none
+from the synthetic catalogs) and reports the id-like share, the MiniLM cosine of query and title
+and the share of the query's words in the title
+(``benchmarks/results/bench_sft_title_queries.json``).
 
 ``--evaluate MODEL_DIR [--val-examples 200] [--calibrate]`` scores one model as
 ``sft_evaluation`` scores the two-stage model (``agent.evaluation.evaluation_setup`` with the
@@ -108,6 +116,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -713,17 +722,8 @@ def query_temperatures(args: argparse.Namespace) -> dict:
     }
 
 
-def store_queries(args: argparse.Namespace) -> dict:
-    """The first query an agent of the model in ``--store-queries`` writes on the home page of
-    a shop SFT never saw (every shop without training traces), one agent per category of the
-    shop, goal "You are here to buy <category>." and a persona token in use: the share whose
-    results page lists no product, and the share naming the goal's category, at each of
-    ``--temperatures``."""
-    from persona_shoppers.agent.population import category_leaf
-    from persona_shoppers.agent.prompts import SYSTEM_PROMPT, chat, intent_goal, user_turn
-    from persona_shoppers.agent.rollout import write_queries
-    from persona_shoppers.llm.local import LocalLLM
-    from persona_shoppers.personas.token_format import persona_token
+def _unseen_shops() -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict]:
+    """(stage-2 traces, raw products, the shops without training traces, their stores)."""
     from persona_shoppers.storefront import build_stores
 
     frame, _ = _stage2_traces()
@@ -736,6 +736,20 @@ def store_queries(args: argparse.Namespace) -> dict:
         pd.read_parquet(raw / "collection_products.parquet"),
         shops=unseen,
     )
+    return frame, products, unseen, stores
+
+
+def store_queries(args: argparse.Namespace) -> dict:
+    """The first query an agent of the model in ``--store-queries`` writes on the home page of
+    a shop SFT never saw (every shop without training traces), one agent per category of the
+    shop, goal "You are here to buy <category>." and a persona token in use: the share whose
+    results page lists no product, the share naming the goal's category and the share of
+    id-like queries, at each of ``--temperatures`` and ``--guidance``."""
+    from persona_shoppers.agent.population import category_leaf
+    from persona_shoppers.agent.prompts import SYSTEM_PROMPT, chat, intent_goal, user_turn
+    from persona_shoppers.personas.token_format import persona_token
+
+    frame, products, unseen, stores = _unseen_shops()
     tokens = sorted(frame["token"].unique())
     goals = [
         (shop, category)
@@ -755,36 +769,101 @@ def store_queries(args: argparse.Namespace) -> dict:
         )
         for i, (shop, category) in enumerate(goals)
     ]
-    llm = LocalLLM(args.store_queries, dtype="auto")
-    by_temperature = {}
-    for temperature in args.temperatures:
-        queries = write_queries(
-            llm, prompts, _max_query_tokens(), temperature, list(range(len(goals)))
-        )
+
+    def figures(queries: list[str]) -> dict:
         found = [
             bool(stores[shop].search_results(q))
             for (shop, _), q in zip(goals, queries, strict=True)
         ]
         named = [c.lower() in q.lower() for (_, c), q in zip(goals, queries, strict=True)]
-        by_temperature[str(temperature)] = {
-            "n": len(queries),
+        return {
             "nothing_found_share": 1 - float(np.mean(found)),
             "names_category_share": float(np.mean(named)),
             "examples": [
                 {"goal": c, "query": q} for (_, c), q in list(zip(goals, queries, strict=True))[:12]
             ],
         }
-        print(
-            f"temperature {temperature}: nothing found {1 - np.mean(found):.2f}, names the goal's "
-            f"category {np.mean(named):.2f} (n={len(queries)})"
-        )
+
+    settings = _written_queries(args, args.store_queries, prompts, figures)
+    return {"model": args.store_queries, "shops": unseen, "settings": settings, **_provenance()}
+
+
+def title_queries(args: argparse.Namespace) -> dict:
+    """The query the model in ``--title-queries`` writes for each product title of
+    ``--titles`` (default benchmarks/data/product_titles.txt: titles written as large
+    retailers list products, none from the synthetic catalogs) with the alignment suite's
+    query-generation prompt (``agent.tasks``: "Find this product: <title>." on the home page
+    of an evaluation shop): the share of id-like queries, the MiniLM cosine of query and title
+    and the share of the query's words that are in the title, at each of ``--temperatures``
+    and ``--guidance``."""
+    from persona_shoppers.agent.evaluation import is_id_like
+    from persona_shoppers.agent.prompts import query_goal
+    from persona_shoppers.agent.tasks import task_prompt
+    from persona_shoppers.features.embeddings import TextEmbedder
+    from persona_shoppers.metrics.text import rowwise_cosine
+
+    titles = [t for t in Path(args.titles).read_text().splitlines() if t.strip()]
+    _, _, unseen, stores = _unseen_shops()
+    homes = [stores[unseen[i % len(unseen)]].start()[1].observation for i in range(len(titles))]
+    prompts = [
+        task_prompt(query_goal(t), home, None) for t, home in zip(titles, homes, strict=True)
+    ]
+    import yaml
+
+    globals_ = yaml.safe_load(GLOBALS.read_text())
+    embedder = TextEmbedder(globals_["embedding_model"], globals_["embedding_cache_dir"])
+    title_vectors = embedder.embed(titles)
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+    def figures(queries: list[str]) -> dict:
+        cosine = rowwise_cosine(embedder.embed(queries), title_vectors)
+        cosine[[not q for q in queries]] = 0.0
+        in_title = [
+            len(words(q) & words(t)) / len(words(q)) if words(q) else 0.0
+            for q, t in zip(queries, titles, strict=True)
+        ]
+        return {
+            "id_like_share": float(np.mean([is_id_like(q) for q in queries])),
+            "cosine_to_title": float(cosine.mean()),
+            "words_in_title_share": float(np.mean(in_title)),
+            "examples": [
+                {"title": t, "query": q} for t, q in list(zip(titles, queries, strict=True))[:12]
+            ],
+        }
+
+    settings = _written_queries(args, args.title_queries, prompts, figures)
     return {
-        "model": args.store_queries,
-        "shops": unseen,
-        "by_temperature": by_temperature,
-        "command": " ".join(["python", *sys.argv]),
-        "machine": machine_facts(),
+        "model": args.title_queries,
+        "titles": args.titles,
+        "settings": settings,
+        **_provenance(),
     }
+
+
+def _written_queries(args: argparse.Namespace, model: str, prompts: list, figures) -> dict:
+    """``figures`` of the queries the local ``model`` writes on ``prompts`` (as the simulation
+    writes them) at each of ``--temperatures`` x ``--guidance``, printed as they come."""
+    from persona_shoppers.agent.rollout import write_queries
+    from persona_shoppers.llm.local import LocalLLM
+
+    llm = LocalLLM(model, dtype="auto")
+    out = {}
+    for temperature in args.temperatures:
+        for guidance in args.guidance:
+            queries = write_queries(
+                llm, prompts, _max_query_tokens(), temperature, list(range(len(prompts))), guidance
+            )
+            found = {"n": len(queries), **figures(queries)}
+            out[f"temperature {temperature}, guidance {guidance}"] = found
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in found.items() if isinstance(v, float))
+            print(f"temperature {temperature}, guidance {guidance}: {shown} (n={len(queries)})")
+    return out
+
+
+def _provenance() -> dict:
+    return {"command": " ".join(["python", *sys.argv]), "machine": machine_facts()}
 
 
 def evaluate_model(args: argparse.Namespace) -> dict:
@@ -1008,6 +1087,11 @@ def main() -> None:
     parser.add_argument("--product-pages", type=int, default=40)
     parser.add_argument("--queries", default=None, metavar="MODEL_DIR")
     parser.add_argument("--store-queries", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--title-queries", default=None, metavar="MODEL_DIR")
+    parser.add_argument(
+        "--titles", default=str(ROOT / "benchmarks" / "data" / "product_titles.txt")
+    )
+    parser.add_argument("--guidance", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--feature-baseline", action="store_true")
     parser.add_argument("--evaluate", default=None, metavar="MODEL_DIR")
     parser.add_argument("--calibrate", action="store_true", help="--evaluate: calibrated too")
@@ -1039,6 +1123,7 @@ def main() -> None:
         "page_distribution": (page_distribution, "pages"),
         "queries": (query_temperatures, "queries"),
         "store_queries": (store_queries, "store_queries"),
+        "title_queries": (title_queries, "title_queries"),
         "feature_baseline": (feature_baseline, "feature_baseline"),
         "evaluate": (evaluate_model, "evaluate"),
     }

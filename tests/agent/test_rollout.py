@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from persona_shoppers.agent.evaluation import TYPE_CANDIDATES
-from persona_shoppers.agent.prompts import assistant_turn
+from persona_shoppers.agent.prompts import (
+    CONTENT_FREE_GOAL,
+    GOAL_PREFIX,
+    assistant_turn,
+    with_goal,
+)
 from persona_shoppers.agent.rollout import (
     OUTCOMES,
     AgentSpec,
@@ -273,3 +278,38 @@ def test_the_engine_applies_the_bias_of_the_agent_s_page(llm, stores):
         llm, stores, max_steps=4, decoding="greedy", type_bias={"home|items": {"end": 50.0}}
     )
     assert _sessions(other.run(specs, progress=False)) == plain
+
+
+class _RecordsQueries(_AlwaysSearchesBoots):
+    """Always searches; records the guidance and contrast prompts of the queries it writes."""
+
+    def __init__(self, llm):
+        super().__init__(llm)
+        self.calls: list = []
+
+    def generate(self, prompts, *args, contrast=None, guidance=1.0, **kwargs):
+        self.calls.append((prompts, contrast, guidance))
+        return ["boots" for _ in prompts]
+
+
+def test_queries_are_guided_away_from_what_a_goal_free_prompt_writes(llm, stores):
+    recorder = _RecordsQueries(llm)
+    RolloutEngine(recorder, stores, max_steps=1, lockstep=6, query_guidance=2.0).run(
+        _specs(), progress=False
+    )
+    prompts, contrast, guidance = recorder.calls[0]
+    assert guidance == 2.0 and len(contrast) == len(prompts)
+    for prompt, other in zip(prompts, contrast, strict=True):
+        assert prompt[1]["content"].startswith(GOAL_PREFIX)
+        # the same step, the assistant's search started, the goal content-free
+        assert other[1]["content"] == with_goal(prompt[1]["content"], CONTENT_FREE_GOAL)
+        assert other[0] == prompt[0] and other[2:] == prompt[2:]
+    RolloutEngine(recorder, stores, max_steps=1, lockstep=6).run(_specs(), progress=False)
+    assert recorder.calls[-1][1:] == (None, 1.0)  # no guidance by default
+
+
+def test_with_goal_replaces_only_the_goal_line():
+    user = f"{GOAL_PREFIX}You are here to buy boots.\nProgress:\n(just arrived)"
+    assert with_goal(user, "N/A") == f"{GOAL_PREFIX}N/A\nProgress:\n(just arrived)"
+    with pytest.raises(ValueError, match="starts with 'Goal: '"):
+        with_goal("Progress:\n(just arrived)", "N/A")

@@ -10,6 +10,8 @@ from persona_shoppers.llm.endpoint import EndpointLLM
 from persona_shoppers.llm.json_schema import SchemaError
 from persona_shoppers.llm.local import LocalLLM
 
+from .test_cache import CountingLLM
+
 PROMPT = [{"role": "user", "content": "hi"}]
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
 
@@ -31,6 +33,11 @@ class RecordingLLM(LLM):
     def _generate(self, prompts, max_new_tokens, temperature, stop, seeds):
         self.calls.append(("generate", prompts, max_new_tokens, temperature, stop, seeds))
         return [p[-1]["content"] for p in prompts]
+
+    def _generate_guided(self, request):
+        self.calls.append(("generate", request.prompts, request.max_new_tokens))
+        self.calls.append(("contrast", request.contrast, request.guidance))
+        return [p[-1]["content"] for p in request.prompts]
 
     def _choose(self, prompts, candidates, normalize):
         self.calls.append(("choose", prompts, candidates, normalize))
@@ -89,3 +96,17 @@ def test_bad_arguments_never_reach_a_backend(call, error, match, tmp_path):
 def test_backends_implement_the_private_steps_only(backend):
     for method in ("generate", "choose", "generate_json", "perplexity"):
         assert getattr(backend, method) is getattr(LLM, method), f"{backend.__name__}.{method}"
+
+
+def test_guided_generation_is_checked_and_needs_a_backend_that_implements_it():
+    llm = RecordingLLM()
+    with pytest.raises(ValueError, match="one contrast prompt per prompt"):
+        llm.generate([PROMPT, PROMPT], contrast=[PROMPT], guidance=2.0)
+    with pytest.raises(ValueError, match="guidance must be >= 1"):
+        llm.generate([PROMPT], contrast=[PROMPT], guidance=0.5)
+    llm.generate([PROMPT], contrast=[PROMPT], guidance=1.0)  # no guidance: plain generation
+    assert llm.calls[-1][0] == "generate"
+    llm.generate([PROMPT], contrast=[PROMPT], guidance=2.0)
+    assert llm.calls[-1] == ("contrast", [PROMPT], 2.0)
+    with pytest.raises(NotImplementedError, match="query_guidance"):
+        CountingLLM().generate([PROMPT], contrast=[PROMPT], guidance=2.0)  # no guided step

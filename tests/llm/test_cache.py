@@ -167,6 +167,9 @@ def test_cached_local_backend_calls_no_model_on_rerun(tiny_llm, prompts, tmp_pat
     llm = CachedLLM(tiny_llm, tmp_path)
     first = llm.generate_json(prompts, schema, max_new_tokens_per_field=4)
     gen = llm.generate(prompts, max_new_tokens=5)
+    contrast = prompts[::-1]
+    guided = llm.generate(prompts, max_new_tokens=5, contrast=contrast, guidance=2.0)
+    assert guided == tiny_llm.generate(prompts, max_new_tokens=5, contrast=contrast, guidance=2.0)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was called")
@@ -175,7 +178,10 @@ def test_cached_local_backend_calls_no_model_on_rerun(tiny_llm, prompts, tmp_pat
     again = CachedLLM(tiny_llm, tmp_path)
     assert again.generate_json(prompts, schema, max_new_tokens_per_field=4) == first
     assert again.generate(prompts, max_new_tokens=5) == gen
+    assert again.generate(prompts, max_new_tokens=5, contrast=contrast, guidance=2.0) == guided
     assert again.stats()["misses"] == {}
+    with pytest.raises(AssertionError, match="the model was called"):  # guidance: in the key
+        again.generate(prompts, max_new_tokens=5, contrast=contrast, guidance=3.0)
 
 
 def test_per_prompt_seeds_are_part_of_the_key(tmp_path):

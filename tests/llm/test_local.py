@@ -307,3 +307,47 @@ def test_candidates_sharing_a_start_are_fed_once():
     seen = trie.ancestry()
     assert seen[3].nonzero().flatten().tolist() == [0, 1, 3]  # itself and its ancestors only
     assert seen[4].nonzero().flatten().tolist() == [4]
+
+
+def test_guided_logprobs_against_hand_computed_values():
+    from persona_shoppers.llm.local.backend import guided_logprobs
+
+    conditional = torch.log(torch.tensor([[0.5, 0.5]])) + 3.0  # logits: any offset
+    contrast = torch.log(torch.tensor([[0.9, 0.1]]))
+    # 2 log 0.5 - log 0.9 and 2 log 0.5 - log 0.1
+    expected = torch.tensor([[-1.280934, 0.916291]])
+    assert torch.allclose(guided_logprobs(conditional, contrast, 2.0), expected, atol=1e-5)
+    assert torch.allclose(
+        guided_logprobs(conditional, contrast, 1.0), torch.log(torch.tensor([[0.5, 0.5]]))
+    )
+
+
+def _naive_guided(llm, prompt, contrast, guidance: float, steps: int) -> str:
+    """Greedy guided decoding by full forward passes of both inputs at every step."""
+    from persona_shoppers.llm.local.backend import guided_logprobs
+
+    ids, other, out = llm.encode(llm.render(prompt)), llm.encode(llm.render(contrast)), []
+    for _ in range(steps):
+        with torch.no_grad():
+            a = llm.model(torch.tensor([ids + out])).logits[0, -1].float()
+            b = llm.model(torch.tensor([other + out])).logits[0, -1].float()
+        token = int(guided_logprobs(a, b, guidance).argmax())
+        if token in llm.end_ids:
+            break
+        out.append(token)
+    return llm.tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_guided_generation_matches_naive_guided_decoding(tiny_llm, prompts):
+    contrasts = prompts[1:] + prompts[:1]
+    guided = tiny_llm.generate(prompts, 8, contrast=contrasts, guidance=2.5)
+    for prompt, contrast, text in zip(prompts, contrasts, guided, strict=True):
+        assert text == _naive_guided(tiny_llm, prompt, contrast, 2.5, 8)
+    assert guided != tiny_llm.generate(prompts, 8)  # the contrast changed some answer
+    # a prompt as its own contrast, or guidance 1, is plain decoding
+    assert tiny_llm.generate(prompts, 8, contrast=prompts, guidance=3.0) == tiny_llm.generate(
+        prompts, 8
+    )
+    assert tiny_llm.generate(prompts, 8, contrast=contrasts, guidance=1.0) == tiny_llm.generate(
+        prompts, 8
+    )

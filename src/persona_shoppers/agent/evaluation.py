@@ -264,6 +264,11 @@ def search_targets(traces: pd.DataFrame) -> pd.Series:
     return pd.Series(titles, dtype=object)
 
 
+def is_id_like(query: str) -> bool:
+    """Whether a query is an id (a few letters and digits, as the store's ``p0012``)."""
+    return bool(_ID_LIKE.match(query))
+
+
 def query_scores(
     llm: LLM,
     steps: pd.DataFrame,
@@ -272,6 +277,7 @@ def query_scores(
     max_tokens: int,
     temperature: float,
     seed: int,
+    guidance: float = 1.0,
     draws: int = 1000,
 ) -> dict[str, Any]:
     """The queries the model writes on the search steps of ``steps`` (as the simulation writes
@@ -285,7 +291,7 @@ def query_scores(
     if searches.empty:
         return {"n": 0}
     seeds = np.random.SeedSequence(seed).generate_state(len(searches)).tolist()
-    agent = write_queries(llm, step_prompts(searches), max_tokens, temperature, seeds)
+    agent = write_queries(llm, step_prompts(searches), max_tokens, temperature, seeds, guidance)
     human_vectors = embedder.embed(human)
     empty = np.array([not q for q in agent])
     cosine = rowwise_cosine(embedder.embed(agent), human_vectors)
@@ -293,10 +299,11 @@ def query_scores(
     report: dict[str, Any] = {
         "n": len(agent),
         "temperature": temperature,
+        "guidance": guidance,
         "cosine": float(cosine.mean()),
         "cosine_interval": list(mean_interval(cosine, draws, seed)),
         "empty_share": float(empty.mean()),
-        "id_like_share": float(np.mean([bool(_ID_LIKE.match(q)) for q in agent if q] or [0.0])),
+        "id_like_share": float(np.mean([is_id_like(q) for q in agent if q] or [0.0])),
         "examples": [{"human": h, "agent": a} for h, a in list(zip(human, agent, strict=True))[:8]],
     }
     titles = targets.reindex(searches.index)
@@ -351,10 +358,10 @@ def evaluate_agent(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every figure of the evaluation of ``llm`` on held-out ``steps`` (draw order: JSON
     validity and token sensitivity use the first ``n_json`` and ``n_sensitivity_prompts``).
-    ``queries``: ``query_scores``'s ``targets``, ``embedder``, ``max_tokens`` and
-    ``temperature`` (None: no query figures). ``type_bias``: the model's calibration, whose
-    action figures are reported under ``calibrated`` from the same scores. The funnel checks
-    are topped up from ``funnel_pool`` to ``funnel_min_steps`` steps each
+    ``queries``: ``query_scores``'s ``targets``, ``embedder``, ``max_tokens``,
+    ``temperature`` and ``guidance`` (None: no query figures). ``type_bias``: the model's
+    calibration, whose action figures are reported under ``calibrated`` from the same scores.
+    The funnel checks are topped up from ``funnel_pool`` to ``funnel_min_steps`` steps each
     (:func:`funnel_top_up`). Returns the report and the per-step scores of ``steps``
     (uncalibrated)."""
     prompts = step_prompts(steps)

@@ -35,6 +35,11 @@ def interest_goal(category: str) -> str:
     return f"You are interested in {category}."
 
 
+def query_goal(title: str) -> str:
+    """The query-generation task's goal (PAARS 4.3): find a given product."""
+    return f"Find this product: {title}."
+
+
 GOAL_PREFIX = "Goal: "  # the user turn's first line
 INTENT_GOAL = re.compile(r"^You are here to (buy|browse) ")
 
@@ -43,6 +48,26 @@ def intent_goal(category: str, stratum: str) -> str:
     """Stage-2 goal: the intent of the buyer's funnel stratum (A-C buy, D-E browse)."""
     verb = "buy" if stratum in BUYING_STRATA else "browse"
     return f"You are here to {verb} {category}."
+
+
+def with_goal(user: str, goal: str) -> str:
+    """A user turn of :func:`user_turn` with its goal line replaced by ``goal``."""
+    first, newline, rest = user.partition("\n")
+    if not first.startswith(GOAL_PREFIX):
+        raise ValueError(f"a user turn starts with {GOAL_PREFIX!r}, got {first[:60]!r}")
+    return f"{GOAL_PREFIX}{goal}{newline}{rest}"
+
+
+CONTENT_FREE_GOAL = "N/A"  # the content-free input of contextual calibration (Zhao et al. 2021)
+
+
+def without_goal(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The step's messages with the goal replaced by :data:`CONTENT_FREE_GOAL`: what the
+    model would write whatever the goal (the contrast of guided query writing)."""
+    return [
+        {**m, "content": with_goal(m["content"], CONTENT_FREE_GOAL)} if m["role"] == "user" else m
+        for m in messages
+    ]
 
 
 def goal_intent(goal: str) -> str | None:

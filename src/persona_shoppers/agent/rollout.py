@@ -25,7 +25,7 @@ from ..storefront import Action, Page, Store
 from ..storefront.actions import MAX_QUERY_CHARS
 from ..storefront.replay import describe
 from .calibration import TypeBias, bias_vector, calibration_context, context_bias
-from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, goal_intent, user_turn
+from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, goal_intent, user_turn, without_goal
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,8 @@ class RolloutEngine:
         decoding: ``sample`` (seeded per agent, ``temperature``) or ``greedy``.
         query_temperature: the sampling temperature of search queries (None: ``temperature``);
             a small model writes usable queries only well below 1.
+        query_guidance: classifier-free guidance of search queries towards the goal
+            (:func:`write_queries`; 1: none).
         lockstep: agents per LLM call; 1 runs one agent at a time (the reference behaviour).
         max_query_tokens: tokens a search query may take.
         max_progress: progress-log entries in the prompt.
@@ -227,6 +229,7 @@ class RolloutEngine:
         decoding: str = "sample",
         temperature: float = 1.0,
         query_temperature: float | None = None,
+        query_guidance: float = 1.0,
         lockstep: int = 64,
         max_query_tokens: int = 12,
         max_progress: int = 8,
@@ -241,6 +244,7 @@ class RolloutEngine:
         self.llm, self.stores = llm, stores
         self.max_steps, self.decoding, self.temperature = max_steps, decoding, temperature
         self.query_temperature = temperature if query_temperature is None else query_temperature
+        self.query_guidance = query_guidance
         self.lockstep, self.max_query_tokens, self.max_progress = (
             lockstep,
             max_query_tokens,
@@ -349,6 +353,7 @@ class RolloutEngine:
                 self.max_query_tokens,
                 temperature,
                 [_step_seed(agents[i]) for i in searching],
+                self.query_guidance,
             )
             queries = dict(zip(searching, answers, strict=True))
         for i, agent in enumerate(agents):
@@ -375,12 +380,19 @@ def write_queries(
     max_tokens: int,
     temperature: float,
     seeds: Sequence[int],
+    guidance: float = 1.0,
 ) -> list[str]:
     """The search query an agent writes on each prompt: its answer is started as a search
     (:data:`SEARCH_PREFIX`) and the model writes up to the closing quote; the query is cut to
-    fit the store ("" when the model writes none)."""
+    fit the store ("" when the model writes none). ``guidance`` > 1 steers the words towards
+    the goal: guided by the same prompt with a content-free goal (:func:`.prompts.without_goal`),
+    the words the model would write whatever the goal lose weight (docs/simulation.md,
+    "Queries")."""
     started = [[*p, {"role": "assistant", "content": SEARCH_PREFIX}] for p in prompts]
-    answers = llm.generate(started, max_tokens, temperature, ['"'], list(seeds))
+    contrast = [without_goal(p) for p in started] if guidance != 1.0 else None
+    answers = llm.generate(
+        started, max_tokens, temperature, ['"'], list(seeds), contrast=contrast, guidance=guidance
+    )
     return [_fit_query(a) for a in answers]
 
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..llm.base import LLM, prefilled
 from ..storefront import EMPTY_CART_LINE, Action, Store
-from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, user_turn
-from .rollout import SEARCH_PREFIX, candidate_text
+from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, query_goal, user_turn
+from .rollout import candidate_text, write_queries
 
 Prompt = list[dict[str, str]]
 
@@ -29,10 +29,6 @@ def _ask(llm: LLM, prompts: Sequence[Prompt], method: str, *args, **kwargs):
         return getattr(llm, method)(prompts, *args, **kwargs)
 
 
-def query_goal(title: str) -> str:
-    return f"Find this product: {title}."
-
-
 def generate_queries(
     llm: LLM,
     stores: dict[str, Store],
@@ -42,18 +38,17 @@ def generate_queries(
     max_tokens: int = 12,
     temperature: float = 0.0,
     seed: int = 0,
+    guidance: float = 1.0,
 ) -> list[str]:
-    """The search query each agent types on the home page to find a product."""
+    """The search query each agent types on the home page to find a product, written as the
+    simulation writes queries (:func:`.rollout.write_queries`)."""
     prompts = [
-        [
-            *task_prompt(query_goal(t), stores[s].render(stores[s].start()[0]), p),
-            {"role": "assistant", "content": SEARCH_PREFIX},
-        ]
+        task_prompt(query_goal(t), stores[s].render(stores[s].start()[0]), p)
         for s, t, p in zip(shops, titles, profiles, strict=True)
     ]
     seeds = [int(x) for x in np.random.SeedSequence(seed).generate_state(max(len(prompts), 1))]
-    answers = _ask(llm, prompts, "generate", max_tokens, temperature, ['"'], seeds[: len(prompts)])
-    return [a.strip() for a in answers]
+    with prefilled(llm, prompts, upto=GOAL_PREFIX):
+        return write_queries(llm, prompts, max_tokens, temperature, seeds[: len(prompts)], guidance)
 
 
 def options_page(store: Store, product_ids: Sequence[str]) -> str:

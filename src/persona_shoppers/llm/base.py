@@ -11,7 +11,7 @@ import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from persona_shoppers.llm.json_schema import check_schema
@@ -185,6 +185,29 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class GuidedRequest:
+    """A checked ``generate`` call with classifier-free guidance: one contrast prompt and one
+    seed per prompt."""
+
+    prompts: list[Prompt]
+    contrast: list[Prompt]
+    guidance: float
+    max_new_tokens: int
+    temperature: float
+    stop: list[str]
+    seeds: list[int]
+
+    def rows(self, index: Sequence[int]) -> GuidedRequest:
+        """The same call on the prompts at ``index``."""
+        return replace(
+            self,
+            prompts=[self.prompts[i] for i in index],
+            contrast=[self.contrast[i] for i in index],
+            seeds=[self.seeds[i] for i in index],
+        )
+
+
 class LLM(ABC):
     """The interface: four batched methods and an identity.
 
@@ -214,14 +237,31 @@ class LLM(ABC):
         temperature: float = 0.0,
         stop: Sequence[str] | None = None,
         seed: int | Sequence[int] = 0,
+        contrast: Sequence[Prompt] | None = None,
+        guidance: float = 1.0,
     ) -> list[str]:
         """One completion per prompt; ``stop`` strings end it (and are not returned).
 
         ``seed`` seeds sampling: one for all prompts, or one per prompt (a sequence), so that
-        agents sharing a prompt still draw their own answers."""
+        agents sharing a prompt still draw their own answers. ``contrast`` (one prompt per
+        prompt) with ``guidance`` > 1: classifier-free guidance, each token drawn from
+        :func:`~persona_shoppers.llm.local.backend.guided_logprobs` of the prompt's and its
+        contrast's next-token log-probabilities (docs/llm.md, "Guided generation")."""
         prompts = check_prompts(prompts)
         seeds = prompt_seeds(seed, len(prompts))
-        return self._generate(prompts, max_new_tokens, temperature, list(stop or []), seeds)
+        stop = list(stop or [])
+        if contrast is None or guidance == 1.0:
+            return self._generate(prompts, max_new_tokens, temperature, stop, seeds)
+        contrast = check_prompts(contrast)
+        if len(contrast) != len(prompts):
+            raise ValueError(
+                f"generate: one contrast prompt per prompt, got {len(contrast)} for {len(prompts)}"
+            )
+        if guidance < 1.0:
+            raise ValueError(f"generate: guidance must be >= 1, got {guidance}")
+        return self._generate_guided(
+            GuidedRequest(prompts, contrast, guidance, max_new_tokens, temperature, stop, seeds)
+        )
 
     def choose(
         self,
@@ -267,6 +307,14 @@ class LLM(ABC):
         seeds: list[int],
     ) -> list[str]:
         """``generate`` on checked prompts, with one seed per prompt."""
+
+    def _generate_guided(self, request: GuidedRequest) -> list[str]:
+        """``generate`` with classifier-free guidance; backends that see next-token
+        distributions implement it."""
+        raise NotImplementedError(
+            f"{self.name}: guided generation needs the next-token distributions of a local "
+            "model; set the guidance to 1 (e.g. agent_decoding.query_guidance in globals.yml)"
+        )
 
     @abstractmethod
     def _choose(

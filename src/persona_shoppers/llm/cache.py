@@ -14,10 +14,11 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persona_shoppers.llm.base import LLM, Choice, JsonResult, Prompt
+from persona_shoppers.llm.base import LLM, Choice, GuidedRequest, JsonResult, Prompt
 
 T = TypeVar("T")
 
@@ -184,6 +185,31 @@ class CachedLLM(LLM):
                 stop,
                 [seeds[i] for i in rows],
             ),
+            encode=lambda s: s,
+            decode=str,
+        )
+
+    def _generate_guided(self, request: GuidedRequest) -> list[str]:
+        if request.temperature == 0:  # greedy: seeds do not matter
+            request = replace(request, seeds=[0] * len(request.prompts))
+        payloads = [
+            {
+                "prompt": prompt,
+                "contrast": contrast,
+                "guidance": request.guidance,
+                "max_new_tokens": request.max_new_tokens,
+                "temperature": request.temperature,
+                "stop": request.stop,
+                "seed": seed,
+            }
+            for prompt, contrast, seed in zip(
+                request.prompts, request.contrast, request.seeds, strict=True
+            )
+        ]
+        return self._run(
+            "generate_guided",
+            payloads,
+            lambda rows: self.llm._generate_guided(request.rows(rows)),
             encode=lambda s: s,
             decode=str,
         )

@@ -13,6 +13,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from persona_shoppers.agent.population import category_leaf
+from persona_shoppers.agent.prompts import CONTENT_FREE_GOAL
 from persona_shoppers.alignment.naming import split_metric_name
 from persona_shoppers.alignment.report import REFERENCES
 from persona_shoppers.personas.cards import shop_distributions
@@ -98,6 +99,13 @@ def run_simulation_and_alignment(tiny_model_dir: Path, llm: dict, case_buyers: i
         params["cases"]["max_buyers"] = case_buyers
         params["bootstrap_draws"] = 100
     params["permutation_draws"] = 200
+    if llm["backend"] == "endpoint":  # a server cannot guide queries (docs/llm.md)
+        for queries in (
+            sim["rollout"],
+            params["individual_tasks"],
+            params["instruction_following"],
+        ):
+            queries["query_guidance"] = 1.0
     params["kde"].update(repeats=2, n_samples=100)
     params["instruction_following"].update(
         repeats=1, max_steps=3, length_bins=[[3, 8], [9, None]], temperature=20.0
@@ -294,6 +302,10 @@ def test_no_prompt_of_an_alignment_task_holds_the_answer(run, monkeypatch):
     prompt name neither the answer's title, id nor category; the answer's query stays out of
     the history too. The page itself is the task's input (item selection lists the options)."""
     params, _, out = run
+    n_queries, n_conditions = (
+        len(out["query_generation_cases"]),
+        len(params["individual_tasks"]["conditions"]),
+    )
     recorder = RecordingLLM()
     monkeypatch.setattr(alignment_nodes, "condition_llm", lambda *args, **kwargs: recorder)
     alignment_nodes.answer_individual_tasks(
@@ -311,8 +323,11 @@ def test_no_prompt_of_an_alignment_task_holds_the_answer(run, monkeypatch):
         out["llm"],
     )
     products = out["raw_products"].set_index(["shop_id", "product_id"])
-    prompts = [p for call in recorder.calls for p in call[1]]
-    n_conditions = len(params["individual_tasks"]["conditions"])
+    prompts = [p for call in recorder.calls if call[0] != "contrast" for p in call[1]]
+    contrasts = [p for call in recorder.calls if call[0] == "contrast" for p in call[1]]
+    assert len(contrasts) == n_queries * len(params["individual_tasks"]["conditions"])
+    for contrast in contrasts:  # a guided query's contrast: the content-free goal
+        assert _goal_and_profile(contrast).startswith(f"Goal: {CONTENT_FREE_GOAL}\n")
     query, items, ranks = (
         out["query_generation_cases"],
         out["item_selection_cases"],

@@ -21,6 +21,7 @@ from persona_shoppers.llm.base import (
     LLM,
     MAX_NEW_TOKENS,
     Choice,
+    GuidedRequest,
     JsonResult,
     Prompt,
     prompt_seeds,
@@ -71,6 +72,17 @@ def _best(scores: Sequence[tuple[list[float], list[float]]], normalize: bool) ->
         values = mean if normalize else total
         picks.append(max(range(len(values)), key=values.__getitem__))
     return picks
+
+
+def guided_logprobs(
+    conditional: torch.Tensor, contrast: torch.Tensor, guidance: float
+) -> torch.Tensor:
+    """Classifier-free guidance (Sanchez et al. 2023): ``log p(x | prompt) + (guidance - 1) *
+    (log p(x | prompt) - log p(x | contrast))`` from the two rows of logits (last axis: the
+    vocabulary); 1 leaves the prompt's own log-probabilities."""
+    conditional = torch.log_softmax(conditional.float(), dim=-1)
+    contrast = torch.log_softmax(contrast.float(), dim=-1)
+    return conditional + (guidance - 1.0) * (conditional - contrast)
 
 
 def _row_seed(seed: int, text: str) -> int:
@@ -350,13 +362,18 @@ class LocalLLM(LLM):
         seed: int | Sequence[int] = 0,
         allowed: str | None = None,
         ignore_eos: bool = False,
+        contrast: Sequence[str] | None = None,
+        guidance: float = 1.0,
     ) -> list[str]:
         """Continue raw model inputs (no chat template applied here). ``ignore_eos`` keeps
-        generating past end-of-turn tokens (for benchmarks: exactly ``max_new_tokens``)."""
+        generating past end-of-turn tokens (for benchmarks: exactly ``max_new_tokens``).
+        ``contrast``: one raw input per prefix for classifier-free guidance
+        (:func:`guided_logprobs`), run beside its prefix and fed the same tokens."""
         stop = [s for s in (stop or []) if s]
         seqs = [self.encode(p) for p in prefixes]
+        others = [self.encode(p) for p in contrast] if contrast is not None else None
         for i, seq in enumerate(seqs):
-            self._check_length(i, len(seq), max_new_tokens)
+            self._check_length(i, max(len(seq), len(others[i]) if others else 0), max_new_tokens)
         seeds = [
             _row_seed(s, p)
             for s, p in zip(prompt_seeds(seed, len(prefixes)), prefixes, strict=True)
@@ -364,6 +381,11 @@ class LocalLLM(LLM):
         out: list[str] = [""] * len(prefixes)
         # Each batch also makes up to max_new_tokens one-token passes: few, full batches.
         lengths = self.prefix_cache.uncached_lengths(seqs)
+        if others is not None:  # a guided row runs as two
+            lengths = [
+                a + b
+                for a, b in zip(lengths, self.prefix_cache.uncached_lengths(others), strict=True)
+            ]
         for batch in self._batches(lengths, passes=1 + max_new_tokens):
             texts = self._generate_batch(
                 [seqs[i] for i in batch],
@@ -373,6 +395,8 @@ class LocalLLM(LLM):
                 [seeds[i] for i in batch],
                 allowed,
                 ignore_eos,
+                [others[i] for i in batch] if others is not None else None,
+                guidance,
             )
             for i, text in zip(batch, texts, strict=True):
                 out[i] = text
@@ -387,11 +411,14 @@ class LocalLLM(LLM):
         seeds: list[int],
         allowed: str | None,
         ignore_eos: bool = False,
+        contrast: list[list[int]] | None = None,
+        guidance: float = 1.0,
     ) -> list[str]:
         rows = len(seqs)
         if max_new_tokens <= 0:
             return [""] * rows
-        last, past, mask, next_pos, _ = self._start(seqs, room=max_new_tokens)
+        fed = seqs if contrast is None else seqs + contrast  # contrast rows after the prompts
+        last, past, mask, next_pos, _ = self._start(fed, room=max_new_tokens)
         generated: list[list[int]] = [[] for _ in range(rows)]
         texts: list[str | None] = [None] * rows
         generators = None
@@ -400,6 +427,8 @@ class LocalLLM(LLM):
         end_ids = set() if ignore_eos else set(self.end_ids)
         for step in range(max_new_tokens):
             logits = self._logits(last)
+            if contrast is not None:
+                logits = guided_logprobs(logits[:rows], logits[rows:], guidance)
             if allowed is not None:
                 first, later = self._allowed(allowed, logits.shape[-1])
                 logits = logits.masked_fill(~(first if step == 0 else later), float("-inf"))
@@ -426,7 +455,10 @@ class LocalLLM(LLM):
                         texts[r] = text[: min(cuts)]
             if all(t is not None for t in texts) or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=self.device)], 1)
+            if contrast is not None:
+                tokens = tokens.repeat(2)
+            ones = torch.ones((len(fed), 1), dtype=mask.dtype, device=self.device)
+            mask = torch.cat([mask, ones], 1)
             hidden, past = self._forward(tokens[:, None], mask, next_pos, past, use_cache=True)
             last = hidden[:, -1]
             next_pos = next_pos + 1
@@ -549,6 +581,17 @@ class LocalLLM(LLM):
     ) -> list[str]:
         return self.generate_texts(
             [self.render(p) for p in prompts], max_new_tokens, stop, temperature, seeds
+        )
+
+    def _generate_guided(self, request: GuidedRequest) -> list[str]:
+        return self.generate_texts(
+            [self.render(p) for p in request.prompts],
+            request.max_new_tokens,
+            request.stop,
+            request.temperature,
+            request.seeds,
+            contrast=[self.render(p) for p in request.contrast],
+            guidance=request.guidance,
         )
 
     def _choose(

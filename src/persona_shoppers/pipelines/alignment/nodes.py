@@ -268,6 +268,7 @@ def answer_individual_tasks(
             _profiles(query_cases, parts, components, hidden_query, chars),
             individual_tasks["max_query_tokens"],
             seed=seed,
+            guidance=individual_tasks["query_guidance"],
         )
         picks = select_items(
             llm,
@@ -343,6 +344,7 @@ def run_instruction_following(
             decoding="sample",
             temperature=spec["temperature"],
             query_temperature=spec["query_temperature"],
+            query_guidance=spec["query_guidance"],
             lockstep=spec["lockstep"],
             max_query_tokens=spec["max_query_tokens"],
         )

@@ -121,6 +121,7 @@ def condition_engine(
         decoding=rollout["decoding"],
         temperature=rollout["temperature"],
         query_temperature=rollout["query_temperature"],
+        query_guidance=rollout["query_guidance"],
         lockstep=rollout["lockstep"],
         max_query_tokens=rollout["max_query_tokens"],
         max_progress=rollout["max_progress_steps"],
