@@ -104,6 +104,8 @@ def test_guided_generation_is_checked_and_needs_a_backend_that_implements_it():
         llm.generate([PROMPT, PROMPT], contrast=[PROMPT], guidance=2.0)
     with pytest.raises(ValueError, match="guidance must be >= 1"):
         llm.generate([PROMPT], contrast=[PROMPT], guidance=0.5)
+    with pytest.raises(ValueError, match="guidance must be >= 1"):
+        llm.generate([PROMPT], guidance=0.5)  # checked with or without a contrast
     llm.generate([PROMPT], contrast=[PROMPT], guidance=1.0)  # no guidance: plain generation
     assert llm.calls[-1][0] == "generate"
     llm.generate([PROMPT], contrast=[PROMPT], guidance=2.0)

@@ -250,6 +250,8 @@ class LLM(ABC):
         prompts = check_prompts(prompts)
         seeds = prompt_seeds(seed, len(prompts))
         stop = list(stop or [])
+        if guidance < 1.0:
+            raise ValueError(f"generate: guidance must be >= 1, got {guidance}")
         if contrast is None or guidance == 1.0:
             return self._generate(prompts, max_new_tokens, temperature, stop, seeds)
         contrast = check_prompts(contrast)
@@ -257,8 +259,6 @@ class LLM(ABC):
             raise ValueError(
                 f"generate: one contrast prompt per prompt, got {len(contrast)} for {len(prompts)}"
             )
-        if guidance < 1.0:
-            raise ValueError(f"generate: guidance must be >= 1, got {guidance}")
         return self._generate_guided(
             GuidedRequest(prompts, contrast, guidance, max_new_tokens, temperature, stop, seeds)
         )
