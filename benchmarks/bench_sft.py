@@ -147,11 +147,15 @@ def _stage2_traces() -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame, frame[frame["split"] == "validation"]
 
 
-def _max_query_tokens() -> int:
-    """The simulation's query length (``agent_decoding.max_query_tokens`` in globals.yml)."""
+def _globals() -> dict:
     import yaml
 
-    return yaml.safe_load(GLOBALS.read_text())["agent_decoding"]["max_query_tokens"]
+    return yaml.safe_load(GLOBALS.read_text())
+
+
+def _max_query_tokens() -> int:
+    """The simulation's query length (``agent_decoding.max_query_tokens`` in globals.yml)."""
+    return _globals()["agent_decoding"]["max_query_tokens"]
 
 
 def _params() -> dict:
@@ -634,8 +638,7 @@ def learning_curve(args: argparse.Namespace) -> dict:
         "baselines": baselines,
         "curve": curve,
         "train_seconds": history["train_seconds"][-1]["value"],
-        "command": " ".join(["python", *sys.argv]),
-        "machine": machine_facts(),
+        **_provenance(),
     }
 
 
@@ -676,8 +679,7 @@ def page_distribution(args: argparse.Namespace) -> dict:
         "model": args.page_distribution,
         "pages": pages,
         "add_to_cart": add_to_cart,
-        "command": " ".join(["python", *sys.argv]),
-        "machine": machine_facts(),
+        **_provenance(),
     }
 
 
@@ -717,8 +719,7 @@ def query_temperatures(args: argparse.Namespace) -> dict:
         "model": args.queries,
         "search_steps": len(steps),
         "by_temperature": by_temperature,
-        "command": " ".join(["python", *sys.argv]),
-        "machine": machine_facts(),
+        **_provenance(),
     }
 
 
@@ -743,8 +744,8 @@ def store_queries(args: argparse.Namespace) -> dict:
     """The first query an agent of the model in ``--store-queries`` writes on the home page of
     a shop SFT never saw (every shop without training traces), one agent per category of the
     shop, goal "You are here to buy <category>." and a persona token in use: the share whose
-    results page lists no product, the share naming the goal's category and the share of
-    id-like queries, at each of ``--temperatures`` and ``--guidance``."""
+    results page lists no product and the share naming the goal's category, at each of
+    ``--temperatures`` and ``--guidance``."""
     from persona_shoppers.agent.population import category_leaf
     from persona_shoppers.agent.prompts import SYSTEM_PROMPT, chat, intent_goal, user_turn
     from persona_shoppers.personas.token_format import persona_token
@@ -808,9 +809,7 @@ def title_queries(args: argparse.Namespace) -> dict:
     prompts = [
         task_prompt(query_goal(t), home, None) for t, home in zip(titles, homes, strict=True)
     ]
-    import yaml
-
-    globals_ = yaml.safe_load(GLOBALS.read_text())
+    globals_ = _globals()
     embedder = TextEmbedder(globals_["embedding_model"], globals_["embedding_cache_dir"])
     title_vectors = embedder.embed(titles)
 
@@ -821,7 +820,7 @@ def title_queries(args: argparse.Namespace) -> dict:
         cosine = rowwise_cosine(embedder.embed(queries), title_vectors)
         cosine[[not q for q in queries]] = 0.0
         in_title = [
-            len(words(q) & words(t)) / len(words(q)) if words(q) else 0.0
+            len(said & words(t)) / len(said) if (said := words(q)) else 0.0
             for q, t in zip(queries, titles, strict=True)
         ]
         return {
@@ -970,8 +969,7 @@ def feature_baseline(args: argparse.Namespace) -> dict:
         "majority_accuracy": float((actions[held_out] == majority).mean()),
         "classifiers": classifiers,
         "features": list(features.columns),
-        "command": " ".join(["python", *sys.argv]),
-        "machine": machine_facts(),
+        **_provenance(),
     }
     print(json.dumps(report, indent=1))
     return report

@@ -373,7 +373,9 @@ class LocalLLM(LLM):
         seqs = [self.encode(p) for p in prefixes]
         others = [self.encode(p) for p in contrast] if contrast is not None else None
         for i, seq in enumerate(seqs):
-            self._check_length(i, max(len(seq), len(others[i]) if others else 0), max_new_tokens)
+            self._check_length(
+                i, max(len(seq), len(others[i]) if others is not None else 0), max_new_tokens
+            )
         seeds = [
             _row_seed(s, p)
             for s, p in zip(prompt_seeds(seed, len(prefixes)), prefixes, strict=True)
