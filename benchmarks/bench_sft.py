@@ -60,6 +60,13 @@ baselines (``benchmarks/results/bench_sft_curve.json``).
 trained model's action types on held-out steps of each kind of page, beside the buyers'
 actions on the same steps (``benchmarks/results/bench_sft_pages.json``).
 
+``--price-response MODEL_DIR [--product-pages 40] [--price-multiplier 1.1] [--seed 0]`` scores
+the action types on held-out product pages twice, as written and with every price in the
+prompt times the multiplier (as a store variant shows them), with the run's
+``agent_action_calibration`` applied, and reports each type's mean probability on both and the
+paired relative change with a bootstrap interval over pages: whether the agent reads prices
+(``benchmarks/results/bench_sft_price_response.json``).
+
 ``--queries MODEL_DIR [--temperatures 0 0.3 0.7 1.0] [--val-examples 64] [--seed 0]`` writes
 the search queries of up to ``--val-examples`` held-out search steps with the model, as the
 simulation writes them, at each temperature, and scores them against the buyers' queries
@@ -683,6 +690,65 @@ def page_distribution(args: argparse.Namespace) -> dict:
     }
 
 
+_PRICE = re.compile(r"\$(\d+\.\d\d)")
+
+
+def price_response(args: argparse.Namespace) -> dict:
+    """The calibrated action-type mix of the model in ``--price-response`` on
+    ``--product-pages`` held-out product pages (drawn with ``--seed``) as written and with every
+    price times ``--price-multiplier``, each type's paired relative change with its interval."""
+    from persona_shoppers.agent.evaluation import action_scores, calibrated_scores
+    from persona_shoppers.llm.local import LocalLLM
+    from persona_shoppers.metrics.intervals import bootstrap_interval
+
+    _, held_out = _stage2_traces()
+    pages = held_out[held_out["page"] == "product"]
+    pages = pages.sample(min(len(pages), args.product_pages), random_state=args.seed)
+    multiplier = args.price_multiplier
+
+    def reprice(text: str) -> str:
+        return _PRICE.sub(lambda m: f"${round(float(m.group(1)) * multiplier, 2):.2f}", text)
+
+    repriced = pages.assign(
+        messages=[
+            [system, {**user, "content": reprice(user["content"])}, *rest]
+            for system, user, *rest in pages["messages"]
+        ]
+    )
+    llm = LocalLLM(args.price_response, dtype="auto")
+    bias = json.loads((ROOT / "data/06_models/agent_action_calibration.json").read_text())
+    scores = {
+        name: calibrated_scores(action_scores(llm, steps), bias["type_bias"])
+        for name, steps in (("as_written", pages), ("repriced", repriced))
+    }
+    types = {}
+    for column in [c for c in scores["as_written"].columns if c.startswith("p_")]:
+        before = scores["as_written"][column].to_numpy()
+        after = scores["repriced"][column].to_numpy()
+        if before.mean() < 1e-3:
+            continue
+
+        def change(i, before=before, after=after):
+            return after[i].mean() / before[i].mean() - 1
+
+        low, high = bootstrap_interval(change, len(pages), 1000, args.seed)
+        types[column.removeprefix("p_")] = {
+            "as_written": round(float(before.mean()), 4),
+            "repriced": round(float(after.mean()), 4),
+            "relative_change": round(float(change(slice(None))), 4),
+            "interval": [round(float(low), 4), round(float(high), 4)],
+        }
+        print(column, types[column.removeprefix("p_")])
+    return {
+        "model": args.price_response,
+        "pages": len(pages),
+        "price_multiplier": multiplier,
+        "calibrated_with": "data/06_models/agent_action_calibration.json",
+        "types": types,
+        **_provenance(),
+    }
+
+
 def query_temperatures(args: argparse.Namespace) -> dict:
     """``query_scores`` of the model in ``--queries`` on up to ``--val-examples`` held-out
     search steps (drawn with ``--seed``), at each of ``--temperatures`` (0: greedy)."""
@@ -1083,6 +1149,8 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="--learning-curve: the PNG to draw")
     parser.add_argument("--page-distribution", default=None, metavar="MODEL_DIR")
     parser.add_argument("--product-pages", type=int, default=40)
+    parser.add_argument("--price-response", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--price-multiplier", type=float, default=1.1)
     parser.add_argument("--queries", default=None, metavar="MODEL_DIR")
     parser.add_argument("--store-queries", default=None, metavar="MODEL_DIR")
     parser.add_argument("--title-queries", default=None, metavar="MODEL_DIR")
@@ -1119,6 +1187,7 @@ def main() -> None:
         "compare_budget": (compare_budget, "budget"),
         "learning_curve": (learning_curve, "curve"),
         "page_distribution": (page_distribution, "pages"),
+        "price_response": (price_response, "price_response"),
         "queries": (query_temperatures, "queries"),
         "store_queries": (store_queries, "store_queries"),
         "title_queries": (title_queries, "title_queries"),
