@@ -215,7 +215,7 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
 
 def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
     """conf/fidelity: at least 100 agents per main condition and A/B arm on the default data's
-    6 eval shops, every matched agent with a text persona."""
+    6 eval shops, every matched agent with a text persona, visits of up to 30 steps."""
     eval_shops = 6
     populations = conf_params("simulation", env="fidelity")["populations"]
     mining = conf_params("persona_mining", env="fidelity")["text_personas"]
@@ -224,7 +224,8 @@ def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
     assert mining["n_buyers"] >= populations["matched_per_shop"] * eval_shops
     base = conf_params("simulation")
     fidelity = conf_params("simulation", env="fidelity")
-    assert fidelity["conditions"] == base["conditions"]  # only the sizes change
+    assert fidelity["conditions"] == base["conditions"]  # only the sizes and the step limit
+    assert fidelity["rollout"] == {**base["rollout"], "max_steps": 30}  # the papers' limit
 
 
 def test_only_the_sft_model_s_agents_are_calibrated():
