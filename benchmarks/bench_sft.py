@@ -696,7 +696,8 @@ _PRICE = re.compile(r"\$(\d+\.\d\d)")
 def price_response(args: argparse.Namespace) -> dict:
     """The calibrated action-type mix of the model in ``--price-response`` on
     ``--product-pages`` held-out product pages (drawn with ``--seed``) as written and with every
-    price times ``--price-multiplier``, each type's paired relative change with its interval."""
+    price times ``--price-multiplier``, each type's paired relative change with its interval
+    (types the pages give under 0.001, such as purchase, left out)."""
     from persona_shoppers.agent.evaluation import action_scores, calibrated_scores
     from persona_shoppers.llm.local import LocalLLM
     from persona_shoppers.metrics.intervals import bootstrap_interval
@@ -716,7 +717,8 @@ def price_response(args: argparse.Namespace) -> dict:
         ]
     )
     llm = LocalLLM(args.price_response, dtype="auto")
-    bias = json.loads((ROOT / "data/06_models/agent_action_calibration.json").read_text())
+    calibration = "data/06_models/agent_action_calibration.json"
+    bias = json.loads((ROOT / calibration).read_text())
     scores = {
         name: calibrated_scores(action_scores(llm, steps), bias["type_bias"])
         for name, steps in (("as_written", pages), ("repriced", repriced))
@@ -743,7 +745,7 @@ def price_response(args: argparse.Namespace) -> dict:
         "model": args.price_response,
         "pages": len(pages),
         "price_multiplier": multiplier,
-        "calibrated_with": "data/06_models/agent_action_calibration.json",
+        "calibrated_with": calibration,
         "types": types,
         **_provenance(),
     }

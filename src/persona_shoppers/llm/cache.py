@@ -92,6 +92,11 @@ class ResponseCache:
             self._conn.close()
 
 
+def _key_seeds(seeds: list[int], temperature: float) -> list[int]:
+    """The seeds a generate call is cached under: greedy answers do not depend on them."""
+    return seeds if temperature > 0 else [0] * len(seeds)
+
+
 class CachedLLM(LLM):
     """``llm`` with a disk cache in front of each method: the arguments are checked once (by
     :class:`~.base.LLM`), and ``llm``'s private steps answer the misses.
@@ -173,7 +178,7 @@ class CachedLLM(LLM):
         stop: list[str],
         seeds: list[int],
     ) -> list[str]:
-        seeds = seeds if temperature > 0 else [0] * len(prompts)  # greedy: seeds do not matter
+        seeds = _key_seeds(seeds, temperature)
         settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop}
         return self._run(
             "generate",
@@ -190,8 +195,7 @@ class CachedLLM(LLM):
         )
 
     def _generate_guided(self, request: GuidedRequest) -> list[str]:
-        if request.temperature == 0:  # greedy: seeds do not matter
-            request = replace(request, seeds=[0] * len(request.prompts))
+        request = replace(request, seeds=_key_seeds(request.seeds, request.temperature))
         payloads = [
             {
                 "prompt": prompt,
