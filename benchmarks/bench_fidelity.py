@@ -2,7 +2,7 @@
 
     python benchmarks/bench_fidelity.py [--matched-per-shop 8] [--ab-per-shop 8]
         [--conditions base persona_token token_mismatch] [--uncalibrated] [--no-ab]
-        [--on-policy-agents N]
+        [--on-policy-agents N [--on-policy-seed S]]
         [--reuse base --reuse-from OLD.sessions.parquet]
         [--env base] [--out benchmarks/results/bench_fidelity.json]
 
@@ -13,7 +13,8 @@ personas, the SFT model and its calibration, the stores, the human sessions) and
    matched agents per eval shop (at most the text personas a shop has) and
    ``--ab-per-shop`` A/B agents; the SFT agents' calibration is the run's
    ``agent_action_calibration``, or ``sft_action_calibration`` refitted on ``--on-policy-agents``
-   agents' own steps by the pipeline's node (0: as fitted on the buyers' steps);
+   agents' own steps by the pipeline's node (0: as fitted on the buyers' steps; the agents
+   drawn with ``--on-policy-seed``, default the parameters');
 2. rolls out the chosen ``--conditions`` (from ``simulation.conditions``) on the matched
    agents with ``simulate_conditions``; ``--uncalibrated`` adds the persona-token agents
    without the calibration (``persona_token_uncalibrated``), on the same agents;
@@ -81,7 +82,7 @@ def _reused(conditions: list[str], path: str | None, agents: pd.DataFrame) -> pd
 
 
 def _agent_calibration(
-    catalog, shared: dict, simulation: dict, params: dict, agents: int | None
+    catalog, shared: dict, simulation: dict, params: dict, agents: int | None, seed: int | None
 ) -> dict:
     """The calibration the SFT agents shop with: the run's ``agent_action_calibration``, or
     (with ``--on-policy-agents N``, or where the run has none) ``sft_action_calibration``
@@ -91,6 +92,8 @@ def _agent_calibration(
     on_policy = dict(simulation["on_policy_calibration"])
     if agents is not None:
         on_policy["agents"] = agents
+    if seed is not None:
+        on_policy["seed"] = seed
     return calibrate_agents_on_policy(
         catalog.load("sft_action_calibration"),
         catalog.load("sft_traces_stage2"),
@@ -112,6 +115,7 @@ def main() -> None:
     )
     parser.add_argument("--uncalibrated", action="store_true")
     parser.add_argument("--on-policy-agents", type=int, default=None, metavar="N")
+    parser.add_argument("--on-policy-seed", type=int, default=None, metavar="S")
     parser.add_argument("--reuse", nargs="+", default=[], metavar="CONDITION")
     parser.add_argument("--reuse-from", default=None, metavar="SESSIONS_PARQUET")
     parser.add_argument("--no-ab", action="store_true")
@@ -147,7 +151,9 @@ def main() -> None:
     }
     minutes, tables = {}, []
     started = time.perf_counter()
-    calibration = _agent_calibration(catalog, shared, simulation, params, args.on_policy_agents)
+    calibration = _agent_calibration(
+        catalog, shared, simulation, params, args.on_policy_agents, args.on_policy_seed
+    )
     shared["agent_action_calibration"] = calibration
     minutes["agent_calibration"] = round((time.perf_counter() - started) / 60, 1)
     matched = {
