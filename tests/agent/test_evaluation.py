@@ -303,3 +303,21 @@ def test_step_contexts_read_the_page_s_cart_line():
         }
     )
     assert step_contexts(steps) == ["product|empty", "cart|items"]
+
+
+def test_action_type_distributions_run_the_shared_system_prompt_once(tiny_model_dir):
+    """Prefilling the system prompt the steps share changes no probability (float32) and
+    leaves nothing cached; the prefill is what the scoring reuses."""
+    from persona_shoppers.agent.evaluation import TYPE_CANDIDATES, action_type_distributions
+    from persona_shoppers.llm.local import LocalLLM
+
+    llm = LocalLLM(tiny_model_dir, dtype="float32", batch_size=2)
+    prompts = [list(m[:2]) for m in _traces()["messages"]]
+    plain = np.array([c.probs for c in llm.choose(prompts, [TYPE_CANDIDATES] * len(prompts))])
+    prefills = []
+    prefill = llm.prefill
+    llm.prefill = lambda texts: prefills.append(list(texts)) or prefill(texts)
+    shared = action_type_distributions(llm, prompts)
+    np.testing.assert_allclose(shared, plain, atol=1e-5)
+    assert prefills == [[llm.render(prompts[0]).split("Goal: ")[0]]]
+    assert not llm.prefix_cache.entries

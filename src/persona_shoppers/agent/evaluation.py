@@ -32,7 +32,7 @@ from .calibration import (
     fit_type_bias,
     type_frequencies,
 )
-from .prompts import GOAL_PREFIX, goal_intent
+from .prompts import GOAL_PREFIX, goal_intent, system_prefilled
 from .rollout import type_text, write_queries
 
 TYPE_CANDIDATES = [type_text(t) for t in ACTION_TYPES]
@@ -49,14 +49,17 @@ FUNNEL_CHECKS = {
 
 def action_type_distributions(llm: LLM, prompts: list[list[dict[str, str]]]) -> np.ndarray:
     """(prompts, action types) probabilities of each type as the start of the answer."""
-    choices = llm.choose(prompts, [TYPE_CANDIDATES] * len(prompts))
+    with system_prefilled(llm, prompts):
+        choices = llm.choose(prompts, [TYPE_CANDIDATES] * len(prompts))
     return np.array([c.probs for c in choices])
 
 
 def json_validity(llm: LLM, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> float:
     """Share of greedy free answers that are a well-formed store action."""
     valid = 0
-    for answer in llm.generate(prompts, max_new_tokens):
+    with system_prefilled(llm, prompts):
+        answers = llm.generate(prompts, max_new_tokens)
+    for answer in answers:
         try:
             Action.parse(answer.strip())
             valid += 1
@@ -291,7 +294,9 @@ def query_scores(
     if searches.empty:
         return {"n": 0}
     seeds = np.random.SeedSequence(seed).generate_state(len(searches)).tolist()
-    agent = write_queries(llm, step_prompts(searches), max_tokens, temperature, seeds, guidance)
+    prompts = step_prompts(searches)
+    with system_prefilled(llm, prompts):
+        agent = write_queries(llm, prompts, max_tokens, temperature, seeds, guidance)
     human_vectors = embedder.embed(human)
     empty = np.array([not q for q in agent])
     cosine = rowwise_cosine(embedder.embed(agent), human_vectors)
@@ -365,8 +370,8 @@ def evaluate_agent(
     (:func:`funnel_top_up`). Returns the report and the per-step scores of ``steps``
     (uncalibrated)."""
     prompts = step_prompts(steps)
-    # No prompt is prefilled for reuse: each call runs a prompt once, and the KV caches of
-    # hundreds of prompts would not fit a prefix cache.
+    # Only the shared system prompt is prefilled (each call below runs a prompt once, and the
+    # KV caches of hundreds of prompts would not fit a prefix cache).
     extra = funnel_top_up(steps, funnel_pool, funnel_min_steps) if funnel_pool is not None else None
     both = action_scores(llm, steps if extra is None else pd.concat([steps, extra]))
     n = len(steps)

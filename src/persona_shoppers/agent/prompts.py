@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 from ..clickstream.buyers import BUYING_STRATA
+from ..llm.base import LLM, prefilled
 from ..storefront import ACTION_ARGUMENTS, Action
 
 
@@ -41,6 +42,14 @@ def query_goal(title: str) -> str:
 
 
 GOAL_PREFIX = "Goal: "  # the user turn's first line
+
+
+def system_prefilled(llm: LLM, prompts: Sequence[list[dict[str, str]]]):
+    """A block in which a local model runs the system prompt the agent's ``prompts`` share
+    once (:func:`..llm.base.prefilled` up to the goal line)."""
+    return prefilled(llm, prompts, upto=GOAL_PREFIX)
+
+
 INTENT_GOAL = re.compile(r"^You are here to (buy|browse) ")
 
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..llm.base import LLM, prefilled
+from ..llm.base import LLM
 from ..storefront import EMPTY_CART_LINE, Action, Store
-from .prompts import GOAL_PREFIX, SYSTEM_PROMPT, chat, query_goal, user_turn
+from .prompts import SYSTEM_PROMPT, chat, query_goal, system_prefilled, user_turn
 from .rollout import candidate_text, write_queries
 
 Prompt = list[dict[str, str]]
@@ -25,7 +25,7 @@ def task_prompt(goal: str, observation: str, profile: str | None) -> Prompt:
 
 def _ask(llm: LLM, prompts: Sequence[Prompt], method: str, *args, **kwargs):
     """``llm.<method>(prompts, ...)`` with the shared system prompt prefilled."""
-    with prefilled(llm, prompts, upto=GOAL_PREFIX):
+    with system_prefilled(llm, prompts):
         return getattr(llm, method)(prompts, *args, **kwargs)
 
 
@@ -47,7 +47,7 @@ def generate_queries(
         for s, t, p in zip(shops, titles, profiles, strict=True)
     ]
     seeds = [int(x) for x in np.random.SeedSequence(seed).generate_state(max(len(prompts), 1))]
-    with prefilled(llm, prompts, upto=GOAL_PREFIX):
+    with system_prefilled(llm, prompts):
         return write_queries(llm, prompts, max_tokens, temperature, seeds[: len(prompts)], guidance)
 
 
