@@ -131,6 +131,30 @@ def test_kde_kl_identical_samples_zero_and_seeded():
     assert a != kde_kl_divergence(x, y, 1.0, n_samples=50, seed=8)
 
 
+def test_kde_kl_resampled_points_share_the_seed_s_draws():
+    # A bootstrap resamples the points (same sizes, same seed): each estimate must equal one
+    # made from scratch with a fresh generator, whatever was estimated before it.
+    rng = np.random.default_rng(5)
+    p, q = rng.normal(size=(40, 8)), rng.normal(size=(30, 8)) + 0.2
+
+    def from_scratch(a, b, h, seed):
+        draws = np.random.default_rng(seed)
+        x = a[draws.integers(0, len(a), size=64)]
+        x = x + h * draws.standard_normal(x.shape)
+
+        def log_density(data):
+            sq = ((x[:, None, :] - data[None, :, :]) ** 2).sum(-1) / (2 * h**2)
+            return np.log(np.exp(-sq).mean(axis=1))
+
+        return float((log_density(a) - log_density(b)).mean())
+
+    for _ in range(3):
+        i, j = rng.integers(0, 40, 40), rng.integers(0, 30, 30)
+        assert kde_kl_divergence(p[i], q[j], 0.7, n_samples=64, seed=9) == pytest.approx(
+            from_scratch(p[i], q[j], 0.7, 9), rel=1e-9
+        )
+
+
 def test_kde_kl_validation():
     with pytest.raises(ValueError, match="dimension"):
         kde_kl_divergence(np.ones((3, 2)), np.ones((3, 3)), 0.1)

@@ -9,6 +9,7 @@ Text diversity is the type-token ratio (PAARS Table 4). See ``docs/alignment_met
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -163,6 +164,19 @@ def _kde_log_density(points: np.ndarray, data: np.ndarray, bandwidth: float) -> 
     return out - np.log(data.shape[0])
 
 
+@functools.lru_cache(maxsize=16)
+def _monte_carlo_draws(seed: int, n: int, n_samples: int, dim: int) -> tuple[np.ndarray, ...]:
+    """The seed's draws of :func:`kde_kl_divergence`: which of ``n`` points each sample is
+    centred on, and its standard normal offset (read-only). They depend on the sizes only, so
+    a bootstrap over resampled points (same sizes, same seed) draws them once."""
+    rng = np.random.default_rng(seed)
+    which = rng.integers(0, n, size=n_samples)
+    noise = rng.standard_normal((n_samples, dim))
+    for array in (which, noise):
+        array.flags.writeable = False
+    return which, noise
+
+
 def kde_kl_divergence(
     p_samples: Any, q_samples: Any, bandwidth: float, n_samples: int = 1000, seed: int = 0
 ) -> float:
@@ -185,9 +199,8 @@ def kde_kl_divergence(
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    rng = np.random.default_rng(seed)
-    centres = p[rng.integers(0, p.shape[0], size=n_samples)]
-    x = centres + bandwidth * rng.standard_normal(centres.shape)
+    which, noise = _monte_carlo_draws(seed, p.shape[0], n_samples, p.shape[1])
+    x = p[which] + bandwidth * noise
     log_ratio = _kde_log_density(x, p, bandwidth) - _kde_log_density(x, q, bandwidth)
     return float(log_ratio.mean())
 
