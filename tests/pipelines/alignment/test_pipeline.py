@@ -110,6 +110,8 @@ def run_simulation_and_alignment(tiny_model_dir: Path, llm: dict, case_buyers: i
     params["instruction_following"].update(
         repeats=1, max_steps=3, length_bins=[[3, 8], [9, None]], temperature=20.0
     )
+    # both kinds of model, as conf/fidelity runs them
+    params["instruction_following"]["conditions"]["untuned"] = {"model": "llm", "profile": "none"}
     model = MemoryDataset(SimpleNamespace(folder=tiny_model_dir))
     catalog = DataCatalog(
         {

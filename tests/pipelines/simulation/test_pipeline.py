@@ -226,6 +226,29 @@ def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
     fidelity = conf_params("simulation", env="fidelity")
     assert fidelity["conditions"] == base["conditions"]  # only the sizes and the step limit
     assert fidelity["rollout"] == {**base["rollout"], "max_steps": 30}  # the papers' limit
+    refit = {**base["on_policy_calibration"], "agents": 102}  # the measured refit
+    assert fidelity["on_policy_calibration"] == refit
+    assert base["on_policy_calibration"]["agents"] > 0  # the default run refits too, smaller
+
+
+def test_fidelity_env_measures_on_every_case_buyer_with_both_instruction_agents():
+    """conf/fidelity: all text-persona buyers as alignment cases, the untuned agents beside the
+    persona-token ones in instruction following, and stage 2's 3 epochs (the model the
+    fidelity figures were measured on); the rest is conf/base."""
+    base, fidelity = conf_params("alignment"), conf_params("alignment", env="fidelity")
+    assert fidelity["cases"] == {**base["cases"], "max_buyers": None}
+    conditions = fidelity["instruction_following"]["conditions"]
+    assert conditions == {
+        **base["instruction_following"]["conditions"],
+        "untuned": conditions["untuned"],
+    }
+    assert conditions["untuned"] == {"model": "llm", "profile": "none"}
+    paper = conf_params("alignment", env="paper")["instruction_following"]["conditions"]
+    assert paper == conditions
+    sft, sft_fidelity = conf_params("sft"), conf_params("sft", env="fidelity")
+    stage2 = sft_fidelity["stage2"]
+    assert stage2["trainer"] == {**sft["stage2"]["trainer"], "max_epochs": 3}
+    assert {**sft_fidelity, "stage2": sft["stage2"]} == sft
 
 
 def test_only_the_sft_model_s_agents_are_calibrated():
