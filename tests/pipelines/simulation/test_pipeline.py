@@ -248,6 +248,9 @@ def test_fidelity_env_measures_on_every_case_buyer_with_both_instruction_agents(
     sft, sft_fidelity = conf_params("sft"), conf_params("sft", env="fidelity")
     stage2 = sft_fidelity["stage2"]
     assert stage2["trainer"] == {**sft["stage2"]["trainer"], "max_epochs": 3}
+    assert stage2["max_val_examples"] == 96
+    trainer = {**sft["stage2"]["trainer"], "max_epochs": 3}
+    assert stage2 == {**sft["stage2"], "max_val_examples": 96, "trainer": trainer}
     assert {**sft_fidelity, "stage2": sft["stage2"]} == sft
 
 
