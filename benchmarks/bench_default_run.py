@@ -61,7 +61,7 @@ def stage_of_nodes(project: Path, stages: list[str]) -> dict[str, str]:
 def split_by_stage(log: Path, started: float, stage_of: dict[str, str]) -> dict[str, float]:
     """Wall seconds of the start-up (to the first node's start) and per stage (from the
     previous node's end, its outputs saved, to each node's end)."""
-    times = {"start-up": 0.0} | dict.fromkeys(dict.fromkeys(stage_of.values()), 0.0)
+    times = {"start-up": 0.0} | dict.fromkeys(stage_of.values(), 0.0)
     last = None
     for line in log.read_text().splitlines():
         if last is None and (running := RUNNING.match(line)):
