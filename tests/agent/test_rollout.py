@@ -313,3 +313,27 @@ def test_with_goal_replaces_only_the_goal_line():
     assert with_goal(user, "N/A") == f"{GOAL_PREFIX}N/A\nProgress:\n(just arrived)"
     with pytest.raises(ValueError, match="starts with 'Goal: '"):
         with_goal("Progress:\n(just arrived)", "N/A")
+
+
+def test_guided_queries_reuse_their_contrast_prefixes_and_free_them(tiny_model_dir, stores):
+    # The contrast prompt's prefixes (goal replaced) are kept from search to search: the same
+    # sessions as without any prompt cache, and no agent's prefix left cached after the run.
+    def run(prefix_cache_mb):
+        llm = LocalLLM(
+            tiny_model_dir, dtype="float32", batch_size=4, prefix_cache_mb=prefix_cache_mb
+        )
+        prefilled = []
+        prefill = llm.prefill
+        llm.prefill = lambda prefixes: prefilled.extend(prefixes) or prefill(prefixes)
+        engine = RolloutEngine(
+            llm, stores, max_steps=6, temperature=20.0, query_temperature=0.0, query_guidance=2.0
+        )
+        runs = engine.run(_specs(6), progress=False)
+        return runs, prefilled, llm
+
+    runs, prefilled, llm = run(512)
+    contrast = [p for p in prefilled if f"{GOAL_PREFIX}{CONTENT_FREE_GOAL}\n" in p]
+    assert contrast and not any("\nPage:\n" in p for p in contrast)  # prefixes, before the page
+    left = [llm.tokenizer.decode(list(key)) for key in llm.prefix_cache.entries]
+    assert len(left) == 1 and GOAL_PREFIX not in left[0]  # only the shared system prompt
+    assert _sessions(runs) == _sessions(run(0)[0])

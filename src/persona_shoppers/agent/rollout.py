@@ -168,8 +168,10 @@ class _Live:
         self.progress = self.run.progress
         self.started = started
         self.intent = goal_intent(spec.goal)
-        # prompt prefixes kept in the LLM's cache: up to the progress log, up to the page
+        # prompt prefixes kept in the LLM's cache: up to the progress log, up to the page; the
+        # same of the query contrast prompt (goal replaced), kept from its last search
         self.cached_prefixes: tuple[str, ...] = ()
+        self.contrast_prefixes: tuple[str, ...] = ()
         self._log(first.events)
 
     def _log(self, events: Iterable[dict[str, Any]]) -> None:
@@ -299,8 +301,8 @@ class RolloutEngine:
                 if agent.run.outcome is None:
                     still.append(agent)
                 else:
-                    if agent.cached_prefixes:
-                        self.llm.release(list(agent.cached_prefixes))
+                    if agent.cached_prefixes or agent.contrast_prefixes:
+                        self.llm.release([*agent.cached_prefixes, *agent.contrast_prefixes])
                     yield agent.run
             active = still
 
@@ -314,21 +316,29 @@ class RolloutEngine:
         # A local model keeps KV caches: the system prompt for everyone; each agent's prompt
         # up to its progress log (goal and profile: never recomputed) and up to its page
         # (while the log only grows, a step runs just its new entry); and the whole prompt
-        # for the step (scoring the actions and writing a query share one pass).
+        # for the step (scoring the actions and writing a query share one pass). A guided
+        # query's contrast prompt keeps its prefixes the same way from search to search.
         rendered = [self.llm.render(p) for p in prompts]
         heads = [r[: r.index(GOAL_PREFIX)] for r in rendered]
-        kept = [
-            (r[: r.index("\nProgress:\n") + 1], r[: r.index("\nPage:\n") + 1]) for r in rendered
-        ]
-        self.llm.prefill([*heads, *(p for pair in kept for p in pair), *rendered])
-        for agent, prefixes in zip(agents, kept, strict=True):
-            stale = [p for p in agent.cached_prefixes if p not in prefixes]
-            self.llm.release(stale)
-            agent.cached_prefixes = prefixes
+        self._keep_prefixes(agents, rendered, "cached_prefixes", extra=[*heads, *rendered])
         try:
             self._decide(agents, prompts, options, texts)
         finally:
             self.llm.release(rendered)
+
+    def _keep_prefixes(
+        self, agents: list[_Live], rendered: list[str], slot: str, extra: Sequence[str] = ()
+    ) -> None:
+        """Prefill each rendered prompt's prefixes up to its progress log and up to its page
+        (with ``extra``), keep them as the agent's ``slot`` and release the ones they replace:
+        as the log only grows, the next step runs just its new entry."""
+        kept = [
+            (r[: r.index("\nProgress:\n") + 1], r[: r.index("\nPage:\n") + 1]) for r in rendered
+        ]
+        self.llm.prefill([*extra, *(p for pair in kept for p in pair)])
+        for agent, prefixes in zip(agents, kept, strict=True):
+            self.llm.release([p for p in getattr(agent, slot) if p not in prefixes])
+            setattr(agent, slot, prefixes)
 
     def _decide(self, agents, prompts, options, texts) -> None:
         choices = self.llm.choose(prompts, [scored for _, scored in texts])
@@ -346,6 +356,12 @@ class RolloutEngine:
         searching = [i for i, k in enumerate(picks) if k == 0]
         queries = {}
         if searching:
+            if self.query_guidance != 1.0 and hasattr(self.llm, "prefill"):
+                self._keep_prefixes(
+                    [agents[i] for i in searching],
+                    [self.llm.render(without_goal(prompts[i])) for i in searching],
+                    "contrast_prefixes",
+                )
             temperature = 0.0 if self.decoding == "greedy" else self.query_temperature
             answers = write_queries(
                 self.llm,
