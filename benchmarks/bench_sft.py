@@ -974,7 +974,7 @@ def evaluate_model(args: argparse.Namespace) -> dict:
         queries=queries,
         funnel_pool=held_out,
         type_bias=calibration["type_bias"] if calibration else None,
-        **evaluation_settings(evaluation),
+        **evaluation_settings(evaluation, "two_stage"),
     )
     report.update(
         calibration=calibration,

@@ -419,12 +419,13 @@ def evaluation_setup(
     return ordered, [int(t) for t in tokens], modes, queries
 
 
-def evaluation_settings(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """:func:`evaluate_agent`'s settings from the ``sft.evaluation`` parameters."""
+def evaluation_settings(evaluation: dict[str, Any], model: str) -> dict[str, Any]:
+    """:func:`evaluate_agent`'s settings for ``model`` (``two_stage``, ``zero_shot``,
+    ``single_stage``) from the ``sft.evaluation`` parameters."""
     return {
         "n_json": evaluation["json_examples"],
         "n_sensitivity_prompts": evaluation["sensitivity_prompts"],
         "max_new_tokens": evaluation["max_new_tokens"],
         "seed": evaluation["seed"],
-        "funnel_min_steps": evaluation["funnel_min_steps"],
+        "funnel_min_steps": evaluation["funnel_min_steps"][model],
     }

@@ -11,6 +11,7 @@ import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from persona_shoppers.agent.evaluation import FUNNEL_CHECKS
 from persona_shoppers.datasets import HuggingFaceModelDataset
 from persona_shoppers.pipelines.sft import create_pipeline
 from persona_shoppers.pipelines.sft.nodes import calibrate_sft_agent, evaluate_sft, query_steps
@@ -44,7 +45,9 @@ def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
         params[stage]["max_val_examples"] = 4
     params["stage2"]["data"] = {"batch_size": 3}  # a stage's own data settings win
     params["stage2"].update(top_layers=1, trainer={}, query_examples=1)  # tiny: 2 layers
-    params["single_stage"].update(max_examples=12, max_val_examples=4)
+    params["single_stage"].update(
+        max_examples=12, max_val_examples=4, stage1={"max_examples": 6, "max_val_examples": 2}
+    )
     return params
 
 
@@ -81,8 +84,9 @@ def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_p
         for n in ("sft_model_stage1", "sft_model")
     ]
     assert not torch.equal(*upper)
-    # 12 examples at batch 4; 12 and a query example at batch 3; both stages' 24 at batch 3
-    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 5, 13), ("single_stage", 8, 24)):
+    # 12 examples at batch 4; 12 and a query example at batch 3; the ablation's own draw of 6
+    # stage-1 examples and 12 stage-2 ones at batch 3
+    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 5, 13), ("single_stage", 6, 18)):
         history = catalog.load(f"sft_{stage}_history")
         assert [p["step"] for p in history["train_loss"]] == list(range(1, steps + 1)), stage
         assert history["val_loss"] and history["train_kept"][0]["value"] == examples
@@ -117,10 +121,12 @@ def test_every_node_that_trains_or_runs_the_llm_takes_sft_or_llm_parameters():
 
 def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
     traces = synthetic_traces(sessions=8, steps=3, stage=2, num_tokens=16, validation_share=0.5)
+    traces.loc[traces.index % 2 == 0, "page"] = "product"  # product pages past every draw
     saved = HuggingFaceModelDataset(str(tiny_base_dir)).load()
     assert saved.folder == tiny_base_dir
     params["evaluation"].update(
         examples={"two_stage": 6, "zero_shot": 4, "single_stage": 4},
+        funnel_min_steps={"two_stage": 8, "zero_shot": 0, "single_stage": 0},
         sensitivity_prompts=2,
         sensitivity_tokens=3,
         embedding_cache_dir=None,
@@ -146,6 +152,8 @@ def test_evaluate_sft_reports_every_model(params, tiny_base_dir):
     assert "two_stage.calibrated.mean_p_next_action" in metrics
     for name, n in (("zero_shot", 4), ("two_stage", 6), ("single_stage", 4)):
         assert report[name]["examples"] == n
+        topped_up = [report[name].get(c, {}).get("topped_up", 0) for c in FUNNEL_CHECKS]
+        assert (sum(topped_up) > 0) == (name == "two_stage")  # only its checks are topped up
         assert 0 <= report[name]["next_action_type_accuracy"] <= 1
         assert 0 <= report[name]["json_validity"] <= 1
         assert report[name]["token_sensitivity_kl"] >= 0
@@ -200,6 +208,7 @@ def test_calibration_is_fitted_on_training_steps_stage2_did_not_train_on(
 def test_paper_scale_fits_no_calibration_and_its_agents_use_none():
     sft, simulation = conf_params("sft", "paper"), conf_params("simulation", "paper")
     assert sft["stage2"]["max_examples"] is None and sft["calibration"]["examples"] == 0
+    assert sft["single_stage"]["stage1"] is None  # the ablation takes stage 1's every trace
     assert simulation["rollout"]["calibrated"] is False
     model = SimpleNamespace(folder="never loaded")
     report = calibrate_sft_agent(

@@ -215,7 +215,8 @@ def test_ab_tests_report_every_test_on_the_same_population(run):
 
 def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
     """conf/fidelity: at least 100 agents per main condition and A/B arm on the default data's
-    6 eval shops, every matched agent with a text persona, visits of up to 30 steps."""
+    6 eval shops, every matched agent with a text persona, visits of up to 30 steps as in
+    conf/base."""
     eval_shops = 6
     populations = conf_params("simulation", env="fidelity")["populations"]
     mining = conf_params("persona_mining", env="fidelity")["text_personas"]
@@ -224,8 +225,9 @@ def test_fidelity_env_sizes_the_main_conditions_and_ab_arms_to_100():
     assert mining["n_buyers"] >= populations["matched_per_shop"] * eval_shops
     base = conf_params("simulation")
     fidelity = conf_params("simulation", env="fidelity")
-    assert fidelity["conditions"] == base["conditions"]  # only the sizes and the step limit
-    assert fidelity["rollout"] == {**base["rollout"], "max_steps": 30}  # the papers' limit
+    assert fidelity["conditions"] == base["conditions"]  # only the sizes
+    assert fidelity["rollout"] == base["rollout"]
+    assert base["rollout"]["max_steps"] == 30  # the papers' limit, in the default run too
     refit = {**base["on_policy_calibration"], "agents": 102}  # the measured refit
     assert fidelity["on_policy_calibration"] == refit
     assert base["on_policy_calibration"]["agents"] > 0  # the default run refits too, smaller

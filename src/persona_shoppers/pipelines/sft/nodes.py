@@ -212,10 +212,12 @@ def train_single_stage(
     **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """The single-stage ablation (SimPersona appendix F): every parameter trains from the
-    initial model in one run over stage 1's examples and stage-2 examples together, with
-    ``single_stage`` settings over stage 2's (its ``max_examples`` and ``max_val_examples``
-    size its stage-2 draw)."""
-    stage = {**stage2, "backbone": "full", **(single_stage or {})}
+    initial model in one run over stage-1 and stage-2 examples together, with ``single_stage``
+    settings over stage 2's (its ``max_examples`` and ``max_val_examples`` size its stage-2
+    draw; its ``stage1``, if any, overrides the same keys of stage 1's draw)."""
+    own = dict(single_stage or {})
+    stage1 = {**stage1, **(own.pop("stage1", None) or {})}
+    stage = {**stage2, "backbone": "full", **own}
     train1, val1 = _sample(sft_traces_stage1, stage1, training["seed"])
     train2, val2 = _sample(sft_traces_stage2, stage, training["seed"])
     return _train(
@@ -288,11 +290,11 @@ def evaluate_sft(
         "two_stage": sft_model.folder,
         "single_stage": sft_model_single_stage.folder,
     }
-    missing = sorted(set(models) - set(sizes))
-    if missing:
-        raise ValueError(f"sft.evaluation.examples: no number of steps for {missing}")
+    for key in ("examples", "funnel_min_steps"):
+        missing = sorted(set(models) - set(evaluation[key]))
+        if missing:
+            raise ValueError(f"sft.evaluation.{key}: no number of steps for {missing}")
     held_out, tokens, modes, queries = evaluation_setup(sft_traces_stage2, evaluation)
-    settings = evaluation_settings(evaluation)
     report: dict[str, Any] = {"tokens": tokens, "page_modes": modes}
     correct = {}
     bar = tqdm(models.items(), desc="SFT evaluation", unit="model")
@@ -309,7 +311,7 @@ def evaluate_sft(
             queries=queries,
             type_bias=bias,
             funnel_pool=held_out,
-            **settings,
+            **evaluation_settings(evaluation, name),
         )
         correct[name] = (scores["predicted"] == scores["action"]).to_numpy()
         logger.info("SFT evaluation, %s: %s", name, _headline(report[name]))
