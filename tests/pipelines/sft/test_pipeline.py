@@ -45,9 +45,7 @@ def params(tiny_base_dir: Path, tmp_path: Path) -> dict:
         params[stage]["max_val_examples"] = 4
     params["stage2"]["data"] = {"batch_size": 3}  # a stage's own data settings win
     params["stage2"].update(top_layers=1, trainer={}, query_examples=1)  # tiny: 2 layers
-    params["single_stage"].update(
-        max_examples=12, max_val_examples=4, stage1={"max_examples": 6, "max_val_examples": 2}
-    )
+    params["single_stage"].update(max_examples=12, max_val_examples=4)
     return params
 
 
@@ -84,9 +82,8 @@ def test_pipeline_trains_both_stages_and_the_single_stage_ablation(params, tmp_p
         for n in ("sft_model_stage1", "sft_model")
     ]
     assert not torch.equal(*upper)
-    # 12 examples at batch 4; 12 and a query example at batch 3; the ablation's own draw of 6
-    # stage-1 examples and 12 stage-2 ones at batch 3
-    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 5, 13), ("single_stage", 6, 18)):
+    # 12 examples at batch 4; 12 and a query example at batch 3; both stages' 24 at batch 3
+    for stage, steps, examples in (("stage1", 3, 12), ("stage2", 5, 13), ("single_stage", 8, 24)):
         history = catalog.load(f"sft_{stage}_history")
         assert [p["step"] for p in history["train_loss"]] == list(range(1, steps + 1)), stage
         assert history["val_loss"] and history["train_kept"][0]["value"] == examples
@@ -208,7 +205,6 @@ def test_calibration_is_fitted_on_training_steps_stage2_did_not_train_on(
 def test_paper_scale_fits_no_calibration_and_its_agents_use_none():
     sft, simulation = conf_params("sft", "paper"), conf_params("simulation", "paper")
     assert sft["stage2"]["max_examples"] is None and sft["calibration"]["examples"] == 0
-    assert sft["single_stage"]["stage1"] is None  # the ablation takes stage 1's every trace
     assert simulation["rollout"]["calibrated"] is False
     model = SimpleNamespace(folder="never loaded")
     report = calibrate_sft_agent(

@@ -212,12 +212,10 @@ def train_single_stage(
     **training: Any,
 ) -> tuple[ModelAndTokenizer, dict]:
     """The single-stage ablation (SimPersona appendix F): every parameter trains from the
-    initial model in one run over stage-1 and stage-2 examples together, with ``single_stage``
-    settings over stage 2's (its ``max_examples`` and ``max_val_examples`` size its stage-2
-    draw; its ``stage1``, if any, overrides the same keys of stage 1's draw)."""
-    own = dict(single_stage or {})
-    stage1 = {**stage1, **(own.pop("stage1", None) or {})}
-    stage = {**stage2, "backbone": "full", **own}
+    initial model in one run over stage 1's examples and stage-2 examples together, with
+    ``single_stage`` settings over stage 2's (its ``max_examples`` and ``max_val_examples``
+    size its stage-2 draw)."""
+    stage = {**stage2, "backbone": "full", **(single_stage or {})}
     train1, val1 = _sample(sft_traces_stage1, stage1, training["seed"])
     train2, val2 = _sample(sft_traces_stage2, stage, training["seed"])
     return _train(
