@@ -168,10 +168,10 @@ class _Live:
         self.progress = self.run.progress
         self.started = started
         self.intent = goal_intent(spec.goal)
-        # prompt prefixes kept in the LLM's cache: up to the progress log, up to the page; the
-        # same of the query contrast prompt (goal replaced), kept from its last search
-        self.cached_prefixes: tuple[str, ...] = ()
-        self.contrast_prefixes: tuple[str, ...] = ()
+        # prompt prefixes kept in the LLM's cache, up to the progress log and up to the page:
+        # of its own prompt ("prompt") and of its query contrast prompt (goal replaced,
+        # "contrast", kept from its last search)
+        self.cached_prefixes: dict[str, tuple[str, ...]] = {}
         self._log(first.events)
 
     def _log(self, events: Iterable[dict[str, Any]]) -> None:
@@ -301,8 +301,8 @@ class RolloutEngine:
                 if agent.run.outcome is None:
                     still.append(agent)
                 else:
-                    if agent.cached_prefixes or agent.contrast_prefixes:
-                        self.llm.release([*agent.cached_prefixes, *agent.contrast_prefixes])
+                    if agent.cached_prefixes:
+                        self.llm.release([p for k in agent.cached_prefixes.values() for p in k])
                     yield agent.run
             active = still
 
@@ -320,25 +320,26 @@ class RolloutEngine:
         # query's contrast prompt keeps its prefixes the same way from search to search.
         rendered = [self.llm.render(p) for p in prompts]
         heads = [r[: r.index(GOAL_PREFIX)] for r in rendered]
-        self._keep_prefixes(agents, rendered, "cached_prefixes", extra=[*heads, *rendered])
+        self._keep_prefixes(agents, rendered, "prompt", extra=[*heads, *rendered])
         try:
             self._decide(agents, prompts, options, texts)
         finally:
             self.llm.release(rendered)
 
     def _keep_prefixes(
-        self, agents: list[_Live], rendered: list[str], slot: str, extra: Sequence[str] = ()
+        self, agents: list[_Live], rendered: list[str], kind: str, extra: Sequence[str] = ()
     ) -> None:
         """Prefill each rendered prompt's prefixes up to its progress log and up to its page
-        (with ``extra``), keep them as the agent's ``slot`` and release the ones they replace:
-        as the log only grows, the next step runs just its new entry."""
+        (with ``extra``), keep them as the agent's ``kind`` of cached prefixes and release the
+        ones they replace: as the log only grows, the next step runs just its new entry."""
         kept = [
             (r[: r.index("\nProgress:\n") + 1], r[: r.index("\nPage:\n") + 1]) for r in rendered
         ]
         self.llm.prefill([*extra, *(p for pair in kept for p in pair)])
         for agent, prefixes in zip(agents, kept, strict=True):
-            self.llm.release([p for p in getattr(agent, slot) if p not in prefixes])
-            setattr(agent, slot, prefixes)
+            old = agent.cached_prefixes.get(kind, ())
+            self.llm.release([p for p in old if p not in prefixes])
+            agent.cached_prefixes[kind] = prefixes
 
     def _decide(self, agents, prompts, options, texts) -> None:
         choices = self.llm.choose(prompts, [scored for _, scored in texts])
@@ -360,7 +361,7 @@ class RolloutEngine:
                 self._keep_prefixes(
                     [agents[i] for i in searching],
                     [self.llm.render(without_goal(prompts[i])) for i in searching],
-                    "contrast_prefixes",
+                    "contrast",
                 )
             temperature = 0.0 if self.decoding == "greedy" else self.query_temperature
             answers = write_queries(
