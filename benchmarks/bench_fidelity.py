@@ -214,7 +214,9 @@ def main() -> None:
         "metrics": {
             k: v
             for k, v in {**session, **rates}.items()
-            if k.startswith(("funnel/", "session/", "action_rate/ara", "action_rate/atc/"))
+            if k.startswith(
+                ("funnel/", "funnel_by_stratum/", "session/", "action_rate/ara", "action_rate/atc/")
+            )
         },
     }
     if not args.no_ab:

@@ -73,6 +73,18 @@ simulation writes them, at each temperature, and scores them against the buyers'
 (MiniLM cosine, beside title-as-query and the goal's category as the query;
 ``benchmarks/results/bench_sft_queries.json``).
 
+``--token-effect MODEL_DIR [--per-stratum 40] [--seed 0]`` asks whether the model reads its
+persona token where buyers of different strata act differently: steps of buy-intent buyers
+at the funnel's decisions (a checkout page: A purchase, B do not; a cart or product page with
+items: A and B check out, C never do; a product page with an empty cart), that stage 2 did
+not train on, are scored with the buyer's own token and with a token of another stratum (A
+and B get a C buyer's, C an A buyer's). It reports, per context and stratum, the buyers' rate
+of the decision's action beside the model's mean probability with each token, and the mean
+log-likelihood gain of the buyers' actions with their own token, with an interval: 0 for a
+model that ignores its token; beside it, what the token could tell: how often the most common
+stratum among the training buyers of an evaluation buyer's token is that buyer's stratum
+(``benchmarks/results/bench_sft_token_effect.json``).
+
 ``--store-queries MODEL_DIR [--temperatures 0.3] [--guidance 1 2]`` writes the first query of
 one agent per category on the home page of every shop SFT never saw (the evaluation shops,
 where the simulation runs), and reports the share whose results page lists no product and the
@@ -751,6 +763,90 @@ def price_response(args: argparse.Namespace) -> dict:
     }
 
 
+# The funnel's decisions (a context and the action buyers take there), where the strata of
+# buying differ: A purchases, B starts a checkout without paying, C adds to cart only.
+DECISIONS = {
+    "checkout|items|buy": "purchase",
+    "cart|items|buy": "checkout",
+    "product|items|buy": "checkout",
+    "product|empty|buy": "add_to_cart",
+}
+SWAP_STRATUM = {"A": "C", "B": "C", "C": "A"}
+
+
+def token_effect(args: argparse.Namespace) -> dict:
+    """Whether the model in ``--token-effect`` reads its persona token where it matters: up to
+    ``--per-stratum`` steps of each buying stratum in each of :data:`DECISIONS` (steps stage 2
+    did not train on: held-out, and training steps outside its draw), scored with the buyer's
+    own token and with the token of a random training buyer of the stratum
+    :data:`SWAP_STRATUM` names; per context and stratum the buyers' rate of the decision's
+    action beside the model's mean probability with each token, and over all steps the
+    log-likelihood gain of the buyers' actions with the own token (an interval over steps)."""
+    from persona_shoppers.agent.evaluation import step_contexts, token_swap_distributions
+    from persona_shoppers.llm.local import LocalLLM
+    from persona_shoppers.metrics.behaviour import token_swap_gain
+    from persona_shoppers.pipelines.sft.nodes import _training_rows
+    from persona_shoppers.storefront import ACTION_TYPES
+
+    traces, _ = _stage2_traces()
+    drawn, extra = _training_rows(traces, _params()["stage2"], _params()["seed"])
+    unseen = traces.drop(index=drawn.index.union(extra.index))
+    unseen = unseen[unseen["split"].isin(["train", "validation"])]
+    unseen = unseen.assign(context=step_contexts(unseen))
+    assignments = pd.read_parquet(ROOT / "data" / "07_model_output" / "persona_assignments.parquet")
+    training = assignments[assignments["split"] == "train"]
+    tokens_of = {k: g["token"].to_numpy() for k, g in training.groupby("stratum")}
+    rng = np.random.default_rng(args.seed)
+    steps = pd.concat(
+        [
+            group.sample(min(len(group), args.per_stratum), random_state=args.seed)
+            for (context, stratum), group in unseen.groupby(["context", "stratum"])
+            if context in DECISIONS and stratum in SWAP_STRATUM
+        ]
+    )
+    swapped_tokens = [int(rng.choice(tokens_of[SWAP_STRATUM[s]])) for s in steps["stratum"]]
+    llm = LocalLLM(args.token_effect, dtype="auto")
+    own, swapped = token_swap_distributions(llm, steps, swapped_tokens)
+    taken = np.array([ACTION_TYPES.index(a) for a in steps["action"]])
+    cells = {}
+    for (context, stratum), index in steps.groupby(["context", "stratum"]).indices.items():
+        column = ACTION_TYPES.index(DECISIONS[context])
+        cells[f"{context} {stratum}"] = {
+            "action": DECISIONS[context],
+            "n": len(index),
+            "buyers": round(float((taken[index] == column).mean()), 3),
+            "own_token": round(float(own[index, column].mean()), 3),
+            "swapped_token": round(float(swapped[index, column].mean()), 3),
+            "swapped_to": SWAP_STRATUM[stratum],
+        }
+        print(f"{context:20s} {stratum} {cells[f'{context} {stratum}']}")
+    by_context = {
+        context: token_swap_gain(own[index], swapped[index], taken[index], seed=args.seed)
+        for context, index in steps.groupby("context").indices.items()
+    }
+    overall = token_swap_gain(own, swapped, taken, seed=args.seed)
+    print("log-likelihood gain of the buyers' actions with the own token:", overall)
+    # What the token could tell: each evaluation buyer's stratum guessed as the most common
+    # one among the training buyers of its token.
+    guess = training.groupby("token")["stratum"].agg(lambda s: s.value_counts().index[0])
+    held = assignments[(assignments["split"] == "eval") & assignments["token"].isin(guess.index)]
+    shares = held["stratum"].value_counts(normalize=True)
+    token_stratum = {
+        "accuracy": round(float((held["token"].map(guess) == held["stratum"]).mean()), 3),
+        "majority_stratum_share": round(float(shares.max()), 3),
+        "n": len(held),
+    }
+    print("the stratum of evaluation buyers from their token:", token_stratum)
+    return {
+        "model": args.token_effect,
+        "token_stratum": token_stratum,
+        "cells": cells,
+        "gain": overall,
+        "gain_by_context": by_context,
+        **_provenance(),
+    }
+
+
 def query_temperatures(args: argparse.Namespace) -> dict:
     """``query_scores`` of the model in ``--queries`` on up to ``--val-examples`` held-out
     search steps (drawn with ``--seed``), at each of ``--temperatures`` (0: greedy)."""
@@ -1161,6 +1257,8 @@ def main() -> None:
     )
     parser.add_argument("--guidance", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--feature-baseline", action="store_true")
+    parser.add_argument("--token-effect", default=None, metavar="MODEL_DIR")
+    parser.add_argument("--per-stratum", type=int, default=40, help="--token-effect: steps")
     parser.add_argument("--evaluate", default=None, metavar="MODEL_DIR")
     parser.add_argument("--calibrate", action="store_true", help="--evaluate: calibrated too")
     parser.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.3, 0.7, 1.0])
@@ -1194,6 +1292,7 @@ def main() -> None:
         "store_queries": (store_queries, "store_queries"),
         "title_queries": (title_queries, "title_queries"),
         "feature_baseline": (feature_baseline, "feature_baseline"),
+        "token_effect": (token_effect, "token_effect"),
         "evaluate": (evaluate_model, "evaluate"),
     }
     for flag, (compare, name) in comparisons.items():

@@ -20,6 +20,7 @@ from persona_shoppers.agent.evaluation import (
     search_targets,
     step_contexts,
     summarize_actions,
+    token_swap_distributions,
     with_token,
 )
 from persona_shoppers.agent.rollout import SEARCH_PREFIX
@@ -88,6 +89,17 @@ def test_accuracy_validity_and_token_sensitivity_by_hand():
     z = 1 + 9 * math.exp(-3)
     a, b = 1 / z, math.exp(-3) / z
     assert sensitive["token_sensitivity_kl"] == pytest.approx(0.75 * 3 * (a - b), abs=1e-4)
+
+
+def test_token_swap_distributions_score_each_step_with_its_own_and_the_given_token():
+    traces = _traces()  # tokens 0, 1, 0, 1; goals view, search, end, view
+    own, swapped = token_swap_distributions(ScriptedLLM(by_token=True), traces, [1, 0, 1, 0])
+    best = [ACTION_TYPES[i] for i in own.argmax(axis=1)]
+    assert best == ["view", "end", "end", "end"]  # persona 1 prefers end
+    assert [ACTION_TYPES[i] for i in swapped.argmax(axis=1)] == ["end", "search", "end", "view"]
+    np.testing.assert_allclose(own.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="2 swapped tokens for 4 steps"):
+        token_swap_distributions(ScriptedLLM(by_token=True), traces, [1, 0])
 
 
 def test_with_token_replaces_only_the_profile_token():

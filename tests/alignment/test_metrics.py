@@ -273,6 +273,7 @@ def _funnel_sessions(condition: str, atc: list, checkout: list, purchase: list) 
             "agent_id": ["a1", "a2", "a3", "a4"],
             "shop_id": ["s1", "s1", "s2", "s2"],
             "counterpart_id": ["b1", "b2", "b3", "b4"],
+            "stratum": ["A", "C", "D", "A"],
             "has_add_to_cart": atc,
             "has_checkout": checkout,
             "has_purchase": purchase,
@@ -306,6 +307,15 @@ def test_funnel_rates_and_ratios_against_the_buyers_the_agents_stand_for():
     assert metrics["funnel/atc_ratio/base"] == 0.0 and metrics["funnel/atc_ratio/base/n"] == 4
     low, high = _interval(metrics, "funnel/atc_ratio/persona_token")
     assert low <= 0.8 <= high
+    # within strata: A is b1 and b4, C is b2, D is b3
+    by_stratum = "funnel_by_stratum/{}_rate_{}/{}"
+    assert metrics[by_stratum.format("purchase", "A", "matched_humans")] == 0.5
+    assert metrics[by_stratum.format("purchase", "A", "persona_token")] == 0.0
+    assert metrics[by_stratum.format("atc", "A", "persona_token")] == 0.5
+    assert metrics[by_stratum.format("atc", "C", "matched_humans")] == 1.0
+    assert metrics[by_stratum.format("atc", "C", "persona_token")] == 1.0
+    assert metrics[by_stratum.format("checkout", "C", "persona_token")] == 0.0
+    assert metrics[by_stratum.format("atc", "D", "base") + "/n"] == 1
 
 
 def test_funnel_needs_every_agent_s_buyer_in_the_sessions():

@@ -25,6 +25,7 @@ from persona_shoppers.metrics.behaviour import (
     search_shares,
     separation_tests,
     stratified_alignment,
+    token_swap_gain,
     welch_t,
 )
 
@@ -352,3 +353,26 @@ def test_search_shares_pool_searches_over_sessions():
     assert math.isnan(search_shares([[0, 0, 0]])["empty"])  # no search: no share
     with pytest.raises(ValueError, match="more empty or repeated"):
         search_shares([[1, 2, 0]])
+
+
+def test_token_swap_gain_is_the_mean_log_ratio_of_the_taken_action():
+    own = [[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]]
+    swapped = [[0.25, 0.75], [0.8, 0.2], [0.3, 0.7]]
+    result = token_swap_gain(own, swapped, [0, 1, 1])
+    expected = (math.log(0.5 / 0.25) + 0.0 + math.log(0.9 / 0.7)) / 3
+    assert result["gain"] == pytest.approx(expected)
+    assert result["n"] == 3
+    low, high = result["interval"]
+    assert low <= result["gain"] <= high
+
+
+def test_token_swap_gain_is_zero_for_a_model_that_ignores_its_token():
+    probs = [[0.2, 0.3, 0.5], [0.6, 0.1, 0.3]]
+    result = token_swap_gain(probs, probs, [2, 0])
+    assert result["gain"] == 0.0
+    assert result["interval"] == [0.0, 0.0]
+
+
+def test_token_swap_gain_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="one shape"):
+        token_swap_gain([[0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]], [0])

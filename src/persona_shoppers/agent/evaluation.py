@@ -347,6 +347,20 @@ def token_sensitivity(llm: LLM, prompts: list[list[dict[str, str]]], tokens: lis
     return float(np.mean(kls))
 
 
+def token_swap_distributions(
+    llm: LLM, steps: pd.DataFrame, tokens: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The action-type distributions of each step with its own persona token and with
+    ``tokens[i]`` in its place (``docs/sft.md``, "Does the model read its token")."""
+    prompts = step_prompts(steps)
+    if len(tokens) != len(prompts):
+        raise ValueError(f"{len(tokens)} swapped tokens for {len(prompts)} steps")
+    swapped = [with_token(p, k) for p, k in zip(prompts, tokens, strict=True)]
+    with prefilled(llm, [*prompts, *swapped], upto="Buyer profile: "):
+        distributions = action_type_distributions(llm, [*prompts, *swapped])
+    return distributions[: len(prompts)], distributions[len(prompts) :]
+
+
 def evaluate_agent(
     llm: LLM,
     steps: pd.DataFrame,

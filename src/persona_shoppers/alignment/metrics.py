@@ -500,7 +500,10 @@ def funnel_metrics(
     """Per condition of ``population`` (the same agents in each): the share of sessions with an
     add to cart, a checkout and a purchase, beside the humans the agents stand for
     (``human_rates``: :func:`counterpart_rates` of the agents in ``agent_id`` order, column
-    per flag), and their ratio agent / human with a paired bootstrap interval over agents."""
+    per flag), and their ratio agent / human with a paired bootstrap interval over agents.
+    ``funnel_by_stratum``: the same shares within each funnel stratum of the buyers the agents
+    stand for (``stratum``), where the buyers differ most and the persona token is what tells
+    an agent which one it is."""
     task = "funnel"
     sim = population_sessions(simulated, population)
     metrics: Metrics = {}
@@ -514,6 +517,13 @@ def funnel_metrics(
                     f"funnel: {condition} has {agent.size} sessions for {human.size} agents"
                 )
             _put_mean(metrics, task, f"{name}_rate", condition, agent, draws, seed)
+            strata = group["stratum"].to_numpy()
+            for stratum in sorted(set(strata)):
+                within = strata == stratum
+                metric = f"{name}_rate_{stratum}"
+                by_stratum = {condition: agent[within], MATCHED_HUMANS: human[within]}
+                for row, values in by_stratum.items():
+                    _put_mean(metrics, "funnel_by_stratum", metric, row, values, draws, seed)
 
             def ratio(i, agent=agent, human=human):
                 below = human[i].sum()

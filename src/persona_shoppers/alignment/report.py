@@ -72,6 +72,15 @@ SECTIONS = (
         "with a paired interval over agents (1 is a match).",
     ),
     (
+        "funnel_by_stratum",
+        "The funnel within each stratum of the buyers the agents stand for",
+        "The shares of the funnel section per funnel stratum (A purchased, B started a checkout, "
+        "C added to cart, D viewed only) of the buyers the agents stand for, beside those "
+        "buyers' own. The goal states only buy or browse: a persona-token agent can tell A "
+        "from B or C by its token alone, and a condition that matches the humans overall but "
+        "not within strata does so by averaging.",
+    ),
+    (
         "action_rate",
         "Action-rate alignment (SimPersona Table 2)",
         "ATC alignment, purchase alignment and ARA = their mean, per (shop, token) cell, "

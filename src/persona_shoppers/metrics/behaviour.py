@@ -227,6 +227,34 @@ def probability_against_frequency(
     }
 
 
+def token_swap_gain(
+    own: Any, swapped: Any, taken: Any, draws: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """How much a persona token tells the model about the action the human took: per step,
+    log P(taken | own token) - log P(taken | another token) (``own`` and ``swapped``: the
+    model's (steps, actions) probabilities, ``taken``: the column of the human's action),
+    its mean with a 95% bootstrap interval over steps and n. 0 for a model that ignores its
+    token, positive where the own token makes the human's action more likely."""
+    p_own = np.asarray(own, dtype=float)
+    p_swapped = np.asarray(swapped, dtype=float)
+    if p_own.ndim != 2 or p_own.shape != p_swapped.shape:
+        raise ValueError(
+            f"own and swapped must be (steps, actions) of one shape, got {p_own.shape} and "
+            f"{p_swapped.shape}"
+        )
+    column = _vector(taken, "taken", p_own.shape[0]).astype(int)
+    rows = np.arange(p_own.shape[0])
+    tiny = np.finfo(float).tiny
+    gain = np.log(np.maximum(p_own[rows, column], tiny)) - np.log(
+        np.maximum(p_swapped[rows, column], tiny)
+    )
+    return {
+        "gain": float(gain.mean()),
+        "interval": list(mean_interval(gain, draws, seed)),
+        "n": int(gain.size),
+    }
+
+
 def ab_agreement(simulated_effect: float, reference_effect: float) -> dict[str, Any]:
     """Directional agreement and magnitude ratio of one A/B test (PAARS section 5).
 
