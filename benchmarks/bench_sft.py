@@ -789,7 +789,8 @@ def token_effect(args: argparse.Namespace) -> dict:
     from persona_shoppers.storefront import ACTION_TYPES
 
     traces, _ = _stage2_traces()
-    drawn, extra = _training_rows(traces, _params()["stage2"], _params()["seed"])
+    sft = _params()
+    drawn, extra = _training_rows(traces, sft["stage2"], sft["seed"])
     unseen = traces.drop(index=drawn.index.union(extra.index))
     unseen = unseen[unseen["split"].isin(["train", "validation"])]
     unseen = unseen.assign(context=step_contexts(unseen))

@@ -337,8 +337,7 @@ def token_sensitivity(llm: LLM, prompts: list[list[dict[str, str]]], tokens: lis
     """The mean KL between the action-type distributions of different persona tokens on the
     same prompts."""
     variants = [with_token(p, k) for p in prompts for k in tokens]
-    with prefilled(llm, variants, upto="Buyer profile: "):  # each prompt's head, once
-        by_token = action_type_distributions(llm, variants)
+    by_token = _profile_variant_distributions(llm, variants)
     by_token = by_token.reshape(len(prompts), len(tokens), len(ACTION_TYPES))
     kls = [
         np.mean([kl_divergence(d[i], d[j]) for i, j in itertools.permutations(range(len(d)), 2)])
@@ -351,14 +350,20 @@ def token_swap_distributions(
     llm: LLM, steps: pd.DataFrame, tokens: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The action-type distributions of each step with its own persona token and with
-    ``tokens[i]`` in its place (``docs/sft.md``, "Does the model read its token")."""
+    ``tokens[i]`` in its place (docs/sft.md, "Does the model read its token?")."""
     prompts = step_prompts(steps)
     if len(tokens) != len(prompts):
         raise ValueError(f"{len(tokens)} swapped tokens for {len(prompts)} steps")
     swapped = [with_token(p, k) for p, k in zip(prompts, tokens, strict=True)]
-    with prefilled(llm, [*prompts, *swapped], upto="Buyer profile: "):
-        distributions = action_type_distributions(llm, [*prompts, *swapped])
+    distributions = _profile_variant_distributions(llm, [*prompts, *swapped])
     return distributions[: len(prompts)], distributions[len(prompts) :]
+
+
+def _profile_variant_distributions(llm: LLM, variants: list[list[dict[str, str]]]) -> np.ndarray:
+    """:func:`action_type_distributions` of prompts that differ in their profile line, each
+    prompt's head (up to the profile) run once."""
+    with prefilled(llm, variants, upto="Buyer profile: "):
+        return action_type_distributions(llm, variants)
 
 
 def evaluate_agent(

@@ -506,24 +506,27 @@ def funnel_metrics(
     an agent which one it is."""
     task = "funnel"
     sim = population_sessions(simulated, population)
+    groups = dict(list(sim.groupby("condition")))
+    strata = next(iter(groups.values()))["stratum"].to_numpy()  # the same agents everywhere
     metrics: Metrics = {}
+
+    def by_stratum(metric: str, row: str, values: np.ndarray) -> None:
+        for stratum in sorted(set(strata)):
+            within = values[strata == stratum]
+            _put_mean(metrics, "funnel_by_stratum", f"{metric}_{stratum}", row, within, draws, seed)
+
     for name, flag in FUNNEL_FLAGS.items():
         human = human_rates[flag].to_numpy(float)
         _put_mean(metrics, task, f"{name}_rate", MATCHED_HUMANS, human, draws, seed)
-        for condition, group in sim.groupby("condition"):
+        by_stratum(f"{name}_rate", MATCHED_HUMANS, human)
+        for condition, group in groups.items():
             agent = group[flag].to_numpy(float)
             if agent.size != human.size:
                 raise ValueError(
                     f"funnel: {condition} has {agent.size} sessions for {human.size} agents"
                 )
             _put_mean(metrics, task, f"{name}_rate", condition, agent, draws, seed)
-            strata = group["stratum"].to_numpy()
-            for stratum in sorted(set(strata)):
-                within = strata == stratum
-                metric = f"{name}_rate_{stratum}"
-                by_stratum = {condition: agent[within], MATCHED_HUMANS: human[within]}
-                for row, values in by_stratum.items():
-                    _put_mean(metrics, "funnel_by_stratum", metric, row, values, draws, seed)
+            by_stratum(f"{name}_rate", condition, agent)
 
             def ratio(i, agent=agent, human=human):
                 below = human[i].sum()
