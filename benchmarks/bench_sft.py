@@ -73,11 +73,15 @@ simulation writes them, at each temperature, and scores them against the buyers'
 (MiniLM cosine, beside title-as-query and the goal's category as the query;
 ``benchmarks/results/bench_sft_queries.json``).
 
-``--token-effect MODEL_DIR [--per-stratum 40] [--seed 0]`` asks whether the model reads its
-persona token where buyers of different strata act differently: steps of buy-intent buyers
-at the funnel's decisions (a checkout page: A purchase, B do not; a cart or product page with
+``--token-effect MODEL_DIR [--per-stratum 40] [--seed 0] [--exclude-draw YAML ...]`` asks
+whether the model reads its persona token where buyers of different strata act differently:
+steps of buy-intent buyers at the funnel's decisions (a checkout page: A purchase, B do not;
+a cart or product page with
 items: A and B check out, C never do; a product page with an empty cart), that stage 2 did
-not train on, are scored with the buyer's own token and with a token of another stratum (A
+not train on (outside the draw of conf/base's parameters and of each ``--exclude-draw``
+setting, a YAML mapping of sft parameters such as ``"{stage2.max_examples: 480, seed: 7}"``, so
+that models trained on different draws are scored on the same unseen steps),
+are scored with the buyer's own token and with a token of another stratum (A
 and B get a C buyer's, C an A buyer's). It reports, per context and stratum, the buyers' rate
 of the decision's action beside the model's mean probability with each token, and the mean
 log-likelihood gain of the buyers' actions with their own token, with an interval: 0 for a
@@ -191,11 +195,32 @@ def _override(params: dict, setting: str) -> None:
     key, sep, value = setting.partition("=")
     if not sep:
         raise SystemExit(f"--set takes KEY=VALUE, got {setting!r}")
+    _set_dotted(params, key, yaml.safe_load(value))
+
+
+def _set_dotted(params: dict, key: str, value: Any) -> None:
     *parents, last = key.split(".")
     node = params
     for part in parents:
         node = node.setdefault(part, {})
-    node[last] = yaml.safe_load(value)
+    node[last] = value
+
+
+def _draw_settings(args: argparse.Namespace) -> list[dict]:
+    """The sft parameters of conf/base, then of each ``--exclude-draw`` (a YAML mapping of
+    dotted keys, e.g. ``{stage2.max_examples: 480, seed: 7}``) applied to them."""
+    import yaml
+
+    settings = [_params()]
+    for text in args.exclude_draw or []:
+        changes = yaml.safe_load(text)
+        if not isinstance(changes, dict):
+            raise SystemExit(f"--exclude-draw takes a YAML mapping, got {text!r}")
+        params = copy.deepcopy(settings[0])
+        for key, value in changes.items():
+            _set_dotted(params, key, value)
+        settings.append(params)
+    return settings
 
 
 def _examples(stage: int, n: int, seed: int) -> tuple[list[list[dict]], str]:
@@ -789,9 +814,11 @@ def token_effect(args: argparse.Namespace) -> dict:
     from persona_shoppers.storefront import ACTION_TYPES
 
     traces, _ = _stage2_traces()
-    sft = _params()
-    drawn, extra = _training_rows(traces, sft["stage2"], sft["seed"])
-    unseen = traces.drop(index=drawn.index.union(extra.index))
+    trained = pd.Index([])
+    for params in _draw_settings(args):
+        drawn, extra = _training_rows(traces, params["stage2"], params["seed"])
+        trained = trained.union(drawn.index).union(extra.index)
+    unseen = traces.drop(index=trained)
     unseen = unseen[unseen["split"].isin(["train", "validation"])]
     unseen = unseen.assign(context=step_contexts(unseen))
     assignments = pd.read_parquet(ROOT / "data" / "07_model_output" / "persona_assignments.parquet")
@@ -840,6 +867,7 @@ def token_effect(args: argparse.Namespace) -> dict:
     print("the stratum of evaluation buyers from their token:", token_stratum)
     return {
         "model": args.token_effect,
+        "excluded_draws": ["conf/base", *(args.exclude_draw or [])],
         "token_stratum": token_stratum,
         "cells": cells,
         "gain": overall,
@@ -1260,6 +1288,12 @@ def main() -> None:
     parser.add_argument("--feature-baseline", action="store_true")
     parser.add_argument("--token-effect", default=None, metavar="MODEL_DIR")
     parser.add_argument("--per-stratum", type=int, default=40, help="--token-effect: steps")
+    parser.add_argument(
+        "--exclude-draw",
+        action="append",
+        metavar="YAML",
+        help="--token-effect: also leave out the steps stage 2 draws with these sft parameters",
+    )
     parser.add_argument("--evaluate", default=None, metavar="MODEL_DIR")
     parser.add_argument("--calibrate", action="store_true", help="--evaluate: calibrated too")
     parser.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 0.3, 0.7, 1.0])

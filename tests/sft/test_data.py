@@ -197,6 +197,24 @@ def test_even_shares_fills_small_groups_and_spreads_the_rest():
     assert even_shares({"a": 2, "b": 0}, 5) == {"a": 2, "b": 0}
 
 
+def test_even_shares_follows_weights_and_passes_on_what_a_full_group_cannot_take():
+    # quotas 30 * 2/7, 30 * 4/7, 30 * 1/7 = 8.57, 17.14, 4.29 -> 9, 17, 4 by largest remainder;
+    # b holds 2: its other 15 go to a and c 2:1 (a fills at 10, c takes the rest)
+    assert even_shares({"a": 10, "b": 2, "c": 100}, 30, {"a": 2, "b": 4}) == {
+        "a": 10,
+        "b": 2,
+        "c": 18,
+    }
+    assert even_shares({"a": 100, "b": 100}, 9, {"a": 2}) == {"a": 6, "b": 3}
+    assert even_shares({"a": 10, "b": 10}, 8, {"a": 1.0, "b": 1.0}) == even_shares(
+        {"a": 10, "b": 10}, 8
+    )
+    with pytest.raises(ValueError, match="does not have: \\['z'\\]"):
+        even_shares({"a": 1}, 1, {"z": 2})
+    with pytest.raises(ValueError, match="must be positive"):
+        even_shares({"a": 1}, 1, {"a": 0})
+
+
 def test_sample_split_by_page_draws_even_shares():
     frame = synthetic_traces(sessions=40, steps=5)
     # 5 in 6 training rows on product pages, the rest on checkout pages
@@ -207,6 +225,12 @@ def test_sample_split_by_page_draws_even_shares():
     assert picked.index.equals(sample_split(frame, "train", 20, seed=3, stratify_by="page").index)
     with pytest.raises(ValueError, match="no column 'shelf'"):
         sample_split(frame, "train", 20, seed=3, stratify_by="shelf")
+    weighted = sample_split(frame, "train", 20, seed=3, stratify_by="page", weights={"checkout": 3})
+    assert weighted["page"].value_counts().to_dict() == {"checkout": 15, "product": 5}
+    unused = sample_split(frame, "train", 20, seed=3, stratify_by="page", weights={"cart": 3})
+    assert unused.index.equals(picked.index)  # no cart rows: the weight goes unused (a warning)
+    with pytest.raises(ValueError, match="stratify_by is null"):
+        sample_split(frame, "train", 20, seed=3, weights={"checkout": 3})
 
 
 def test_collate_matches_examples_tensor_types(persona_model):

@@ -458,6 +458,7 @@ def sample_split(
     max_examples: int | None,
     seed: int,
     stratify_by: str | None = None,
+    weights: dict[Any, float] | None = None,
 ) -> pd.DataFrame:
     """Rows of ``split`` ("train" / "validation"), at most ``max_examples`` of them drawn with
     ``seed`` (kept in their original order).
@@ -465,7 +466,8 @@ def sample_split(
     ``stratify_by`` (a column, e.g. ``page``) draws the same number of rows from each of its
     values (all rows of a value with fewer, the rest spread over the others): a small budget
     then covers rare situations (the checkout page) while the distribution of everything
-    else within a value, such as the next action on a kind of page, is kept."""
+    else within a value, such as the next action on a kind of page, is kept. ``weights``
+    (value -> relative share, 1 where absent) draws more of some values than others."""
     if "split" not in frame.columns:
         raise ValueError("SFT traces need a 'split' column ('train' / 'validation')")
     if stratify_by is not None and stratify_by not in frame.columns:
@@ -473,28 +475,51 @@ def sample_split(
             f"SFT traces have no column {stratify_by!r} to stratify by; rerun "
             "trace_generation or set the stage's stratify_by to null"
         )
+    if weights and stratify_by is None:
+        raise ValueError("sampling weights need a column to stratify by (stratify_by is null)")
     rows = frame[frame["split"] == split]
     if max_examples is None or len(rows) <= max_examples:
         return rows
     if stratify_by is None:
         return rows.sample(n=int(max_examples), random_state=seed).sort_index()
     groups = dict(list(rows.groupby(stratify_by, sort=True)))
-    shares = even_shares({k: len(g) for k, g in groups.items()}, int(max_examples))
+    absent = sorted(map(str, set(weights or {}) - set(groups)))
+    if absent:
+        logger.warning(
+            "no %s rows with %s %s: their sampling weights go unused", split, stratify_by, absent
+        )
+    weights = {k: w for k, w in (weights or {}).items() if k in groups}
+    shares = even_shares({k: len(g) for k, g in groups.items()}, int(max_examples), weights)
     picked = [g.sample(n=shares[k], random_state=seed) for k, g in groups.items()]
     return pd.concat(picked).sort_index()
 
 
-def even_shares(sizes: dict[Any, int], total: int) -> dict[Any, int]:
-    """``total`` split as evenly as possible over groups of ``sizes`` rows, no group given
-    more than it has; the leftover of an uneven split goes to the first groups (in order)."""
+def even_shares(
+    sizes: dict[Any, int], total: int, weights: dict[Any, float] | None = None
+) -> dict[Any, int]:
+    """``total`` split over groups of ``sizes`` rows in proportion to ``weights`` (1 for a
+    group not named; equal shares without weights), no group given more than it has: what a
+    full group cannot take goes to the others in proportion. Rounding goes by largest
+    remainder, ties to the first groups (in order)."""
+    weights = weights or {}
+    unknown = sorted(map(str, set(weights) - set(sizes)))
+    if unknown:
+        raise ValueError(f"sampling weights name values the data does not have: {unknown}")
+    if any(float(w) <= 0 for w in weights.values()):
+        raise ValueError(f"sampling weights must be positive, got {weights}")
     shares = dict.fromkeys(sizes, 0)
     left = min(total, sum(sizes.values()))
     open_groups = [k for k in sizes if sizes[k] > 0]
     while left > 0:
-        each, extra = divmod(left, len(open_groups))
-        for i, key in enumerate(open_groups):
-            give = min(each + (i < extra), sizes[key] - shares[key])
-            shares[key] += give
-            left -= give
+        weight = {k: float(weights.get(k, 1.0)) for k in open_groups}
+        quota = {k: left * w / sum(weight.values()) for k, w in weight.items()}
+        give = {k: int(q) for k, q in quota.items()}
+        by_remainder = sorted(open_groups, key=lambda k: give[k] - quota[k])  # stable: in order
+        for key in by_remainder[: left - sum(give.values())]:
+            give[key] += 1
+        for key in open_groups:
+            taken = min(give[key], sizes[key] - shares[key])
+            shares[key] += taken
+            left -= taken
         open_groups = [k for k in open_groups if shares[k] < sizes[k]]
     return shares

@@ -99,7 +99,14 @@ def _training_rows(
     traces: pd.DataFrame, stage: dict[str, Any], seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A stage's drawn training steps and its query-only search steps."""
-    train = sample_split(traces, "train", stage.get("max_examples"), seed, stage.get("stratify_by"))
+    train = sample_split(
+        traces,
+        "train",
+        stage.get("max_examples"),
+        seed,
+        stage.get("stratify_by"),
+        stage.get("stratify_weights"),
+    )
     return train, query_steps(traces, train.index, stage.get("query_examples") or 0, seed)
 
 
