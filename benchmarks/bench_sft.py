@@ -76,14 +76,14 @@ simulation writes them, at each temperature, and scores them against the buyers'
 ``--token-effect MODEL_DIR [--per-stratum 40] [--seed 0] [--exclude-draw YAML ...]`` asks
 whether the model reads its persona token where buyers of different strata act differently:
 steps of buy-intent buyers at the funnel's decisions (a checkout page: A purchase, B do not;
-a cart or product page with
-items: A and B check out, C never do; a product page with an empty cart), that stage 2 did
-not train on (outside the draw of conf/base's parameters and of each ``--exclude-draw``
-setting, a YAML mapping of sft parameters such as ``"{stage2.max_examples: 480, seed: 7}"``, so
-that models trained on different draws are scored on the same unseen steps),
-are scored with the buyer's own token and with a token of another stratum (A
-and B get a C buyer's, C an A buyer's). It reports, per context and stratum, the buyers' rate
-of the decision's action beside the model's mean probability with each token, and the mean
+a cart or product page with items: A and B check out, C never do; a product page with an
+empty cart), that stage 2 did not train on (outside the draw of conf/base's parameters and of
+each ``--exclude-draw`` setting, a YAML mapping of sft parameters such as
+``"{stage2.max_examples: 480, seed: 7}"``, so that models trained on different draws are
+scored on the same unseen steps), are scored with the buyer's own token and with a token of
+another stratum (A and B get a C buyer's, C an A buyer's). It reports, per context and
+stratum, the buyers' rate of the decision's action beside the model's mean probability with
+each token, and the mean
 log-likelihood gain of the buyers' actions with their own token, with an interval: 0 for a
 model that ignores its token; beside it, what the token could tell: how often the most common
 stratum among the training buyers of an evaluation buyer's token is that buyer's stratum

@@ -512,7 +512,8 @@ def even_shares(
     open_groups = [k for k in sizes if sizes[k] > 0]
     while left > 0:
         weight = {k: float(weights.get(k, 1.0)) for k in open_groups}
-        quota = {k: left * w / sum(weight.values()) for k, w in weight.items()}
+        total_weight = sum(weight.values())
+        quota = {k: left * w / total_weight for k, w in weight.items()}
         give = {k: int(q) for k, q in quota.items()}
         by_remainder = sorted(open_groups, key=lambda k: give[k] - quota[k])  # stable: in order
         for key in by_remainder[: left - sum(give.values())]:
